@@ -1,0 +1,1 @@
+"""Building: nvcc invocations and the TensorRT header lookup."""

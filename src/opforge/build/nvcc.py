@@ -1,0 +1,60 @@
+"""The one place nvcc is found and invoked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from opforge.errors import OpforgeError
+
+
+class BuildError(OpforgeError):
+    pass
+
+
+def find_nvcc() -> str:
+    candidates = []
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            candidates.append(Path(os.environ[var]) / "bin" / "nvcc")
+    found = shutil.which("nvcc")
+    if found:
+        candidates.append(Path(found))
+    candidates.append(Path("/usr/local/cuda/bin/nvcc"))
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return str(c)
+    raise BuildError("nvcc not found: install the CUDA toolkit (12.4 or newer) or set CUDA_HOME")
+
+
+def gencode_flags(arch: str = "sm_90") -> list[str]:
+    """SASS for the target GPU plus PTX of the same architecture, so newer GPUs can JIT it."""
+    sm = arch.removeprefix("sm_")
+    return [f"-gencode=arch=compute_{sm},code=sm_{sm}", f"-gencode=arch=compute_{sm},code=compute_{sm}"]
+
+
+def run_nvcc(args: list[str], what: str, cwd: Path | None = None) -> None:
+    cmd = [find_nvcc(), *args]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        errors = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()] or proc.stderr.splitlines()
+        first = errors[0].strip() if errors else f"exit code {proc.returncode}"
+        raise BuildError(f"nvcc failed on {what}: {first}")
+
+
+def compile_fatbin(source: Path, out: Path, arch: str = "sm_90") -> Path:
+    """A kernel-only CUDA source -> fatbin (SASS + PTX), loadable with cuModuleLoadData."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    run_nvcc(["-fatbin", "-O3", "-std=c++17", *gencode_flags(arch), "-o", str(tmp), str(source)], str(source))
+    os.replace(tmp, out)
+    return out
+
+
+def parallel(jobs: list, fn, workers: int | None = None) -> list:
+    """Run fn over jobs on a thread pool (nvcc processes run in parallel); the first failure is raised."""
+    workers = workers or max(1, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, jobs))

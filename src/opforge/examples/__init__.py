@@ -1,0 +1,1 @@
+"""Built-in example models and the op cases opforge is checked on."""

@@ -1,0 +1,241 @@
+"""Cutting one node out of a model into a stand-alone ONNX model with typed, shaped inputs.
+
+Inputs fed by initializers, Constant nodes, or anything computable from them (Shape of a static tensor, ...)
+become initializers of the subgraph: their values matter (axes, depth, pads, index tables). The other inputs
+keep the types and shapes shape inference gives them; symbolic dimensions stay symbolic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from opforge.errors import OpforgeError
+from opforge.extract.model_io import opset_of
+
+Dim = int | str
+BATCH_DIM = "batch"
+
+
+@dataclass
+class NodeSubgraph:
+    node_name: str
+    op_type: str
+    model: onnx.ModelProto  # the stand-alone model: one node, tensor inputs, constant initializers
+    input_names: list[str]  # names in the original model, in node input order (tensor inputs only)
+    constant_inputs: dict[int, np.ndarray]  # node input position -> value
+    output_names: list[str]
+
+    @property
+    def key(self) -> str:
+        """Identical nodes (op, attributes, constants, shapes, dtypes, opset) have the same key."""
+        return hashlib.sha256(self.model.SerializeToString(deterministic=True)).hexdigest()[:16]
+
+
+def parse_shape_arg(text: str) -> dict[str, list[Dim]]:
+    """`x:1x3x224x224,y:batchx16` -> {"x": [1, 3, 224, 224], "y": ["batch", 16]}."""
+    out: dict[str, list[Dim]] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, dims = item.rpartition(":")
+        if not sep or not name:
+            raise OpforgeError(f"--input-shapes: {item!r} is not NAME:D0xD1x...")
+        out[name] = [int(d) if d.isdigit() else d for d in dims.split("x")] if dims else []
+    return out
+
+
+def extract_nodes(
+    model: onnx.ModelProto,
+    nodes: list[onnx.NodeProto],
+    input_shapes: dict[str, list[Dim]] | None = None,
+    dynamic_batch: bool = False,
+) -> list[NodeSubgraph]:
+    model = _with_input_shapes(model, input_shapes or {}, dynamic_batch)
+    types = _infer_types(model)
+    consts = _constant_values(model, types)
+    opset = opset_of(model)
+    return [_cut(node, types, consts, opset, model) for node in nodes]
+
+
+def _with_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[Dim]], dynamic_batch: bool) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inits = {i.name for i in m.graph.initializer}
+    graph_inputs = {i.name: i for i in m.graph.input if i.name not in inits}
+    for name in shapes:
+        if name not in graph_inputs:
+            raise OpforgeError(f"--input-shapes names {name!r}, which is not a graph input of the model")
+    for name, vi in graph_inputs.items():
+        tt = vi.type.tensor_type
+        if name in shapes:
+            tt.ClearField("shape")
+            for d in shapes[name]:
+                dim = tt.shape.dim.add()
+                if isinstance(d, int):
+                    dim.dim_value = d
+                else:
+                    dim.dim_param = d
+        if dynamic_batch and tt.HasField("shape") and len(tt.shape.dim) > 0:
+            first = tt.shape.dim[0]
+            if not first.dim_param:
+                first.Clear()
+                first.dim_param = BATCH_DIM
+    return m
+
+
+def _infer_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as e:
+        raise OpforgeError(f"ONNX shape inference failed on the model: {str(e).splitlines()[0]}") from None
+    g = inferred.graph
+    types = {vi.name: vi.type for vi in [*g.input, *g.value_info, *g.output]}
+    for init in g.initializer:
+        types[init.name] = helper.make_tensor_type_proto(init.data_type, list(init.dims))
+    return types
+
+
+def _constant_values(model: onnx.ModelProto, types: dict[str, onnx.TypeProto]) -> dict[str, np.ndarray]:
+    """Values of every tensor that does not depend on a graph input, folded in graph order."""
+    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type in _NONDETERMINISTIC:
+            continue
+        if node.op_type == "Shape" and node.input[0] not in values:
+            dims = _dims(types.get(node.input[0]))
+            if dims is not None and all(isinstance(d, int) for d in dims):
+                start = next((a.i for a in node.attribute if a.name == "start"), 0)
+                end = next((a.i for a in node.attribute if a.name == "end"), len(dims))
+                values[node.output[0]] = np.array(dims[start:end], dtype=np.int64)
+            continue
+        if all(not i or i in values for i in node.input) and not any(
+            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
+        ):
+            outs = _run_node(node, values, opset_of(model))
+            if outs is not None:
+                values.update(outs)
+    return values
+
+
+_NONDETERMINISTIC = {
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+    "Dropout",
+}
+_MAX_FOLDED_ELEMENTS = 1 << 22
+
+
+def _run_node(node: onnx.NodeProto, values: dict[str, np.ndarray], opset: int) -> dict[str, np.ndarray] | None:
+    from onnx.reference import ReferenceEvaluator
+
+    inputs = [i for i in node.input if i]
+    graph = helper.make_graph(
+        [node],
+        "fold",
+        [
+            helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(values[i].dtype), values[i].shape)
+            for i in inputs
+        ],
+        [helper.make_value_info(o, onnx.TypeProto()) for o in node.output if o],
+    )
+    try:
+        sess = ReferenceEvaluator(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
+        outs = sess.run(None, {i: values[i] for i in inputs})
+    except Exception:
+        return None  # not foldable here: the node stays an ordinary input of its consumers
+    result = {}
+    for name, v in zip([o for o in node.output if o], outs):
+        if not isinstance(v, np.ndarray) or v.size > _MAX_FOLDED_ELEMENTS:
+            return None
+        result[name] = v
+    return result
+
+
+def _dims(t: onnx.TypeProto | None) -> list[Dim] | None:
+    if t is None or not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "") for d in t.tensor_type.shape.dim]
+
+
+_IDENT = re.compile(r"[^A-Za-z0-9_]")
+
+
+def _dim_name(param: str) -> str:
+    """A dim_param as a C/Python identifier (it names a shape variable in plans and generated C++)."""
+    name = _IDENT.sub("_", param)
+    return name if name and not name[0].isdigit() else f"d_{name}"
+
+
+def _cut(
+    node: onnx.NodeProto,
+    types: dict[str, onnx.TypeProto],
+    consts: dict[str, np.ndarray],
+    opset: int,
+    model: onnx.ModelProto,
+) -> NodeSubgraph:
+    where = f"node {node.name!r} ({node.op_type})"
+    graph_inputs, inits, names = [], [], []
+    constant_inputs: dict[int, np.ndarray] = {}
+    unknown = 0
+    for pos, name in enumerate(node.input):
+        if not name:
+            names.append("")
+            continue
+        if name in consts:
+            cname = f"const{pos}"
+            inits.append(numpy_helper.from_array(consts[name], cname))
+            constant_inputs[pos] = consts[name]
+            names.append(cname)
+            continue
+        t = types.get(name)
+        if t is None or not t.HasField("tensor_type"):
+            raise OpforgeError(
+                f"{where}: input {name!r} has no type or shape; give it with --input-shapes {name}:D0xD1x..."
+            )
+        dims = _dims(t)
+        if dims is None:
+            raise OpforgeError(
+                f"{where}: input {name!r} has no shape; give the graph inputs' shapes with --input-shapes"
+            )
+        shape: list[Dim] = []
+        for d in dims:
+            if d == "":  # unknown extent: a fresh symbolic dimension, read at run time
+                shape.append(f"unk{unknown}")
+                unknown += 1
+            else:
+                shape.append(d if isinstance(d, int) else _dim_name(d))
+        iname = f"in{pos}"
+        graph_inputs.append(helper.make_tensor_value_info(iname, t.tensor_type.elem_type, shape))
+        names.append(iname)
+    outs = []
+    for k, o in enumerate(node.output):
+        t = types.get(o)
+        elem = t.tensor_type.elem_type if t is not None and t.HasField("tensor_type") else 0
+        outs.append(helper.make_tensor_value_info(f"out{k}", elem, None))
+    sub_node = helper.make_node(
+        node.op_type,
+        names,
+        [f"out{k}" for k in range(len(node.output))],
+        domain=node.domain or None,
+        name="node",
+    )
+    sub_node.attribute.extend(node.attribute)
+    graph = helper.make_graph([sub_node], "opforge_node", graph_inputs, outs, initializer=inits)
+    sub = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="opforge")
+    sub.ir_version = model.ir_version
+    return NodeSubgraph(
+        node_name=node.name,
+        op_type=node.op_type,
+        model=sub,
+        input_names=[n for pos, n in enumerate(node.input) if n and pos not in constant_inputs],
+        constant_inputs=constant_inputs,
+        output_names=list(node.output),
+    )

@@ -1,0 +1,456 @@
+"""ONNX node subgraph -> KernelPlan, through TVM Relax, DLight schedules and TVM's CUDA codegen.
+
+The plan is read off TVM's IR, not off the generated C text: the Relax main function gives the order of the
+TIR calls and the buffers between them; the host half of each TIR function, captured right after TVM splits host
+from device code, gives each kernel launch (entry name, operands, grid, block, dynamic shared memory) as
+expressions over the function's shape variables.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import tvm
+from tvm import relax
+from tvm import tirx as T
+from tvm.ir.expr import Call
+from tvm.relax.frontend.onnx import from_onnx
+
+from opforge import dtypes, expr
+from opforge.errors import LoweringError
+from opforge.extract.subgraph import NodeSubgraph
+from opforge.lower.onnx_rewrites import append_casts, prepare_for_tvm
+from opforge.lower.target import CudaTarget
+from opforge.lower.tir_text import dtype_of, tir_text
+from opforge.plan.kernel_plan import (
+    WORKSPACE_ALIGNMENT,
+    ConstantSpec,
+    DimSource,
+    KernelArg,
+    KernelPlan,
+    Launch,
+    TensorSpec,
+)
+
+log = logging.getLogger(__name__)
+
+_THREAD_TAGS = ("blockIdx.x", "blockIdx.y", "blockIdx.z", "threadIdx.x", "threadIdx.y", "threadIdx.z")
+_DYN_SMEM = "tirx.use_dyn_shared_memory"
+
+
+def producer_name() -> str:
+    return f"tvm {tvm.__version__} dlight-default"
+
+
+def lower_subgraph(sub: NodeSubgraph, target: CudaTarget | None = None) -> KernelPlan:
+    target = target or CudaTarget()
+    where = f"node {sub.node_name!r} ({sub.op_type})"
+    t0 = time.perf_counter()
+    try:
+        mod = _import(sub)
+        mod = _schedule(mod, target)
+        plan = _plan(mod, sub, target)
+    except LoweringError as e:
+        raise LoweringError(f"{where}: {e}") from None
+    except Exception as e:  # TVM raises its own error classes with multi-line C++ context
+        raise LoweringError(f"{where}: TVM cannot lower it: {_reason(e)}") from e
+    log.info("lowered %s in %.2fs: %d launches", where, time.perf_counter() - t0, len(plan.launches))
+    return plan
+
+
+def _reason(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("File ", "at ", "Traceback", "[bt]", "^"))]
+    text = lines[-1] if lines else type(e).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _import(sub: NodeSubgraph) -> tvm.IRModule:
+    model = prepare_for_tvm(sub.model)
+    mod = _from_onnx(model)
+    # TVM's frontend sometimes infers another output dtype than ONNX does (OneHot's float64): cast back.
+    ret = mod["main"].body.body.ty
+    got = [t.dtype for t in (ret.fields if isinstance(ret, relax.TupleType) else [ret])]
+    casts = {}
+    for k, out in enumerate(sub.model.graph.output):
+        elem = out.type.tensor_type.elem_type
+        if elem and k < len(got) and str(got[k]) != dtypes.from_onnx(elem).name:
+            casts[k] = elem
+    return _from_onnx(append_casts(model, casts)) if casts else mod
+
+
+def _from_onnx(model) -> tvm.IRModule:
+    try:
+        return from_onnx(model, keep_params_in_input=False)
+    except Exception as e:
+        raise LoweringError(f"TVM's ONNX frontend cannot import it: {_reason(e)}") from e
+
+
+def _schedule(mod: tvm.IRModule, target: CudaTarget) -> tvm.IRModule:
+    import tvm.s_tir.dlight as dl
+
+    seq = tvm.transform.Sequential(
+        [
+            relax.transform.DecomposeOpsForInference(),
+            # Sort, scan and top-k have GPU-specific implementations chosen by target.
+            relax.backend.DispatchSortScan(),
+            relax.transform.LegalizeOps(),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+            relax.transform.DeadCodeElimination(),
+        ]
+    )
+    with tvm.target.Target(target.tvm_config()):
+        mod = seq(mod)
+        return dl.ApplyDefaultSchedule(
+            dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
+        )(mod)
+
+
+# --- buffers of the Relax main function -------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Storage:
+    """A tensor the kernels see. A view (reshape) shares its root's memory with another shape."""
+
+    kind: str  # input | constant | temp | output | scratch
+    index: int  # input/constant/output index, temp slot
+    dtype: str
+    shape: list[str]
+    root: _Storage | None = None
+    offset: str = "0"  # workspace byte offset, for temp and scratch
+
+    def base(self) -> _Storage:
+        return self.root.base() if self.root is not None else self
+
+    def view(self, shape: list[str]) -> _Storage:
+        return _Storage(self.kind, self.index, self.dtype, shape, root=self)
+
+
+@dataclass
+class _Scalar:
+    """A shape value passed to a TIR function as a scalar parameter."""
+
+    value: str
+
+
+@dataclass
+class _Builder:
+    dim_names: dict  # relax-level tir.Var -> dimension name
+    inputs: list[_Storage] = field(default_factory=list)
+    constants: list[ConstantSpec] = field(default_factory=list)
+    temps: list[_Storage] = field(default_factory=list)
+    const_ids: dict = field(default_factory=dict)
+
+    def shape_of(self, ty) -> list[str]:
+        if not isinstance(ty, relax.TensorType) or ty.shape is None:
+            raise LoweringError(f"a tensor without a known rank/shape ({ty})")
+        values = getattr(ty.shape, "values", None)
+        if values is None:
+            raise LoweringError(f"a tensor whose shape is not a shape expression ({ty.shape})")
+        return [tir_text(v, self.dim_names) for v in values]
+
+    def constant(self, c) -> _Storage:
+        key = c.id_ if hasattr(c, "id_") else id(c)
+        if key not in self.const_ids:
+            self.const_ids[key] = len(self.constants)
+            self.constants.append(ConstantSpec.from_array(f"c{len(self.constants)}", c.value.numpy()))
+        spec = self.constants[self.const_ids[key]]
+        return _Storage("constant", self.const_ids[key], spec.dtype, [str(s) for s in spec.shape])
+
+    def temp(self, ty) -> _Storage:
+        s = _Storage("temp", len(self.temps), str(ty.dtype), self.shape_of(ty))
+        self.temps.append(s)
+        return s
+
+
+def _plan(mod: tvm.IRModule, sub: NodeSubgraph, target: CudaTarget) -> KernelPlan:
+    main = mod["main"]
+    dims: list[DimSource] = []
+    names: dict = {}
+    for i, p in enumerate(main.params):
+        for axis, v in enumerate(p.ty.shape.values):
+            if isinstance(v, T.Var) and v not in names:
+                names[v] = v.name
+                dims.append(DimSource(v.name, i, axis))
+    b = _Builder(names)
+    env: dict = {}  # relax Var -> _Storage, or a tuple of them
+    for i, p in enumerate(main.params):
+        st = _Storage("input", i, str(p.ty.dtype), b.shape_of(p.ty))
+        b.inputs.append(st)
+        env[p] = st
+
+    calls: list[tuple[tvm.ir.GlobalVar, list]] = []  # TIR function, its arguments in parameter order
+    body = main.body
+    for block in body.blocks:
+        for binding in block.bindings:
+            if not isinstance(binding, relax.VarBinding):
+                raise LoweringError(
+                    f"unsupported Relax binding {type(binding).__name__} (a data-dependent output shape?)"
+                )
+            env[binding.var] = _bind_value(binding.value, env, b, calls)
+    result = _resolve(body.body, env, b)
+    results = list(result) if isinstance(result, tuple) else [result]
+
+    outputs: list[TensorSpec] = []
+    for j, st in enumerate(results):
+        root = st.base()
+        if root.kind != "temp":
+            raise LoweringError("an output is an input, a constant or another output (no kernel writes it)")
+        outputs.append(TensorSpec(sub.output_names[j] if j < len(sub.output_names) else f"out{j}", st.dtype, st.shape))
+        root.kind, root.index = "output", j
+
+    # Workspace: the remaining temporaries, one aligned slice each in order of creation, then the scratch
+    # buffers TIR functions allocate for themselves (each call reuses the same region: calls run in order).
+    temps_end = "0"
+    for st in b.temps:
+        if st.kind == "temp":
+            st.offset = temps_end
+            temps_end = expr.align_up(
+                expr.add(temps_end, TensorSpec("", st.dtype, st.shape).nbytes()), WORKSPACE_ALIGNMENT
+            )
+
+    prefix = f"opf_{sub.key[:10]}_"
+    prims = {gv: f for gv, f in mod.functions.items() if isinstance(f, T.PrimFunc)}
+    used = {gv.name_hint for gv, _ in calls}
+    source, host_funcs = _build(prims, used, prefix, target)
+
+    launches: list[Launch] = []
+    scratch_sizes: list[str] = []
+    for gv, call_args in calls:
+        ls, scratch = _launches(host_funcs[gv.name_hint], call_args, temps_end)
+        launches += ls
+        scratch_sizes.append(scratch)
+    workspace = temps_end
+    nonzero = [s for s in scratch_sizes if s != "0"]
+    if nonzero:
+        biggest = nonzero[0]
+        for s in nonzero[1:]:
+            biggest = expr.fold(f"max({biggest}, {s})")
+        workspace = expr.add(temps_end, biggest)
+
+    return KernelPlan(
+        key=sub.key,
+        op_type=sub.op_type,
+        dims=dims,
+        inputs=[TensorSpec(n, st.dtype, st.shape) for n, st in zip(sub.input_names, b.inputs)],
+        outputs=outputs,
+        constants=b.constants,
+        launches=launches,
+        workspace=workspace,
+        cuda_source=source,
+        target=target.arch,
+        producer=producer_name(),
+    )
+
+
+def _is_tensor_const(e) -> bool:
+    return type(e).__name__ in ("Constant", "GenericConst") and isinstance(getattr(e, "ty", None), relax.TensorType)
+
+
+def _resolve(e, env: dict, b: _Builder):
+    if isinstance(e, relax.Var) and e in env:
+        return env[e]
+    if _is_tensor_const(e):
+        return b.constant(e)
+    if isinstance(e, relax.Tuple):
+        return tuple(_resolve(f, env, b) for f in e.fields)
+    if isinstance(e, relax.Var) and isinstance(e.ty, (relax.TensorType, relax.TupleType)):
+        raise LoweringError(f"Relax variable {e.name} is used before it is bound")
+    if isinstance(e, relax.ShapeExpr):
+        raise LoweringError("a shape value is passed where a tensor is expected")
+    # A shape value (TIR integer expression, possibly wrapped in a PrimValue) passed as a scalar parameter.
+    return _Scalar(tir_text(getattr(e, "value", e), b.dim_names))
+
+
+_VIEW_BUILTINS = ("vm.builtin.reshape",)
+
+
+def _bind_value(value, env: dict, b: _Builder, calls: list):
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    op_name = getattr(getattr(value, "op", None), "name", "")
+    if isinstance(value, relax.Call) and value.op.same_as(call_tir):
+        args = [_resolve(a, env, b) for a in value.args[1].fields]
+        if any(isinstance(a, tuple) for a in args):
+            raise LoweringError("a TIR call takes a tuple argument")
+        tir_vars = []
+        if len(value.args) > 2:
+            tir_vars = [_Scalar(tir_text(v, b.dim_names)) for v in value.args[2].values]
+        out_ty = value.ty_args[0]
+        outs = [b.temp(t) for t in out_ty.fields] if isinstance(out_ty, relax.TupleType) else [b.temp(out_ty)]
+        calls.append((value.args[0], [*args, *outs, *tir_vars]))
+        return tuple(outs) if isinstance(out_ty, relax.TupleType) else outs[0]
+    if op_name == "relax.call_pure_packed" and str(getattr(value.args[0], "global_symbol", "")) in _VIEW_BUILTINS:
+        src = _resolve(value.args[1], env, b)
+        return src.view(b.shape_of(value.ty_args[0]))
+    if isinstance(value, relax.TupleGetItem):
+        return _resolve(value.tuple_value, env, b)[value.index]
+    if isinstance(value, (relax.Var, relax.Tuple)) or _is_tensor_const(value):
+        return _resolve(value, env, b)
+    if op_name == "relax.call_pure_packed":
+        op_name = f"packed function {getattr(value.args[0], 'global_symbol', value.args[0])}"
+    raise LoweringError(f"Relax op {op_name or type(value).__name__} remains after legalization (no TIR kernel)")
+
+
+# --- TIR build and launch extraction -----------------------------------------------------------------------
+
+
+def _build(prims: dict, used: set[str], prefix: str, target: CudaTarget) -> tuple[str, dict]:
+    """Compile the TIR functions to CUDA; return the source and each function's host half (pre-MakePackedAPI)."""
+    funcs = {gv: f.with_attr("global_symbol", prefix + gv.name_hint) for gv, f in prims.items() if gv.name_hint in used}
+    captured: dict[str, tvm.IRModule] = {}
+
+    @tvm.instrument.pass_instrument
+    class _Capture:
+        def run_before_pass(self, mod, info):
+            if info.name.endswith("MakePackedAPI"):
+                captured["mod"] = mod
+
+    with tvm.transform.PassContext(opt_level=3, instruments=[_Capture()]):
+        rt = T.build(tvm.IRModule(funcs), target=tvm.target.Target(target.tvm_config()))
+    if "mod" not in captured:
+        raise LoweringError("TVM's TIR pipeline has no MakePackedAPI pass: unsupported TVM version")
+    host = {
+        gv.name_hint: f
+        for gv, f in captured["mod"].functions.items()
+        if isinstance(f, T.PrimFunc) and gv.name_hint in used
+    }
+    return _cuda_source(rt), host
+
+
+def _cuda_source(rt) -> str:
+    stack = [rt]
+    while stack:
+        m = stack.pop()
+        if m.kind == "cuda":
+            return m.inspect_source()
+        stack.extend(m.imports)
+    raise LoweringError("TVM produced no CUDA module")
+
+
+def _is_buffer(v) -> bool:
+    return type(getattr(v, "ty", None)).__name__ == "BufferType"
+
+
+def _buffer_of(e, buffers: dict):
+    """The buffer variable behind `tirx.buffer_data(V)`, or None."""
+    if isinstance(e, Call) and getattr(e.op, "name", "") == "tirx.buffer_data" and e.args[0] in buffers:
+        return e.args[0]
+    return None
+
+
+def _launches(host: T.PrimFunc, call_args: list, scratch_base: str) -> tuple[list[Launch], str]:
+    """The kernel launches of one TIR function's host half, and the bytes of scratch memory it allocates."""
+    names: dict = {}  # the function's variables -> expressions over the plan's dimensions
+    buffers: dict = {}  # buffer Var -> _Storage
+    symbol = host.attrs["global_symbol"]
+    if len(host.params) != len(call_args):
+        raise LoweringError(
+            f"TIR function {symbol} takes {len(host.params)} parameters, its call passes {len(call_args)}"
+        )
+    # Bind the function's own shape variables by matching its buffer shapes to the Relax tensors they receive.
+    for p, arg in zip(host.params, call_args):
+        if _is_buffer(p) != isinstance(arg, _Storage):
+            raise LoweringError(f"TIR function {symbol}: parameter {p.name} does not match its argument")
+        if isinstance(arg, _Scalar):
+            names[p] = arg.value
+            continue
+        buffers[p] = arg
+        if len(p.shape) != len(arg.shape):
+            raise LoweringError(f"buffer {p.name} rank differs from its tensor")
+        for d, s in zip(p.shape, arg.shape):
+            if isinstance(d, T.Var) and d not in names:
+                names[d] = s
+        if isinstance(p.elem_offset, T.Var):
+            names[p.elem_offset] = "0"  # opforge's buffers are dense and start at their pointer
+
+    launches: list[Launch] = []
+    scratch_end = "0"
+
+    def visit(stmt) -> None:
+        nonlocal scratch_end
+        if isinstance(stmt, T.SeqStmt):
+            for s in stmt.seq:
+                visit(s)
+        elif isinstance(stmt, T.Bind):
+            names[stmt.var] = tir_text(stmt.value, names)
+        elif isinstance(stmt, T.DeclBuffer):
+            src = _buffer_of(stmt.data, buffers)
+            if src is None:
+                raise LoweringError(f"host code declares buffer {stmt.buffer.name} over memory it does not own")
+            buffers[stmt.buffer] = buffers[src]
+        elif isinstance(stmt, T.AllocBuffer):
+            buf = stmt.buffer
+            shape = [tir_text(d, names) for d in buf.shape]
+            st = _Storage("scratch", -1, dtype_of(buf), shape, offset=expr.add(scratch_base, scratch_end))
+            buffers[buf] = st
+            scratch_end = expr.align_up(
+                expr.add(scratch_end, TensorSpec("", st.dtype, shape).nbytes()), WORKSPACE_ALIGNMENT
+            )
+        elif isinstance(stmt, T.AttrStmt):
+            visit(stmt.body)
+        elif isinstance(stmt, T.For):
+            # A loop of launches (multi-pass scans) is unrolled; its trip count must not depend on a dimension.
+            lo, extent = tir_text(stmt.min, names), tir_text(stmt.extent, names)
+            if not (expr.is_constant(lo) and expr.is_constant(extent)):
+                raise LoweringError(
+                    f"host code of {symbol} launches kernels in a loop of {extent} iterations, "
+                    "which depends on a symbolic dimension: make that dimension static"
+                )
+            start = expr.evaluate(lo, {})
+            for i in range(start, start + expr.evaluate(extent, {})):
+                names[stmt.loop_var] = str(i)
+                visit(stmt.body)
+        elif isinstance(stmt, T.AssertStmt):
+            pass  # shape checks TVM would run on the host; the plugin's shapes come from TensorRT
+        elif isinstance(stmt, T.Evaluate) and isinstance(stmt.value, Call):
+            launches.append(_launch(stmt.value, names, buffers))
+        else:
+            raise LoweringError(
+                f"host code of {symbol} has a {type(stmt).__name__}: opforge supports straight-line kernel "
+                "launches only"
+            )
+
+    visit(host.body)
+    if not launches:
+        raise LoweringError(f"TIR function {symbol} launches no kernel")
+    return launches, scratch_end
+
+
+def _launch(call: Call, names: dict, buffers: dict) -> Launch:
+    if getattr(call.op, "name", "") != "tirx.call_ffi_kernel":
+        raise LoweringError(f"host code calls {call.op}, not a kernel")
+    tags = [str(t) for t in call.attrs.launch_params]
+    for t in tags:
+        if t not in _THREAD_TAGS and t != _DYN_SMEM:
+            raise LoweringError(f"kernel launch parameter {t!r} is not supported")
+    nvalues = len(tags)
+    kernel = str(call.args[0].value)
+    operands = list(call.args[1 : len(call.args) - nvalues])
+    values = [tir_text(v, names) for v in call.args[len(call.args) - nvalues :]]
+    launch_dims = dict(zip(tags, values))
+    args: list[KernelArg] = []
+    for a in operands:
+        buf = _buffer_of(a, buffers)
+        if buf is not None:
+            st = buffers[buf].base()
+            if st.kind in ("temp", "scratch"):
+                args.append(KernelArg("workspace", st.dtype, offset=st.offset))
+            else:
+                args.append(KernelArg(st.kind, st.dtype, index=st.index))
+        elif "handle" in dtype_of(a):
+            raise LoweringError(f"kernel {kernel} takes pointer {a}, which is not a known buffer")
+        else:
+            args.append(KernelArg("scalar", dtype_of(a), value=tir_text(a, names)))
+    return Launch(
+        kernel=kernel,
+        grid=[launch_dims.get(f"blockIdx.{c}", "1") for c in "xyz"],
+        block=[launch_dims.get(f"threadIdx.{c}", "1") for c in "xyz"],
+        shared_mem=launch_dims.get(_DYN_SMEM, "0"),
+        args=args,
+    )

@@ -1,0 +1,1 @@
+"""Running kernel plans on a GPU without TVM (cuda-python driver API)."""

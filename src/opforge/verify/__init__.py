@@ -1,0 +1,1 @@
+"""Verification: random valid inputs, the ONNX reference, comparison under per-dtype tolerances."""
