@@ -43,6 +43,8 @@ def compare(out: np.ndarray, ref: np.ndarray, dtype: str) -> Comparison:
     same_inf = np.isinf(r) & (o == r)
     diff = np.where(both_nan | same_inf, 0.0, np.abs(o - r))
     diff = np.where(np.isnan(diff), np.inf, diff)  # NaN where the reference has a number: always bad
-    bad = int(np.count_nonzero(diff > tol.atol + tol.rtol * np.abs(np.nan_to_num(r))))
+    finite = np.abs(r[np.isfinite(r)])
+    scale = max(1.0, float(finite.max())) if finite.size else 1.0
+    bad = int(np.count_nonzero(diff > tol.atol * scale + tol.rtol * np.abs(np.nan_to_num(r))))
     rel = diff / np.maximum(np.abs(np.nan_to_num(r)), 1e-30)
     return Comparison(bad == 0, float(diff.max()), float(np.minimum(rel, 1e300).max()), bad, int(ref.size))

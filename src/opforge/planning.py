@@ -1,0 +1,111 @@
+"""Extract -> lower -> compile: kernel plans and their fatbins for the selected nodes of a model.
+
+Plans are cached by content hash (the subgraph's bytes + TVM version + target): identical nodes share one plan,
+and a re-run reuses what an earlier (even interrupted) run finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from opforge.build.nvcc import compile_fatbin, parallel
+from opforge.errors import OpforgeError
+from opforge.extract.subgraph import NodeSubgraph
+from opforge.fsutil import atomic_write_bytes, atomic_write_text
+from opforge.lower.target import CudaTarget
+from opforge.plan.kernel_plan import KernelPlan
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("OPFORGE_CACHE", Path.home() / ".cache" / "opforge"))
+
+
+@dataclass
+class PlannedNode:
+    node_name: str
+    op_type: str
+    plan_key: str
+    plan: KernelPlan
+    plan_path: Path
+    fatbin_path: Path
+    subgraph_path: Path
+
+
+def _cache_key(sub: NodeSubgraph, target: CudaTarget) -> str:
+    from opforge.lower.tvm_lower import producer_name
+
+    h = hashlib.sha256(sub.model.SerializeToString(deterministic=True))
+    h.update(f"{producer_name()}|{target}".encode())
+    return h.hexdigest()[:24]
+
+
+def plan_subgraphs(
+    subs: list[NodeSubgraph],
+    out_dir: Path,
+    target: CudaTarget | None = None,
+    cache_dir: Path | None = None,
+    on_progress=None,
+) -> list[PlannedNode]:
+    """Lower each distinct subgraph once, compile its kernels, and write under out_dir/plans/<key>.*"""
+    from opforge.lower.tvm_lower import lower_subgraph
+
+    target = target or CudaTarget()
+    cache = (cache_dir or default_cache_dir()) / "plans"
+    plans_dir = out_dir / "plans"
+    plans_dir.mkdir(parents=True, exist_ok=True)
+    by_key: dict[str, KernelPlan] = {}
+    for i, sub in enumerate(subs):
+        if sub.key in by_key:
+            continue
+        cached = cache / f"{_cache_key(sub, target)}.json"
+        plan = None
+        if cached.is_file():
+            try:
+                plan = KernelPlan.load(cached)
+            except (ValueError, KeyError, json.JSONDecodeError):
+                plan = None  # stale or damaged entry: lower again
+        if plan is None:
+            plan = lower_subgraph(sub, target)
+            plan.save(cached)
+        by_key[sub.key] = plan
+        plan.save(plans_dir / f"{sub.key}.json")
+        atomic_write_text(plans_dir / f"{sub.key}.cu", plan.cuda_source)
+        atomic_write_bytes(plans_dir / f"{sub.key}.onnx", sub.model.SerializeToString())
+        if on_progress:
+            on_progress(i + 1, len(subs), sub)
+
+    def build(key: str) -> None:
+        fatbin = plans_dir / f"{key}.fatbin"
+        cached = cache / f"{key}-{hashlib.sha256(by_key[key].cuda_source.encode()).hexdigest()[:16]}.fatbin"
+        if not cached.is_file():
+            compile_fatbin(plans_dir / f"{key}.cu", cached, target.arch)
+        atomic_write_bytes(fatbin, cached.read_bytes())
+
+    parallel(sorted(by_key), build)
+    return [
+        PlannedNode(
+            s.node_name,
+            s.op_type,
+            s.key,
+            by_key[s.key],
+            plans_dir / f"{s.key}.json",
+            plans_dir / f"{s.key}.fatbin",
+            plans_dir / f"{s.key}.onnx",
+        )
+        for s in subs
+    ]
+
+
+def load_subgraph(path: Path) -> onnx.ModelProto:
+    if not path.is_file():
+        raise OpforgeError(f"{path}: missing (run `opforge plan` or `opforge generate` first)")
+    return onnx.load(str(path))

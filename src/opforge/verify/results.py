@@ -1,0 +1,39 @@
+"""Result files under results/: machine-readable JSON plus a short markdown table, each naming device, date and
+the command that produced it."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+from opforge.fsutil import atomic_write_text
+
+
+def run_metadata(device: str, extra: dict | None = None) -> dict:
+    return {
+        "device": device,
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
+        "host": platform.node(),
+        "python": platform.python_version(),
+        **(extra or {}),
+    }
+
+
+def write_results(out_dir: Path, stem: str, meta: dict, rows: list[dict], summary: dict, markdown_body: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=1))
+    head = [
+        f"# {stem}",
+        "",
+        f"- device: {meta['device']}",
+        f"- date (UTC): {meta['date_utc']}",
+        f"- command: `{meta['command']}`",
+    ]
+    head += [f"- {k}: {v}" for k, v in meta.items() if k not in ("device", "date_utc", "command", "host", "python")]
+    head += ["", "Summary: " + ", ".join(f"{k} = {v}" for k, v in summary.items()), ""]
+    atomic_write_text(out_dir / f"{stem}.md", "\n".join(head) + "\n" + markdown_body + "\n")
