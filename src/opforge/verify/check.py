@@ -18,7 +18,8 @@ from opforge.verify.reference import reference_outputs
 # equal the reference under both (0xFF is NaN for every float type).
 POISONS = (0xFF, 0x5A)
 
-Runner = Callable[[list[np.ndarray], int], list[np.ndarray]]
+# An executor: (inputs, poison byte) -> outputs of each execution context it ran ([[out0, out1, ...], ...]).
+Runner = Callable[[list[np.ndarray], int], list[list[np.ndarray]]]
 
 
 def input_shapes(plan: KernelPlan, dims: dict[str, int]) -> list[tuple[int, ...]]:

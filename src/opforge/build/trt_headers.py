@@ -1,0 +1,77 @@
+"""The one place TensorRT's public headers are found.
+
+TENSORRT_INCLUDE_DIR (a folder with NvInferRuntime.h) wins. Otherwise the TensorRT 10.14 public headers
+(Apache-2.0) shipped in the PyPI wheel kernel-lens==2.0.1 are downloaded once into the cache. Nothing is linked:
+a plugin library needs the headers only.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from opforge.errors import OpforgeError
+
+HEADER_WHEEL = "kernel-lens==2.0.1"
+_WHEEL_DIR = "kernel_lens/include/tensorrt/"
+_MARKER = "NvInferRuntime.h"
+
+
+def trt_include_dir(cache_dir: Path | None = None) -> Path:
+    env = os.environ.get("TENSORRT_INCLUDE_DIR")
+    if env:
+        p = Path(env)
+        if not (p / _MARKER).is_file():
+            raise OpforgeError(f"TENSORRT_INCLUDE_DIR={env} has no {_MARKER}")
+        return p
+    from opforge.planning import default_cache_dir
+
+    target = (cache_dir or default_cache_dir()) / "tensorrt-include-10.14"
+    if (target / _MARKER).is_file():
+        return target
+    return _download(target)
+
+
+def _download(target: Path) -> Path:
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+                tmp,
+                HEADER_WHEEL,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            reason = (proc.stderr.strip().splitlines() or ["no wheel"])[-1]
+            raise OpforgeError(
+                f"TensorRT headers not found: set TENSORRT_INCLUDE_DIR to your TensorRT include folder "
+                f"(downloading {HEADER_WHEEL} failed: {reason})"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".trt-include-", dir=target.parent))
+        with zipfile.ZipFile(wheels[0]) as z:
+            for name in z.namelist():
+                if name.startswith(_WHEEL_DIR) and name.endswith(".h"):
+                    (staging / Path(name).name).write_bytes(z.read(name))
+    if not (staging / _MARKER).is_file():
+        raise OpforgeError(f"{HEADER_WHEEL} holds no {_MARKER}: set TENSORRT_INCLUDE_DIR")
+    try:
+        os.replace(staging, target)  # atomic: a concurrent build sees all headers or none
+    except OSError:
+        if not (target / _MARKER).is_file():
+            raise
+    return target

@@ -1,0 +1,1 @@
+"""Emission: plugin C++ sources and the rewritten ONNX model."""

@@ -1,0 +1,214 @@
+"""Plugin C++ from kernel plans: template contexts and rendering (the C++ itself lives in opforge/templates)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from opforge import __version__, dtypes, expr
+from opforge.emit.fields import PluginAttr
+from opforge.plan.kernel_plan import KernelPlan
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+HEADERS = ("opforgePluginCommon.h", "opforgeShapeMath.h")
+_SMEM_DEFAULT_LIMIT = 48 * 1024
+
+
+@dataclass
+class PluginSpec:
+    """One plugin of a library: a name, the plan it runs, the fields it carries, the nodes it serves."""
+
+    name: str
+    plan: KernelPlan
+    attrs: list[PluginAttr]
+    nodes: list[str] = field(default_factory=list)
+
+    @property
+    def ns(self) -> str:
+        return "p_" + re.sub(r"[^0-9A-Za-z_]", "_", self.name)
+
+    @property
+    def class_name(self) -> str:
+        parts = re.split(r"[^0-9A-Za-z]+", self.name)
+        return "".join(p[:1].upper() + p[1:] for p in parts if p) + "Plugin"
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _dim_var(name: str) -> str:
+    return f"dim_{name}"
+
+
+def _cpp(text: str) -> str:
+    return expr.to_cpp(text, _dim_var)
+
+
+def _trt(dtype: str, what: str) -> str:
+    trt = dtypes.by_name(dtype).trt
+    if trt is None:
+        raise ValueError(f"{what} has dtype {dtype}, which a TensorRT tensor cannot hold")
+    return f"DataType::{trt}"
+
+
+def _field(a: PluginAttr) -> dict:
+    if a.kind == "string":
+        escaped = a.string.replace("\\", "\\\\").replace('"', '\\"')
+        return {"name": a.name, "type": "kCHAR", "ctype": "char", "init": f'"{escaped}"', "length": len(a.string)}
+    if a.kind == "floats":
+        vals = [repr(float(v)) + "F" if abs(v) < 3.4e38 else ("-" if v < 0 else "") + "INFINITY" for v in a.floats]
+        return {
+            "name": a.name,
+            "type": "kFLOAT32",
+            "ctype": "float",
+            "init": "{" + ", ".join(vals or ["0.0F"]) + "}",
+            "length": len(a.floats),
+        }
+    ctype = "int32_t" if a.field_type == "kINT32" else "int64_t"
+    vals = [f"{v}" if ctype == "int32_t" else f"int64_t{{{v}}}" for v in a.ints]
+    return {
+        "name": a.name,
+        "type": a.field_type,
+        "ctype": ctype,
+        "init": "{" + ", ".join(vals or ["0"]) + "}",
+        "length": len(a.ints),
+    }
+
+
+def _launch_context(plan: KernelPlan) -> list[dict]:
+    out = []
+    for launch in plan.launches:
+        args, refs = [], []
+        for k, a in enumerate(launch.args):
+            var = f"a{k}"
+            if a.kind == "scalar":
+                ctype = dtypes.by_name(a.dtype).ctype
+                args.append({"decl": f"{ctype} {var}", "value": f"static_cast<{ctype}>({_cpp(a.value)})"})
+            elif a.kind == "input":
+                args.append({"decl": f"void* {var}", "value": f"const_cast<void*>(inputs[{a.index}])"})
+            elif a.kind == "output":
+                args.append({"decl": f"void* {var}", "value": f"outputs[{a.index}]"})
+            elif a.kind == "constant":
+                args.append({"decl": f"void* {var}", "value": f"c{a.index}"})
+            else:
+                args.append({"decl": f"void* {var}", "value": f"ws + {_cpp(a.offset)}"})
+            refs.append(f"&{var}")
+        smem = expr.fold(launch.shared_mem)
+        out.append(
+            {
+                "kernel": launch.kernel,
+                "grid": [_cpp(g) for g in launch.grid],
+                "block": [_cpp(b) for b in launch.block],
+                "shared_mem": _cpp(smem),
+                "big_smem": not expr.is_constant(smem) or expr.evaluate(smem, {}) > _SMEM_DEFAULT_LIMIT,
+                "args": args,
+                "arg_refs": refs,
+            }
+        )
+    return out
+
+
+def render_kernels(spec: PluginSpec) -> str:
+    plan = spec.plan
+    constants = []
+    for i, c in enumerate(plan.constants):
+        raw = c.to_array().tobytes() or b"\0"
+        rows = [", ".join(f"0x{b:02x}" for b in raw[k : k + 24]) for k in range(0, len(raw), 24)]
+        constants.append(
+            {
+                "name": f"c{i}",
+                "dtype": c.dtype,
+                "shape": c.shape,
+                "nbytes": len(raw),
+                "bytes": ",\n".join("    " + r for r in rows),
+            }
+        )
+    uses_ws = any(a.kind == "workspace" for launch in plan.launches for a in launch.args)
+    return (
+        _env()
+        .get_template("kernels.cu.j2")
+        .render(
+            opforge_version=__version__,
+            plugin_name=spec.name,
+            op_type=plan.op_type,
+            producer=plan.producer,
+            target=plan.target,
+            cuda_source=plan.cuda_source,
+            ns=spec.ns,
+            constants=constants,
+            dims=[{"var": _dim_var(d.name)} for d in plan.dims],
+            dim_names=", ".join(d.name for d in plan.dims) or "none",
+            uses_workspace=uses_ws,
+            launches=_launch_context(plan),
+        )
+    )
+
+
+def render_plugin(spec: PluginSpec) -> str:
+    plan = spec.plan
+    dim_expr = {d.name: f"inputs[{d.input}].d[{d.axis}]" for d in plan.dims}
+    outputs = [
+        {
+            "trt": _trt(o.dtype, f"output {o.name}"),
+            "shape": [expr.to_dim_expr(e, dim_expr.__getitem__) for e in o.shape],
+        }
+        for o in plan.outputs
+    ]
+    inputs = [{"trt": _trt(i.dtype, f"input {i.name}"), "rank": len(i.shape)} for i in plan.inputs]
+    return (
+        _env()
+        .get_template("plugin.cpp.j2")
+        .render(
+            opforge_version=__version__,
+            plugin_name=spec.name,
+            op_type=plan.op_type,
+            node_names=", ".join(spec.nodes) or "-",
+            ns=spec.ns,
+            class_name=spec.class_name,
+            inputs=inputs,
+            outputs=outputs,
+            dims=[{"var": _dim_var(d.name), "input": d.input, "axis": d.axis} for d in plan.dims],
+            dim_names=", ".join(d.name for d in plan.dims) or "none",
+            fields=[_field(a) for a in spec.attrs],
+            workspace=_cpp(plan.workspace),
+        )
+    )
+
+
+def render_library(specs: list[PluginSpec]) -> str:
+    return (
+        _env()
+        .get_template("library.cpp.j2")
+        .render(opforge_version=__version__, plugins=[{"name": s.name, "ns": s.ns} for s in specs])
+    )
+
+
+def write_sources(specs: list[PluginSpec], src_dir: Path) -> dict[str, list[Path]]:
+    """All sources of one library: {"kernels": [...], "plugins": [...], "library": [...]} (header copied along)."""
+    from opforge.fsutil import atomic_write_text
+
+    src_dir.mkdir(parents=True, exist_ok=True)
+    for header in HEADERS:
+        atomic_write_text(src_dir / header, (TEMPLATES / header).read_text())
+    files: dict[str, list[Path]] = {"kernels": [], "plugins": [], "library": []}
+    for s in specs:
+        k = src_dir / f"{s.ns}_kernels.cu"
+        p = src_dir / f"{s.ns}_plugin.cpp"
+        atomic_write_text(k, render_kernels(s))
+        atomic_write_text(p, render_plugin(s))
+        files["kernels"].append(k)
+        files["plugins"].append(p)
+    lib = src_dir / "opforge_library.cpp"
+    atomic_write_text(lib, render_library(specs))
+    files["library"].append(lib)
+    return files

@@ -1,0 +1,76 @@
+"""TensorRT's ONNX parser as an oracle: which nodes it rejects, and why.
+
+Uses the installed `tensorrt` if there is one, else TensorRT-RTX (`tensorrt_rtx`, whose parser runs without a GPU).
+Parsing runs in a child process: TensorRT-RTX can abort the process on some plugin paths.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import onnx
+
+from opforge.errors import OpforgeError
+
+PLUGIN_NOT_FOUND = "Plugin not found"
+
+_CHILD = r"""
+import json, sys
+try:
+    import tensorrt as trt
+    which = "tensorrt " + trt.__version__
+except ImportError:
+    import tensorrt_rtx as trt
+    which = "tensorrt_rtx " + trt.__version__
+logger = trt.Logger(trt.Logger.INTERNAL_ERROR)
+builder = trt.Builder(logger)
+network = builder.create_network(0)
+parser = trt.OnnxParser(network, logger)
+ok = parser.parse(sys.stdin.buffer.read())
+errors = []
+for i in range(parser.num_errors):
+    e = parser.get_error(i)
+    errors.append({"node": e.node_name(), "op_type": e.node_operator(), "reason": e.desc()})
+print(json.dumps({"parser": which, "ok": bool(ok), "errors": errors}))
+"""
+
+
+@dataclass
+class ParserError:
+    node: str
+    op_type: str
+    reason: str
+
+    @property
+    def plugin_lookup(self) -> bool:
+        return PLUGIN_NOT_FOUND in self.reason
+
+
+@dataclass
+class ParseReport:
+    parser: str
+    ok: bool
+    errors: list[ParserError]
+
+
+def available() -> bool:
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_rtx"))
+
+
+def parse(model: onnx.ModelProto, timeout: float = 300) -> ParseReport:
+    if not available():
+        raise OpforgeError("no TensorRT parser: pip install tensorrt-rtx-cu13 (runs without a GPU) or tensorrt")
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD], input=model.SerializeToString(), capture_output=True, timeout=timeout
+    )
+    lines = [ln for ln in proc.stdout.decode(errors="replace").splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise OpforgeError(f"TensorRT's ONNX parser crashed (exit {proc.returncode}): {tail[0]}")
+    d = json.loads(lines[-1])
+    return ParseReport(d["parser"], d["ok"], [ParserError(**e) for e in d["errors"]])

@@ -1,0 +1,112 @@
+"""Python side of the plugin harness (opforge/harness/harness.cpp): loads it with ctypes and runs one plugin
+through TensorRT's IPluginV3 call sequence on the GPU, in two execution contexts on two streams."""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+
+from opforge import dtypes
+from opforge.emit.fields import FIELD_TYPES
+
+
+class _Tensor(ctypes.Structure):
+    _fields_ = [
+        ("dtype", ctypes.c_char_p),
+        ("nbDims", ctypes.c_int32),
+        ("dims", ctypes.c_int64 * 8),
+        ("host", ctypes.c_void_p),
+        ("symbolicMask", ctypes.c_int32),
+    ]
+
+
+class _Field(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("type", ctypes.c_int32),
+        ("length", ctypes.c_int32),
+        ("data", ctypes.c_void_p),
+    ]
+
+
+class HarnessError(RuntimeError):
+    pass
+
+
+_FIELD_NAMES = {v: k for k, v in FIELD_TYPES.items()}
+
+
+class Harness:
+    def __init__(self, lib: Path):
+        self.lib = ctypes.CDLL(str(lib))
+        self.lib.opf_run.restype = ctypes.c_int32
+        self.lib.opf_creator_fields.restype = ctypes.c_int32
+
+    def declared_fields(self, plugin_lib: Path, plugin: str) -> list[tuple[str, str]]:
+        out = ctypes.create_string_buffer(1 << 16)
+        err = ctypes.create_string_buffer(4096)
+        if self.lib.opf_creator_fields(str(plugin_lib).encode(), plugin.encode(), out, len(out), err, len(err)):
+            raise HarnessError(err.value.decode())
+        fields = []
+        for item in filter(None, out.value.decode().split(";")):
+            name, _, t = item.rpartition(":")
+            fields.append((name, _FIELD_NAMES.get(int(t), f"type{t}")))
+        return fields
+
+    def run(
+        self,
+        plugin_lib: Path,
+        plugin: str,
+        fields: list[tuple[str, str, bytes, int]],
+        inputs: list[np.ndarray],
+        symbolic: list[list[bool]],
+        out_dtypes: list[str],
+        out_shapes: list[tuple[int, ...]],
+        poison: int,
+    ) -> list[list[np.ndarray]]:
+        """Outputs of the two execution contexts: [[ctx1 outputs], [ctx2 outputs]]."""
+        keep: list = []  # buffers the C side points into
+        c_fields = (_Field * max(len(fields), 1))()
+        for i, (name, ftype, data, length) in enumerate(fields):
+            buf = ctypes.create_string_buffer(data, len(data))
+            keep.append(buf)
+            c_fields[i] = _Field(name.encode(), FIELD_TYPES[ftype], length, ctypes.cast(buf, ctypes.c_void_p))
+
+        def tensor(arr: np.ndarray, dtype: str, mask: int) -> _Tensor:
+            t = _Tensor(
+                dtypes.by_name(dtype).trt.encode(), arr.ndim, (ctypes.c_int64 * 8)(*arr.shape), arr.ctypes.data, mask
+            )
+            keep.append(arr)
+            return t
+
+        c_in = (_Tensor * max(len(inputs), 1))()
+        for i, (a, sym) in enumerate(zip(inputs, symbolic)):
+            a = np.ascontiguousarray(a)
+            c_in[i] = tensor(a, dtypes.from_numpy(a.dtype).name, sum(1 << k for k, s in enumerate(sym) if s))
+        results: list[list[np.ndarray]] = [[], []]
+        c_out = [(_Tensor * len(out_dtypes))() for _ in range(2)]
+        for ctx in range(2):
+            for i, (dt, shape) in enumerate(zip(out_dtypes, out_shapes)):
+                host = np.empty(shape, dtype=dtypes.numpy_dtype(dt))
+                results[ctx].append(host)
+                c_out[ctx][i] = tensor(host, dt, 0)
+        err = ctypes.create_string_buffer(1 << 14)
+        rc = self.lib.opf_run(
+            str(plugin_lib).encode(),
+            plugin.encode(),
+            c_fields,
+            len(fields),
+            c_in,
+            len(inputs),
+            c_out[0],
+            c_out[1],
+            len(out_dtypes),
+            poison,
+            err,
+            len(err),
+        )
+        if rc != 0:
+            raise HarnessError(err.value.decode(errors="replace").strip())
+        return results

@@ -1,0 +1,100 @@
+"""Verifying a `generate` output folder on the GPU: every plugin through the harness (TensorRT's call sequence,
+two execution contexts) against the ONNX reference on fresh random inputs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from opforge import expr
+from opforge.emit.fields import parser_fields
+from opforge.errors import OpforgeError
+from opforge.plan.kernel_plan import KernelPlan
+from opforge.verify.check import check_once
+from opforge.verify.harness import Harness, HarnessError
+
+DimsFor = Callable[[dict, KernelPlan], list[dict[str, int]]]
+
+
+def default_dims(manifest: dict, values: dict[str, list[int]] | None = None) -> DimsFor:
+    """Dimension values to verify at: given ones, else the dynamic-batch profile for `batch`, else 1 and 7."""
+    profile = manifest.get("dynamic_batch") or {}
+    given = values or {}
+
+    def dims_for(entry: dict, plan: KernelPlan) -> list[dict[str, int]]:
+        choices = []
+        for d in plan.dims:
+            if d.name in given:
+                choices.append(given[d.name])
+            elif d.name == "batch" and profile:
+                choices.append(sorted({profile["min"], profile["opt"], profile["max"]}))
+            else:
+                choices.append([1, 7])
+        runs = max((len(c) for c in choices), default=1)
+        return [{d.name: c[min(k, len(c) - 1)] for d, c in zip(plan.dims, choices)} for k in range(runs)]
+
+    return dims_for
+
+
+def verify_folder(
+    out_dir: Path,
+    dims_for: DimsFor | None = None,
+    only: set[str] | None = None,
+    on_row: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    manifest_path = out_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise OpforgeError(f"{out_dir}: no manifest.json (not an `opforge generate` output folder)")
+    manifest = json.loads(manifest_path.read_text())
+    dims_for = dims_for or default_dims(manifest)
+    harness = Harness(out_dir / manifest["harness"])
+    rewritten = onnx.load(str(out_dir / manifest["output_model"]))
+    nodes = {n.name: n for n in rewritten.graph.node}
+    rng = np.random.default_rng()
+    rows = []
+    for entry in manifest["plugins"]:
+        if only and entry["name"] not in only:
+            continue
+        plan = KernelPlan.load(out_dir / entry["plan"])
+        sub = onnx.load(str(out_dir / entry["subgraph"]))
+        lib = out_dir / entry["library"]
+        row = {"plugin": entry["name"], "op_type": entry["op_type"], "nodes": entry["nodes"], "runs": []}
+        try:
+            declared = harness.declared_fields(lib, entry["name"])
+            fields = parser_fields(nodes[entry["nodes"][0]], declared)
+            row["fields"] = [f[0] for f in fields]
+        except HarnessError as e:
+            rows.append({**row, "ok": False, "error": str(e)})
+            continue
+        symbolic = [[not expr.is_constant(e) for e in spec.shape] for spec in plan.inputs]
+
+        def run(
+            inputs: list[np.ndarray], poison: int, plan=plan, lib=lib, entry=entry, fields=fields, symbolic=symbolic
+        ) -> list[list[np.ndarray]]:
+            env = plan.bind_dims([a.shape for a in inputs])
+            return harness.run(
+                lib,
+                entry["name"],
+                fields,
+                inputs,
+                symbolic,
+                [o.dtype for o in plan.outputs],
+                plan.output_shapes(env),
+                poison,
+            )
+
+        for dims in dims_for(entry, plan):
+            try:
+                r = check_once(plan, sub, run, dims, rng)
+            except (HarnessError, ValueError) as e:
+                r = {"dims": dims, "ok": False, "error": str(e)}
+            row["runs"].append(r)
+        row["ok"] = bool(row["runs"]) and all(r["ok"] for r in row["runs"])
+        if on_row:
+            on_row(row)
+        rows.append(row)
+    return rows
