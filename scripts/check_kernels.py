@@ -72,7 +72,7 @@ def run(bundle: Path, out: Path) -> int:
         for b in entry["batches"]:
             dims = {d.name: b for d in plan.dims}
             try:
-                r = check_once(plan, model, lambda x, p: [runner.run(x, p)], dims, rng)
+                r = check_once(plan, model, runner.run_contexts, dims, rng)
             except Exception as e:  # a launch failure is a result too
                 r = {"dims": dims, "ok": False, "error": f"{type(e).__name__}: {e}"}
             runs.append(r)

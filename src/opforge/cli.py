@@ -222,7 +222,7 @@ def _check(args) -> int:
         plan = KernelPlan.load(args.output / entry["plan"])
         sub = onnx.load(str(args.output / entry["subgraph"]))
         runner = PlanRunner(plan, (args.output / entry["fatbin"]).read_bytes())
-        runs = [check_once(plan, sub, lambda x, p: [runner.run(x, p)], d, rng) for d in dims_for(entry, plan)]
+        runs = [check_once(plan, sub, runner.run_contexts, d, rng) for d in dims_for(entry, plan)]
         runner.close()
         rows.append(
             {"plugin": entry["name"], "op_type": entry["op_type"], "runs": runs, "ok": all(r["ok"] for r in runs)}

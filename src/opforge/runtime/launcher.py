@@ -112,6 +112,10 @@ class PlanRunner:
             for b in owned:
                 b.free()
 
+    def run_contexts(self, inputs: list[np.ndarray], poison: int = 0xFF) -> list[list[np.ndarray]]:
+        """`run` in the executor shape of opforge.verify.check: one execution context."""
+        return [self.run(inputs, poison)]
+
     def enqueue(self, env: dict[str, int], inputs: list[int], outputs: list[int], workspace: int, stream) -> None:
         """Launch every kernel of the plan on `stream` (no allocation, no synchronisation)."""
         cu = _cu()
