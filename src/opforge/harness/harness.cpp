@@ -295,9 +295,10 @@ extern "C"
     }
 
     // The whole TensorRT sequence on the current GPU. Outputs of context 1 go to outs, of context 2 to outs2.
+    // With execute == 0 it stops before the first CUDA call (after onShapeChange): the part that needs no GPU.
     int32_t opf_run(char const* libPath, char const* pluginName, OpfField const* fields, int32_t nbFields,
         OpfTensor const* ins, int32_t nbIn, OpfTensor* outs, OpfTensor* outs2, int32_t nbOut, int32_t poison,
-        char* err, int32_t errLen)
+        int32_t execute, char* err, int32_t errLen)
     {
         LoggerFinder finder;
         std::string step = "start";
@@ -470,6 +471,11 @@ extern "C"
             }
             check(rt1->onShapeChange(inDesc.data(), nbIn, outDesc.data(), nbOut) == 0, "onShapeChange failed (context 1)");
             check(rt2->onShapeChange(inDesc.data(), nbIn, outDesc.data(), nbOut) == 0, "onShapeChange failed (context 2)");
+
+            if (execute == 0)
+            {
+                return finder.logger.messages.find("[plugin error]") == std::string::npos ? 0 : 1;
+            }
 
             step = "enqueue";
             auto bytesOf = [](OpfTensor const& t) {

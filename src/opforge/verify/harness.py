@@ -65,8 +65,10 @@ class Harness:
         out_dtypes: list[str],
         out_shapes: list[tuple[int, ...]],
         poison: int,
+        execute: bool = True,
     ) -> list[list[np.ndarray]]:
-        """Outputs of the two execution contexts: [[ctx1 outputs], [ctx2 outputs]]."""
+        """Outputs of the two execution contexts: [[ctx1 outputs], [ctx2 outputs]]. With execute=False the
+        sequence stops before the first CUDA call (no GPU needed) and the outputs are left unwritten."""
         keep: list = []  # buffers the C side points into
         c_fields = (_Field * max(len(fields), 1))()
         for i, (name, ftype, data, length) in enumerate(fields):
@@ -104,6 +106,7 @@ class Harness:
             c_out[1],
             len(out_dtypes),
             poison,
+            int(execute),
             err,
             len(err),
         )
