@@ -45,14 +45,20 @@ def check_once(
         "outputs": [],
     }
     ok = True
+    contexts = 0
     for poison in POISONS:
-        outs = run(inputs, poison)
-        for k, (spec, out, ref) in enumerate(zip(plan.outputs, outs, refs)):
-            c = compare(out, ref, spec.dtype)
-            ok &= c.ok
-            if poison == POISONS[0]:
-                row["outputs"].append({"name": spec.name, "dtype": spec.dtype, "shape": list(ref.shape), **c.as_dict()})
-            elif not c.ok:
-                row["outputs"][k].update({"ok": False, "bad_second_poison": c.bad})
+        results = run(inputs, poison)
+        contexts = len(results)
+        for ctx, outs in enumerate(results):
+            for k, (spec, out, ref) in enumerate(zip(plan.outputs, outs, refs)):
+                c = compare(out, ref, spec.dtype)
+                ok &= c.ok
+                if poison == POISONS[0] and ctx == 0:
+                    row["outputs"].append(
+                        {"name": spec.name, "dtype": spec.dtype, "shape": list(ref.shape), **c.as_dict()}
+                    )
+                elif not c.ok:
+                    row["outputs"][k].update({"ok": False, f"bad_poison{poison:#x}_context{ctx}": c.bad})
+    row["contexts"] = contexts
     row["ok"] = bool(ok)
     return row
