@@ -16,6 +16,11 @@ class BuildError(OpforgeError):
 
 
 def find_nvcc() -> str:
+    override = os.environ.get("OPFORGE_NVCC")
+    if override:
+        if Path(override).is_file() and os.access(override, os.X_OK):
+            return override
+        raise BuildError(f"nvcc not found at OPFORGE_NVCC={override}")
     candidates = []
     for var in ("CUDA_HOME", "CUDA_PATH"):
         if os.environ.get(var):

@@ -231,6 +231,7 @@ def _cut(
     graph = helper.make_graph([sub_node], "opforge_node", graph_inputs, outs, initializer=inits)
     sub = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="opforge")
     sub.ir_version = model.ir_version
+    _infer_outputs(sub)
     return NodeSubgraph(
         node_name=node.name,
         op_type=node.op_type,
@@ -239,3 +240,16 @@ def _cut(
         constant_inputs=constant_inputs,
         output_names=list(node.output),
     )
+
+
+def _infer_outputs(sub: onnx.ModelProto) -> None:
+    """Give the subgraph's outputs the types and shapes ONNX infers for them (kept symbolic)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(sub, strict_mode=False, data_prop=True)
+    except Exception:
+        return  # the frontend and the reference work without them
+    by_name = {o.name: o for o in inferred.graph.output}
+    for o in sub.graph.output:
+        got = by_name.get(o.name)
+        if got is not None and got.type.tensor_type.HasField("shape"):
+            o.CopyFrom(got)
