@@ -86,6 +86,27 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--dims", type=_dims, default=None, help="dimension values, e.g. 'batch=1,7,64'")
         c.add_argument("--plugins", type=_csv, default=None, help="only these plugins")
 
+    i = sub.add_parser(
+        "inspect", parents=[common], help="nodes TensorRT's parser rejects, and whether opforge can help"
+    )
+    i.add_argument("model", type=Path)
+    i.add_argument("--input-shapes", default=None, help="graph input shapes NAME:D0xD1,...")
+    i.add_argument("--no-lowering", action="store_true", help="do not try lowering the rejected nodes (faster)")
+
+    a = sub.add_parser("auto", parents=[common], help="inspect, then generate, build, verify and report in one go")
+    a.add_argument("model", type=Path)
+    a.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    a.add_argument("-n", "--nodes", type=_csv, default=[], help="more nodes to turn into plugins")
+    a.add_argument("-t", "--types", type=_csv, default=[], help="more op types to turn into plugins")
+    a.add_argument("--input-shapes", default=None, help="graph input shapes NAME:D0xD1,...")
+    a.add_argument("--dynamic-batch", default=None, metavar="MIN,OPT,MAX")
+    a.add_argument(
+        "--verify",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="verify on the GPU: when one is present (auto), always, never",
+    )
+
     e = sub.add_parser("example", parents=[common], help="write the built-in example model")
     e.add_argument("path", type=Path)
     return ap
@@ -97,7 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return {"generate": _generate, "check": _check, "verify": _verify, "example": _example}[args.command](args)
+        commands = {
+            "generate": _generate,
+            "check": _check,
+            "verify": _verify,
+            "example": _example,
+            "inspect": _inspect,
+            "auto": _auto,
+        }
+        return commands[args.command](args)
     except OpforgeError as e:
         if args.debug:
             raise
@@ -188,10 +217,15 @@ def _rows_table(rows: list[dict], key: str) -> None:
 def _verify(args) -> int:
     from opforge.verify.plugins import default_dims, verify_folder
 
-    manifest = (
-        json.loads((args.output / "manifest.json").read_text()) if (args.output / "manifest.json").is_file() else {}
-    )
-    rows = verify_folder(args.output, default_dims(manifest, args.dims), set(args.plugins or []) or None)
+    if (args.output / "report.json").is_file() and not args.dims and not args.plugins:
+        # An `opforge auto` folder made on a machine without a GPU: verify, time, and complete its report.
+        from opforge.auto import complete_report
+
+        rows = complete_report(args.output, _say(args))["verification"]
+    else:
+        manifest_path = args.output / "manifest.json"
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+        rows = verify_folder(args.output, default_dims(manifest, args.dims), set(args.plugins or []) or None)
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
     else:
@@ -232,6 +266,54 @@ def _check(args) -> int:
     else:
         _rows_table(rows, "plugin")
     return EXIT_OK if rows and all(r["ok"] for r in rows) else EXIT_FAILED
+
+
+def _shapes(args):
+    if not getattr(args, "input_shapes", None):
+        return None
+    from opforge.extract.subgraph import parse_shape_arg
+
+    return parse_shape_arg(args.input_shapes)
+
+
+def _inspect(args) -> int:
+    from opforge.inspect_model import inspect_model
+
+    report = inspect_model(args.model, _shapes(args), not args.no_lowering, _say(args))
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+        return EXIT_OK
+    print(f"{args.model}: {report.nodes} nodes; parser: {report.parser}")
+    if not report.rejected:
+        print("TensorRT's parser accepts every node.")
+    else:
+        print(f"\n{'#':>5}  {'node':28s} {'op':20s} {'plugin':7s} reason")
+        for r in report.rejected:
+            plug = "yes" if r.plugin else "no" if r.plugin is False else "?"
+            print(f"{r.index:>5}  {r.name[:28]:28s} {r.op_type[:20]:20s} {plug:7s} {r.reason[:70]}")
+            if r.plugin is False and args.verbose:
+                print(f"{'':36s}{r.plugin_note}")
+    if report.subgraphs:
+        ok = [s for s in report.subgraphs if s["supported"]]
+        print(
+            f"\npartition: {len(report.subgraphs)} subgraph(s), {len(ok)} supported by TensorRT "
+            f"({sum(s['nodes'] for s in ok)} of {report.nodes} nodes)"
+        )
+    return EXIT_OK
+
+
+def _auto(args) -> int:
+    from opforge.auto import auto
+    from opforge.generate import DynamicBatch
+
+    batch = DynamicBatch.parse(args.dynamic_batch) if args.dynamic_batch else None
+    result = auto(args.model, args.output, args.nodes, args.types, _shapes(args), batch, args.verify, _say(args))
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
+    elif not args.quiet:
+        print((args.output / "report.md").read_text())
+    failed = any(not r["ok"] for r in result["verification"] or [])
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _example(args) -> int:

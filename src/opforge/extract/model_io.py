@@ -22,6 +22,11 @@ def load_model(path: str | Path) -> onnx.ModelProto:
         raise OpforgeError(f"{p}: the graph has no nodes")
     if not any(o.domain in ("", "ai.onnx") for o in model.opset_import):
         raise OpforgeError(f"{p}: the model imports no default-domain opset")
+    known = onnx.defs.onnx_opset_version()
+    if opset_of(model) > known:
+        raise OpforgeError(
+            f"{p}: opset {opset_of(model)} is newer than this onnx knows ({known}): upgrade onnx or convert the model"
+        )
     return model
 
 

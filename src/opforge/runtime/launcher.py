@@ -112,6 +112,40 @@ class PlanRunner:
             for b in owned:
                 b.free()
 
+    def time_ms(self, inputs: list[np.ndarray], repeats: int = 50, warmup: int = 5) -> float:
+        """Median device time of one enqueue (all kernels of the plan), measured with CUDA events."""
+        cu = _cu()
+        plan = self.plan
+        env = plan.bind_dims([a.shape for a in inputs])
+        owned: list[DeviceBuffer] = []
+        try:
+            ins = []
+            for spec, a in zip(plan.inputs, inputs):
+                a = np.ascontiguousarray(a, dtype=dtypes.numpy_dtype(spec.dtype))
+                ins.append(DeviceBuffer(a.nbytes))
+                check(cu.cuMemcpyHtoD(ins[-1].ptr, a.ctypes.data, a.nbytes))
+            outs = [
+                DeviceBuffer(int(np.prod(s, dtype=np.int64)) * dtypes.by_name(o.dtype).itemsize)
+                for o, s in zip(plan.outputs, plan.output_shapes(env))
+            ]
+            ws = DeviceBuffer(expr.evaluate(plan.workspace, env))
+            owned += [*ins, *outs, ws]
+            start, stop = check(cu.cuEventCreate(0)), check(cu.cuEventCreate(0))
+            times = []
+            for i in range(warmup + repeats):
+                check(cu.cuEventRecord(start, self.stream))
+                self.enqueue(env, [b.ptr for b in ins], [b.ptr for b in outs], ws.ptr, self.stream)
+                check(cu.cuEventRecord(stop, self.stream))
+                check(cu.cuEventSynchronize(stop))
+                if i >= warmup:
+                    times.append(check(cu.cuEventElapsedTime(start, stop)))
+            check(cu.cuEventDestroy(start))
+            check(cu.cuEventDestroy(stop))
+            return float(np.median(times))
+        finally:
+            for b in owned:
+                b.free()
+
     def run_contexts(self, inputs: list[np.ndarray], poison: int = 0xFF) -> list[list[np.ndarray]]:
         """`run` in the executor shape of opforge.verify.check: one execution context."""
         return [self.run(inputs, poison)]

@@ -1,0 +1,251 @@
+"""`opforge auto`: inspect -> plugins for every rejected node opforge can lower -> build -> verify (GPU present) ->
+report (report.md, report.html with a chart, report.json)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from opforge import trt_parser
+from opforge.errors import OpforgeError
+from opforge.extract import load_model
+from opforge.extract.subgraph import Dim
+from opforge.fsutil import atomic_write_bytes, atomic_write_text
+from opforge.generate import DynamicBatch, generate
+from opforge.inspect_model import check_graph_input_shapes, inspect_model, name_nodes
+
+
+def gpu_available() -> bool:
+    try:
+        from cuda.bindings import driver as cu
+
+        if cu.cuInit(0)[0] != cu.CUresult.CUDA_SUCCESS:
+            return False
+        err, count = cu.cuDeviceGetCount()
+        return err == cu.CUresult.CUDA_SUCCESS and count > 0
+    except Exception:
+        return False
+
+
+def auto(
+    model_path: str | Path,
+    out_dir: str | Path,
+    node_names: list[str] | None = None,
+    node_types: list[str] | None = None,
+    input_shapes: dict[str, list[Dim]] | None = None,
+    dynamic_batch: DynamicBatch | None = None,
+    verify: str = "auto",
+    progress=None,
+) -> dict:
+    say = progress or (lambda m: None)
+    model_path, out_dir = Path(model_path), Path(out_dir)
+    model = load_model(model_path)
+    check_graph_input_shapes(model, input_shapes)
+    source = model_path
+    if name_nodes(model):  # unnamed nodes get names so they can be selected; work on a named copy
+        source = out_dir / f"{model_path.stem}.named.onnx"
+        atomic_write_bytes(source, model.SerializeToString())
+    say("inspecting with TensorRT's ONNX parser")
+    report = inspect_model(model, input_shapes, progress=say)
+    report.model = str(model_path)
+    chosen = [r.name for r in report.rejected if r.plugin]
+    chosen += [n for n in (node_names or []) if n not in chosen]
+    result: dict = {"inspect": report.as_dict(), "plugins": [], "verification": None, "after": None}
+    if not chosen and not node_types:
+        _write_report(out_dir, result, say)
+        return result
+    gen = generate(
+        source,
+        out_dir,
+        chosen,
+        node_types,
+        None,
+        input_shapes,
+        dynamic_batch,
+        output_name=f"{model_path.stem}.opforge.onnx",
+        progress=say,
+    )
+    result["model"] = str(gen.model)
+    result["library"] = [str(p) for p in gen.libraries]
+    result["plugins"] = [
+        {"name": s.name, "op_type": s.plan.op_type, "nodes": s.nodes, "kernels": len(s.plan.launches)}
+        for s in gen.plugins
+    ]
+    plugin_names = {s.name for s in gen.plugins}
+    after = trt_parser.parse_any(load_model(gen.model))
+    result["after"] = {
+        "parser": after.parser,
+        "plugin_lookups": sorted({e.op_type for e in after.errors if e.op_type in plugin_names}),
+        "other_errors": [vars(e) for e in after.errors if e.op_type not in plugin_names],
+    }
+    if verify == "always" or (verify == "auto" and gpu_available()):
+        say("verifying on the GPU")
+        result["verification"] = _verify_and_time(out_dir)
+    _write_report(out_dir, result, say)
+    return result
+
+
+def complete_report(out_dir: Path, progress=None) -> dict:
+    """On a GPU host: verify and time the plugins of an `auto` output folder made elsewhere, and rewrite its report."""
+    path = out_dir / "report.json"
+    if not path.is_file():
+        raise OpforgeError(f"{out_dir}: no report.json (not an `opforge auto` output folder)")
+    result = json.loads(path.read_text())
+    result["verification"] = _verify_and_time(out_dir)
+    _write_report(out_dir, result, progress or (lambda m: None))
+    return result
+
+
+def _verify_and_time(out_dir: Path) -> list[dict]:
+    from opforge.plan import KernelPlan
+    from opforge.planning import load_subgraph
+    from opforge.runtime.launcher import Context, PlanRunner
+    from opforge.verify.check import input_shapes
+    from opforge.verify.inputs import make_inputs
+    from opforge.verify.plugins import default_dims, verify_folder
+
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    rows = verify_folder(out_dir, default_dims(manifest))
+    device = Context(0).name
+    rng = np.random.default_rng()
+    for row, entry in zip(rows, manifest["plugins"]):
+        plan = KernelPlan.load(out_dir / entry["plan"])
+        dims = default_dims(manifest)(entry, plan)[-1]  # the largest profile point
+        runner = PlanRunner(plan, (out_dir / entry["fatbin"]).read_bytes())
+        inputs = make_inputs(load_subgraph(out_dir / entry["subgraph"]), input_shapes(plan, dims), rng)
+        row["time_us"] = round(runner.time_ms(inputs) * 1000, 2)
+        row["time_dims"] = dims
+        row["device"] = device
+        runner.close()
+    return rows
+
+
+def _svg_bars(items: list[tuple[str, float]], unit: str) -> str:
+    width, bar_h, left = 640, 22, 230
+    top = max((v for _, v in items), default=1.0) or 1.0
+    rows = []
+    for i, (label, v) in enumerate(items):
+        w = (width - left - 80) * v / top
+        y = 10 + i * (bar_h + 6)
+        rows.append(
+            f'<text x="{left - 8}" y="{y + 15}" text-anchor="end" font-size="12">{html.escape(label)}</text>'
+            f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="#4a7bd0"/>'
+            f'<text x="{left + w + 6:.1f}" y="{y + 15}" font-size="12">{v:g} {unit}</text>'
+        )
+    height = 20 + len(items) * (bar_h + 6)
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="sans-serif">{"".join(rows)}</svg>'
+    )
+
+
+def _write_report(out_dir: Path, result: dict, say) -> None:
+    insp = result["inspect"]
+    ver = {r["plugin"]: r for r in (result["verification"] or [])}
+    lines = [
+        f"# opforge auto: {Path(insp['model']).name}",
+        "",
+        f"Parser: {insp['parser']}. Nodes: {insp['nodes']}. Rejected: {len(insp['rejected'])}.",
+        "",
+        "## Nodes TensorRT's parser rejects",
+        "",
+        "| # | node | op | reason | plugin |",
+        "|---|---|---|---|---|",
+    ]
+    for r in insp["rejected"]:
+        plug = "yes" if r["plugin"] else f"no: {r['plugin_note']}" if r["plugin"] is False else "not tried"
+        lines.append(f"| {r['index']} | {r['name']} | {r['op_type']} | {r['reason'][:120]} | {plug[:160]} |")
+    if insp.get("subgraphs"):
+        lines += [
+            "",
+            "## Partition (TensorRT-supported subgraphs)",
+            "",
+            "| nodes | first | last | supported |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {s['nodes']} | {s['first']} | {s['last']} | {'yes' if s['supported'] else 'no'} |"
+            for s in insp["subgraphs"]
+        ]
+    lines += ["", "## Plugins", ""]
+    if not result["plugins"]:
+        lines.append("No plugin was needed or possible.")
+    else:
+        lines += ["| plugin | op | nodes | kernels | verified | time (µs) |", "|---|---|---|---|---|---|"]
+        for p in result["plugins"]:
+            v = ver.get(p["name"])
+            status = "not run (no GPU)" if v is None else ("pass" if v["ok"] else "FAIL")
+            t = f"{v['time_us']}" if v and "time_us" in v else "–"
+            lines.append(
+                f"| {p['name']} | {p['op_type']} | {', '.join(p['nodes'])} | {p['kernels']} | {status} | {t} |"
+            )
+        after = result["after"]
+        lines += [
+            "",
+            f"After rewriting, {after['parser']} reports plugin look-ups for: "
+            f"{', '.join(after['plugin_lookups']) or 'none'}; other errors: {len(after['other_errors'])}.",
+        ]
+        if result["verification"]:
+            from opforge.verify.results import run_metadata
+
+            meta = run_metadata(result["verification"][0].get("device", "?"))
+            lines += [
+                "",
+                "Verification: harness (IPluginV3 sequence, 2 contexts, 2 poisons) against onnxruntime "
+                "on fresh random inputs at each profile point; time: median of 50 launches of the plan's "
+                "kernels (CUDA events) at the largest profile shape.",
+                "",
+                f"- device: {meta['device']}",
+                f"- date (UTC): {meta['date_utc']}",
+                f"- command: `{meta['command']}`",
+            ]
+    timed = [(p["name"], ver[p["name"]]["time_us"]) for p in result["plugins"] if "time_us" in ver.get(p["name"], {})]
+    chart = (
+        _svg_bars(timed, "µs")
+        if timed
+        else _svg_bars([(p["name"], p["kernels"]) for p in result["plugins"]], "kernels")
+    )
+    atomic_write_text(out_dir / "report.svg", chart)
+    lines += ["", "![chart](report.svg)", ""]
+    md = "\n".join(lines) + "\n"
+    atomic_write_text(out_dir / "report.md", md)
+    atomic_write_text(out_dir / "report.json", json.dumps(result, indent=1, default=str))
+    body = _md_table_html(lines)
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>opforge auto report</title>"
+        f"<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}"
+        f"td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}</style></head><body>{body}{chart}"
+        f"</body></html>"
+    )
+    atomic_write_text(out_dir / "report.html", page)
+    say(f"report: {out_dir / 'report.md'}")
+
+
+def _md_table_html(lines: list[str]) -> str:
+    """The report's markdown (headings, paragraphs, tables) as HTML."""
+    out, in_table = [], False
+    for ln in lines:
+        if ln.startswith("|"):
+            cells = [c.strip() for c in ln.strip("|").split("|")]
+            if set("".join(cells)) <= set("-"):
+                continue
+            tag = "th" if not in_table else "td"
+            if not in_table:
+                out.append("<table>")
+                in_table = True
+            out.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            out.append("</table>")
+            in_table = False
+        if ln.startswith("#"):
+            level = len(ln) - len(ln.lstrip("#"))
+            out.append(f"<h{level}>{html.escape(ln.lstrip('#').strip())}</h{level}>")
+        elif ln and not ln.startswith("!["):
+            out.append(f"<p>{html.escape(ln)}</p>")
+    if in_table:
+        out.append("</table>")
+    return "\n".join(out)

@@ -1,0 +1,1 @@
+"""Data files shipped with opforge (the built-in TensorRT support table)."""

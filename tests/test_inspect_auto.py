@@ -1,0 +1,107 @@
+"""`opforge inspect` and `opforge auto` on the CPU machine: the real networks shipped in the onnx wheel, the built-in
+example, and bad input."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from opforge.examples.example_model import REJECTED_OP_TYPES, example_model
+from opforge.inspect_model import inspect_model
+
+LIGHT = sorted(glob.glob(os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light/*.onnx")))
+
+
+def _opforge(*args):
+    return subprocess.run([sys.executable, "-m", "opforge.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_light_models_exist():
+    assert len(LIGHT) >= 5
+
+
+@pytest.mark.parametrize("path", LIGHT, ids=[Path(p).stem for p in LIGHT])
+def test_inspect_and_auto_on_real_networks(path, tmp_path):
+    proc = _opforge("inspect", path, "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["nodes"] == len(onnx.load(path, load_external_data=False).graph.node)
+    assert sum(s["nodes"] for s in report["subgraphs"]) == report["nodes"]
+    proc = _opforge("auto", path, "-o", tmp_path / "out", "--json", "--verify", "never")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "report.md").is_file() and (tmp_path / "out" / "report.html").is_file()
+
+
+def test_inspect_example_finds_the_rejected_ops_and_can_lower_them():
+    report = inspect_model(example_model())
+    assert {r.op_type for r in report.rejected} == set(REJECTED_OP_TYPES)
+    assert all(r.plugin for r in report.rejected)
+
+
+def test_auto_example_leaves_no_lowerable_rejected_node(tmp_path):
+    src = tmp_path / "example.onnx"
+    onnx.save(example_model(), str(src))
+    proc = _opforge("auto", src, "-o", tmp_path / "out", "--json", "--verify", "never")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert len(result["plugins"]) == len(REJECTED_OP_TYPES)
+    assert result["after"]["other_errors"] == []
+    assert len(result["after"]["plugin_lookups"]) == len(REJECTED_OP_TYPES)
+    again = inspect_model(str(tmp_path / "out" / "example.opforge.onnx"), try_lowering=False)
+    assert {r.op_type for r in again.rejected} == {p["name"] for p in result["plugins"]}
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<table>" in html and "<svg" in html
+
+
+def test_builtin_table_fallback():
+    from opforge.trt_parser import parse_with_table
+
+    report = parse_with_table(example_model())
+    assert "built-in table" in report.parser
+    assert {e.op_type for e in report.errors} >= {"BitwiseAnd", "Compress"}
+
+
+def _fail(proc, needle):
+    assert proc.returncode != 0
+    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("opforge: error")]
+    assert len(err) == 1 and needle in err[0], proc.stderr
+
+
+def test_bad_input(tmp_path):
+    # external data missing
+    x = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"], name="mm")], "g",
+                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[x])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    ext = tmp_path / "ext.onnx"
+    onnx.save(m, str(ext), save_as_external_data=True, all_tensors_to_one_file=True, location="w.bin",
+              size_threshold=0)
+    (tmp_path / "w.bin").unlink()
+    _fail(_opforge("auto", ext, "-o", tmp_path / "o1"), "external file 'w.bin'")
+    # no shapes and none given
+    g = helper.make_graph([helper.make_node("Relu", ["a"], ["y"], name="r")], "g",
+                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, None)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    p = tmp_path / "noshape.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), str(p))
+    _fail(_opforge("auto", p, "-o", tmp_path / "o2"), "have no shape")
+    # empty graph
+    p = tmp_path / "empty.onnx"
+    onnx.save(helper.make_model(helper.make_graph([], "g", [], []), opset_imports=[helper.make_opsetid("", 18)]),
+              str(p))
+    _fail(_opforge("inspect", p), "has no nodes")
+    # an opset the frontend does not know
+    g = helper.make_graph([helper.make_node("Relu", ["a"], ["y"], name="r")], "g",
+                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    p = tmp_path / "future.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 99)]), str(p))
+    _fail(_opforge("auto", p, "-o", tmp_path / "o3"), "opset 99")
