@@ -82,8 +82,13 @@ def auto(
         "other_errors": [vars(e) for e in after.errors if e.op_type not in plugin_names],
     }
     if verify == "always" or (verify == "auto" and gpu_available()):
+        from opforge.verify.results import run_metadata
+
         say("verifying on the GPU")
         result["verification"] = _verify_and_time(out_dir)
+        result["verification_meta"] = run_metadata(
+            result["verification"][0]["device"] if result["verification"] else "?"
+        )
     _write_report(out_dir, result, say)
     return result
 
@@ -95,6 +100,9 @@ def complete_report(out_dir: Path, progress=None) -> dict:
         raise OpforgeError(f"{out_dir}: no report.json (not an `opforge auto` output folder)")
     result = json.loads(path.read_text())
     result["verification"] = _verify_and_time(out_dir)
+    from opforge.verify.results import run_metadata
+
+    result["verification_meta"] = run_metadata(result["verification"][0]["device"] if result["verification"] else "?")
     _write_report(out_dir, result, progress or (lambda m: None))
     return result
 
@@ -189,9 +197,7 @@ def _write_report(out_dir: Path, result: dict, say) -> None:
             f"{', '.join(after['plugin_lookups']) or 'none'}; other errors: {len(after['other_errors'])}.",
         ]
         if result["verification"]:
-            from opforge.verify.results import run_metadata
-
-            meta = run_metadata(result["verification"][0].get("device", "?"))
+            meta = result.get("verification_meta", {})
             lines += [
                 "",
                 "Verification: harness (IPluginV3 sequence, 2 contexts, 2 poisons) against onnxruntime "
