@@ -201,12 +201,13 @@ def _write_report(out_dir: Path, result: dict, say) -> None:
             lines += [
                 "",
                 "Verification: harness (IPluginV3 sequence, 2 contexts, 2 poisons) against onnxruntime "
-                "on fresh random inputs at each profile point; time: median of 50 launches of the plan's "
-                "kernels (CUDA events) at the largest profile shape.",
+                "on fresh random inputs at each profile point; time: device time of one enqueue (all the plan's "
+                "kernels), from CUDA-graph replays of 50 enqueues timed with CUDA events (median of 20), at the "
+                "largest profile shape.",
                 "",
-                f"- device: {meta['device']}",
-                f"- date (UTC): {meta['date_utc']}",
-                f"- command: `{meta['command']}`",
+                f"- device: {meta.get('device', '?')}",
+                f"- date (UTC): {meta.get('date_utc', '?')}",
+                f"- command: `{meta.get('command', '?')}`",
             ]
     timed = [(p["name"], ver[p["name"]]["time_us"]) for p in result["plugins"] if "time_us" in ver.get(p["name"], {})]
     chart = (
