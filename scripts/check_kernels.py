@@ -8,9 +8,7 @@ through the cuda-python launcher, against the ONNX reference on fresh random inp
 
 from __future__ import annotations
 
-import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,7 +43,9 @@ def build(bundle: Path) -> None:
         entry["plan_s"] = round(time.perf_counter() - t0, 2)
         print(f"{case.name:24s} {entry.get('lower_error', 'ok')} ({entry['plan_s']}s)")
         entries.append(entry)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    from opforge.verify.results import bundle_commit
+
+    commit = bundle_commit()
     (bundle / "bundle.json").write_text(json.dumps({"commit": commit, "cases": entries}, indent=1))
 
 
@@ -122,20 +122,7 @@ def run(bundle: Path, out: Path) -> int:
     return 0 if summary["fail"] == 0 else 1
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build")
-    b.add_argument("bundle", type=Path)
-    r = sub.add_parser("run")
-    r.add_argument("bundle", type=Path)
-    r.add_argument("out", type=Path)
-    a = ap.parse_args()
-    if a.cmd == "build":
-        build(a.bundle)
-        return 0
-    return run(a.bundle, a.out)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from opforge.verify.results import two_phase_main
+
+    sys.exit(two_phase_main(__doc__, build, run))

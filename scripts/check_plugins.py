@@ -11,9 +11,7 @@ batch symbolic (run at each case's batch sizes) and with it fixed (static shapes
 
 from __future__ import annotations
 
-import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,9 +47,9 @@ def build(bundle: Path) -> None:
     t0 = time.perf_counter()
     generate(ex, bundle / "example", node_types=list(REJECTED_OP_TYPES), dynamic_batch=DynamicBatch(1, 7, 64))
     info["variants"]["example"] = {"generate_s": round(time.perf_counter() - t0, 1)}
-    info["commit"] = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    from opforge.verify.results import bundle_commit
+
+    info["commit"] = bundle_commit()
     (bundle / "bundle.json").write_text(json.dumps(info, indent=1))
 
 
@@ -110,19 +108,7 @@ def run(bundle: Path, out: Path) -> int:
     return 0 if summary["fail"] == 0 else 1
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("build").add_argument("bundle", type=Path)
-    r = sub.add_parser("run")
-    r.add_argument("bundle", type=Path)
-    r.add_argument("out", type=Path)
-    a = ap.parse_args()
-    if a.cmd == "build":
-        build(a.bundle)
-        return 0
-    return run(a.bundle, a.out)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from opforge.verify.results import two_phase_main
+
+    sys.exit(two_phase_main(__doc__, build, run))

@@ -37,3 +37,27 @@ def write_results(out_dir: Path, stem: str, meta: dict, rows: list[dict], summar
     head += [f"- {k}: {v}" for k, v in meta.items() if k not in ("device", "date_utc", "command", "host", "python")]
     head += ["", "Summary: " + ", ".join(f"{k} = {v}" for k, v in summary.items()), ""]
     atomic_write_text(out_dir / f"{stem}.md", "\n".join(head) + "\n" + markdown_body + "\n")
+
+
+def bundle_commit() -> str:
+    """The commit a GPU bundle is built from (recorded in results, since the GPU machine has no git history)."""
+    import subprocess
+
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() or "unknown"
+
+
+def two_phase_main(doc: str, build, run) -> int:
+    """`SCRIPT build BUNDLE` on the CPU machine, `SCRIPT run BUNDLE OUT` on the GPU machine."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("build").add_argument("bundle", type=Path)
+    r = sub.add_parser("run")
+    r.add_argument("bundle", type=Path)
+    r.add_argument("out", type=Path)
+    a = ap.parse_args()
+    if a.cmd == "build":
+        return build(a.bundle) or 0
+    return run(a.bundle, a.out)
