@@ -40,6 +40,12 @@ _FIELD_NUMPY = {
 }
 
 _INT32 = np.iinfo(np.int32)
+_NUMERIC = {
+    onnx.AttributeProto.INT: ("ints", int),
+    onnx.AttributeProto.INTS: ("ints", int),
+    onnx.AttributeProto.FLOAT: ("floats", float),
+    onnx.AttributeProto.FLOATS: ("floats", float),
+}
 
 
 @dataclass(frozen=True)
@@ -84,24 +90,11 @@ def plugin_attrs(node: onnx.NodeProto, constant_inputs: dict[int, np.ndarray], o
             out.append(_from_values(a.name, v))
         elif a.type == onnx.AttributeProto.STRING:
             out.append(PluginAttr(a.name, "string", string=v.decode() if isinstance(v, bytes) else str(v)))
-        elif a.type in (onnx.AttributeProto.INT, onnx.AttributeProto.INTS):
-            out.append(
-                PluginAttr(
-                    a.name,
-                    "ints",
-                    ints=tuple(int(x) for x in np.atleast_1d(v)),
-                    scalar=a.type == onnx.AttributeProto.INT,
-                )
-            )
-        elif a.type in (onnx.AttributeProto.FLOAT, onnx.AttributeProto.FLOATS):
-            out.append(
-                PluginAttr(
-                    a.name,
-                    "floats",
-                    floats=tuple(float(x) for x in np.atleast_1d(v)),
-                    scalar=a.type == onnx.AttributeProto.FLOAT,
-                )
-            )
+        elif a.type in _NUMERIC:
+            kind, convert = _NUMERIC[a.type]
+            values = tuple(convert(x) for x in np.atleast_1d(v))
+            scalar = a.type in (onnx.AttributeProto.INT, onnx.AttributeProto.FLOAT)
+            out.append(PluginAttr(a.name, kind, scalar=scalar, **{kind: values}))
         else:
             raise ValueError(
                 f"attribute {a.name!r} of type {onnx.AttributeProto.AttributeType.Name(a.type)} "
