@@ -46,6 +46,10 @@ def _env() -> jinja2.Environment:
     )
 
 
+def _render(template: str, **context) -> str:
+    return _env().get_template(template).render(opforge_version=__version__, **context)
+
+
 def _dim_var(name: str) -> str:
     return f"dim_{name}"
 
@@ -134,23 +138,19 @@ def render_kernels(spec: PluginSpec) -> str:
             }
         )
     uses_ws = any(a.kind == "workspace" for launch in plan.launches for a in launch.args)
-    return (
-        _env()
-        .get_template("kernels.cu.j2")
-        .render(
-            opforge_version=__version__,
-            plugin_name=spec.name,
-            op_type=plan.op_type,
-            producer=plan.producer,
-            target=plan.target,
-            cuda_source=plan.cuda_source,
-            ns=spec.ns,
-            constants=constants,
-            dims=[{"var": _dim_var(d.name)} for d in plan.dims],
-            dim_names=", ".join(d.name for d in plan.dims) or "none",
-            uses_workspace=uses_ws,
-            launches=_launch_context(plan),
-        )
+    return _render(
+        "kernels.cu.j2",
+        plugin_name=spec.name,
+        op_type=plan.op_type,
+        producer=plan.producer,
+        target=plan.target,
+        cuda_source=plan.cuda_source,
+        ns=spec.ns,
+        constants=constants,
+        dims=[{"var": _dim_var(d.name)} for d in plan.dims],
+        dim_names=", ".join(d.name for d in plan.dims) or "none",
+        uses_workspace=uses_ws,
+        launches=_launch_context(plan),
     )
 
 
@@ -165,32 +165,24 @@ def render_plugin(spec: PluginSpec) -> str:
         for o in plan.outputs
     ]
     inputs = [{"trt": _trt(i.dtype, f"input {i.name}"), "rank": len(i.shape)} for i in plan.inputs]
-    return (
-        _env()
-        .get_template("plugin.cpp.j2")
-        .render(
-            opforge_version=__version__,
-            plugin_name=spec.name,
-            op_type=plan.op_type,
-            node_names=", ".join(spec.nodes) or "-",
-            ns=spec.ns,
-            class_name=spec.class_name,
-            inputs=inputs,
-            outputs=outputs,
-            dims=[{"var": _dim_var(d.name), "input": d.input, "axis": d.axis} for d in plan.dims],
-            dim_names=", ".join(d.name for d in plan.dims) or "none",
-            fields=[_field(a) for a in spec.attrs],
-            workspace=_cpp(plan.workspace),
-        )
+    return _render(
+        "plugin.cpp.j2",
+        plugin_name=spec.name,
+        op_type=plan.op_type,
+        node_names=", ".join(spec.nodes) or "-",
+        ns=spec.ns,
+        class_name=spec.class_name,
+        inputs=inputs,
+        outputs=outputs,
+        dims=[{"var": _dim_var(d.name), "input": d.input, "axis": d.axis} for d in plan.dims],
+        dim_names=", ".join(d.name for d in plan.dims) or "none",
+        fields=[_field(a) for a in spec.attrs],
+        workspace=_cpp(plan.workspace),
     )
 
 
 def render_library(specs: list[PluginSpec]) -> str:
-    return (
-        _env()
-        .get_template("library.cpp.j2")
-        .render(opforge_version=__version__, plugins=[{"name": s.name, "ns": s.ns} for s in specs])
-    )
+    return _render("library.cpp.j2", plugins=[{"name": s.name, "ns": s.ns} for s in specs])
 
 
 def write_sources(specs: list[PluginSpec], src_dir: Path) -> dict[str, list[Path]]:
