@@ -77,31 +77,41 @@ def _fail(proc, needle):
 def test_bad_input(tmp_path):
     # external data missing
     x = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
-    g = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"], name="mm")], "g",
-                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 64])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[x])
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "w"], ["y"], name="mm")],
+        "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[x],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     ext = tmp_path / "ext.onnx"
-    onnx.save(m, str(ext), save_as_external_data=True, all_tensors_to_one_file=True, location="w.bin",
-              size_threshold=0)
+    onnx.save(m, str(ext), save_as_external_data=True, all_tensors_to_one_file=True, location="w.bin", size_threshold=0)
     (tmp_path / "w.bin").unlink()
     _fail(_opforge("auto", ext, "-o", tmp_path / "o1"), "external file 'w.bin'")
     # no shapes and none given
-    g = helper.make_graph([helper.make_node("Relu", ["a"], ["y"], name="r")], "g",
-                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, None)],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["a"], ["y"], name="r")],
+        "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
     p = tmp_path / "noshape.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), str(p))
     _fail(_opforge("auto", p, "-o", tmp_path / "o2"), "have no shape")
     # empty graph
     p = tmp_path / "empty.onnx"
-    onnx.save(helper.make_model(helper.make_graph([], "g", [], []), opset_imports=[helper.make_opsetid("", 18)]),
-              str(p))
+    onnx.save(
+        helper.make_model(helper.make_graph([], "g", [], []), opset_imports=[helper.make_opsetid("", 18)]), str(p)
+    )
     _fail(_opforge("inspect", p), "has no nodes")
     # an opset the frontend does not know
-    g = helper.make_graph([helper.make_node("Relu", ["a"], ["y"], name="r")], "g",
-                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["a"], ["y"], name="r")],
+        "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
     p = tmp_path / "future.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 99)]), str(p))
     _fail(_opforge("auto", p, "-o", tmp_path / "o3"), "opset 99")

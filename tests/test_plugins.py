@@ -110,3 +110,49 @@ def test_example_plugins_pass_cpu_sequence_at_profile_sizes(generated_example):
     for entry in manifest["plugins"]:
         for batch in (1, 7, 64):
             _run_cpu_sequence(generated_example, entry, batch)
+
+
+def test_tpat_api_and_library_per_plugin(tmp_path):
+    import subprocess
+    import sys
+
+    from opforge import onnx2plugin
+    from opforge.examples.example_model import example_model
+
+    src = tmp_path / "model.onnx"
+    onnx.save(example_model(), str(src))
+    result = onnx2plugin(
+        str(src),
+        str(tmp_path / "out" / "model_trt.onnx"),
+        node_types=["BitwiseAnd", "BitShift"],
+        dynamic_bs=True,
+        min_bs=1,
+        opt_bs=8,
+        max_bs=32,
+    )
+    assert result.model == tmp_path / "out" / "model_trt.onnx" and result.model.is_file()
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["output_model"] == "model_trt.onnx"
+    assert manifest["dynamic_batch"] == {"min": 1, "opt": 8, "max": 32}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "opforge.cli",
+            "generate",
+            str(src),
+            "-o",
+            str(tmp_path / "per"),
+            "-t",
+            "BitwiseAnd,BitShift",
+            "--library-per-plugin",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    libs = json.loads(proc.stdout)["libraries"]
+    assert len(libs) == 2
+    for lib in libs:
+        assert ctypes.CDLL(lib).getCreators  # each library carries its own entry points

@@ -321,6 +321,10 @@ def _example(args) -> int:
     from opforge.fsutil import atomic_write_bytes
 
     atomic_write_bytes(args.path, example_model().SerializeToString())
+    if args.json:
+        print(json.dumps({"model": str(args.path)}))
+    elif not args.quiet:
+        print(f"wrote {args.path}")
     return EXIT_OK
 
 
