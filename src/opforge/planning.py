@@ -54,6 +54,7 @@ def plan_subgraphs(
     target: CudaTarget | None = None,
     cache_dir: Path | None = None,
     on_progress=None,
+    build_fatbins: bool = True,
 ) -> list[PlannedNode]:
     """Lower each distinct subgraph once, compile its kernels, and write under out_dir/plans/<key>.*"""
     from opforge.lower.tvm_lower import lower_subgraph
@@ -90,7 +91,8 @@ def plan_subgraphs(
             compile_fatbin(plans_dir / f"{key}.cu", cached, target.arch)
         atomic_write_bytes(fatbin, cached.read_bytes())
 
-    parallel(sorted(by_key), build)
+    if build_fatbins:
+        parallel(sorted(by_key), build)
     return [
         PlannedNode(
             s.node_name,

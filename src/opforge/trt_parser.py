@@ -105,3 +105,57 @@ def parse_with_table(model: onnx.ModelProto) -> ParseReport:
 
 def parse_any(model: onnx.ModelProto) -> ParseReport:
     return parse(model) if available() else parse_with_table(model)
+
+
+_BATCH_CHILD = r"""
+import sys, warnings
+warnings.simplefilter("ignore")
+try:
+    import tensorrt as trt
+except ImportError:
+    import tensorrt_rtx as trt
+logger = trt.Logger(trt.Logger.INTERNAL_ERROR)
+paths = sys.stdin.read().split("\n")
+for i in range(int(sys.argv[1]), len(paths)):
+    if not paths[i]:
+        continue
+    print(f"begin {i}", flush=True)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # must outlive the parser that fills it
+    parser = trt.OnnxParser(network, logger)
+    try:
+        ok = parser.parse(open(paths[i], "rb").read())
+    except Exception:
+        ok = False
+    print(f"done {i} {int(bool(ok))}", flush=True)
+"""
+
+
+def accepts_many(paths: list[str]) -> list[bool]:
+    """Does TensorRT's parser accept each model file? Parsed in a child process; a model that kills the parser
+    counts as rejected and the next child resumes after it."""
+    if not available():
+        raise OpforgeError("no TensorRT parser: pip install tensorrt-rtx-cu13 (runs without a GPU) or tensorrt")
+    result: list[bool | None] = [None] * len(paths)
+    start = 0
+    while start < len(paths):
+        proc = subprocess.run(
+            [sys.executable, "-c", _BATCH_CHILD, str(start)], input="\n".join(paths), capture_output=True, text=True
+        )
+        last = None
+        for line in proc.stdout.splitlines():
+            parts = line.split()
+            if parts[0] == "begin":
+                last = int(parts[1])
+            elif parts[0] == "done":
+                result[int(parts[1])] = parts[2] == "1"
+                last = None
+                start = int(parts[1]) + 1
+        if last is not None:
+            result[last] = False
+            start = last + 1
+        elif proc.returncode != 0 and start < len(paths) and result[start] is None:
+            raise OpforgeError(f"TensorRT's parser child failed: {proc.stderr.strip()[-300:]}")
+        else:
+            break
+    return [bool(r) for r in result]

@@ -1,0 +1,267 @@
+"""The ONNX conformance suite through opforge: each case of onnx.backend.test.case.node goes extract -> lower ->
+plan -> nvcc on the CPU machine, then runs on the GPU on the case's own inputs against its expected outputs.
+
+Every case ends in exactly one class:
+  pass | wrong (max errors recorded) | lower-failed | build-failed | runtime-failed | ineligible.
+
+Eligibility (the one place the rule lives, `ineligible_reason`): every graph input and output is a tensor (no
+sequence, optional or map) of a dtype a TensorRT tensor can hold (opforge.dtypes: no strings, no float64, no
+16/32/64-bit unsigned or int16, no sub-byte or fp8 types).
+
+Shape-like inputs (axes, shape, pads, repeats, sizes, scales, depth, k, ... by the op schema's input names) that the
+case passes as runtime tensors are baked in as constants, as they are in real models where they come from
+initializers; each row lists what was baked. Multi-node cases (function expansions) become one fused plan.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from opforge import dtypes
+from opforge.errors import OpforgeError
+from opforge.extract.subgraph import NodeSubgraph
+
+CLASSES = ("pass", "wrong", "lower-failed", "build-failed", "runtime-failed", "ineligible")
+
+# ONNX schema input names whose values decide shapes, so TensorRT (and TVM) need them at build time.
+SHAPE_LIKE_INPUTS = {
+    "shape",
+    "axes",
+    "axis",
+    "pads",
+    "repeats",
+    "starts",
+    "ends",
+    "steps",
+    "sizes",
+    "scales",
+    "roi",
+    "depth",
+    "k",
+    "K",
+    "split",
+    "output_shape",
+    "input_shape",
+    "block_shape",
+    "kernel_shape",
+    "start",
+    "limit",
+    "delta",
+    "num_outputs",
+    "image_shape",
+    "output_size",
+    "noop_with_empty_axes",
+    "max_output_boxes_per_class",
+}
+_MAX_BAKED_ELEMENTS = 64
+
+
+@dataclass
+class Case:
+    name: str
+    op_type: str
+    model: onnx.ModelProto
+    inputs: list[np.ndarray]
+    outputs: list[np.ndarray]
+
+
+def load_cases(names: set[str] | None = None) -> list[Case]:
+    import warnings
+
+    import onnx.backend.test.case.node as node_cases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = node_cases.collect_testcases(None)
+    cases = []
+    for c in raw:
+        if names is not None and c.name not in names:
+            continue
+        op = c.model.graph.node[-1].op_type if c.model.graph.node else "?"
+        for data in c.data_sets or [([], [])]:
+            cases.append(Case(c.name, op, c.model, [_array(x) for x in data[0]], [_array(x) for x in data[1]]))
+            break  # the first data set of each case
+    return cases
+
+
+def _array(x):
+    """Tensors as arrays; sequences and optionals stay as they are (their cases are ineligible)."""
+    return x if isinstance(x, np.ndarray) else x if isinstance(x, (list, tuple)) or x is None else np.asarray(x)
+
+
+def ci_slice(cases: list[Case], per_op: int = 1) -> list[Case]:
+    """A fixed, representative slice: the first `per_op` cases (by name) of every op type."""
+    seen: dict[str, int] = {}
+    out = []
+    for c in sorted(cases, key=lambda c: c.name):
+        if seen.get(c.op_type, 0) < per_op:
+            seen[c.op_type] = seen.get(c.op_type, 0) + 1
+            out.append(c)
+    return out
+
+
+def ineligible_reason(model: onnx.ModelProto) -> str | None:
+    for vi in [*model.graph.input, *model.graph.output]:
+        t = vi.type
+        if not t.HasField("tensor_type"):
+            return f"{vi.name} is a {t.WhichOneof('value')}, not a tensor"
+        elem = t.tensor_type.elem_type
+        try:
+            d = dtypes.from_onnx(elem)
+        except KeyError:
+            return f"{vi.name} has ONNX type {onnx.TensorProto.DataType.Name(elem)}"
+        if d.trt is None:
+            return f"{vi.name} has dtype {d.name}, which a TensorRT tensor cannot hold"
+    return None
+
+
+def case_subgraph(case: Case) -> tuple[NodeSubgraph, list[str]]:
+    """The case as a plan input: shape-like runtime inputs baked into initializers."""
+    m = onnx.ModelProto()
+    m.CopyFrom(case.model)
+    consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for n in m.graph.node:
+        for pos, i in enumerate(n.input):
+            consumers.setdefault(i, []).append((n, pos))
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 18)
+    baked, keep = [], []
+    for vi, value in zip(list(m.graph.input), case.inputs):
+        shape_like = (
+            value.dtype.kind in "iu"
+            and value.size <= _MAX_BAKED_ELEMENTS
+            and all(_input_name(n, pos, opset) in SHAPE_LIKE_INPUTS for n, pos in consumers.get(vi.name, []))
+            and consumers.get(vi.name)
+        )
+        if shape_like:
+            m.graph.initializer.append(numpy_helper.from_array(value, vi.name))
+            baked.append(vi.name)
+        else:
+            keep.append(vi)
+    del m.graph.input[:]
+    m.graph.input.extend(keep)
+    names = [vi.name for vi in keep]
+    sub = NodeSubgraph(case.name, case.op_type, m, names, {}, [o.name for o in m.graph.output])
+    return sub, baked
+
+
+def _input_name(node: onnx.NodeProto, pos: int, opset: int) -> str:
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, node.domain or "")
+    except Exception:
+        return ""
+    if pos < len(schema.inputs):
+        return schema.inputs[pos].name
+    return schema.inputs[-1].name if schema.inputs else ""
+
+
+def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
+    """CPU side: classify, lower and compile every case; write the bundle the GPU side runs."""
+    from opforge.planning import plan_subgraphs
+
+    bundle.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    subs: list[tuple[dict, NodeSubgraph]] = []
+    t0 = time.perf_counter()
+    for k, case in enumerate(cases):
+        row = {"case": case.name, "op_type": case.op_type, "nodes": len(case.model.graph.node)}
+        rows.append(row)
+        reason = ineligible_reason(case.model)
+        if reason:
+            row.update({"class": "ineligible", "reason": reason})
+            continue
+        sub, baked = case_subgraph(case)
+        row["baked_inputs"] = baked
+        subs.append((row, sub))
+        if progress and k % 100 == 0:
+            progress(f"{k}/{len(cases)} cases classified")
+    from opforge.lower.tvm_lower import lower_subgraph  # noqa: F401  (fail early without TVM)
+
+    planned = {}
+    for k, (row, sub) in enumerate(subs):
+        try:
+            p = plan_subgraphs([sub], bundle / "plans_tmp", build_fatbins=False)[0]
+            planned[row["case"]] = (row, sub, p)
+        except OpforgeError as e:
+            row.update({"class": "lower-failed", "reason": str(e).split(": ", 1)[-1][:300]})
+        except Exception as e:  # a TVM crash is a lowering failure too
+            row.update({"class": "lower-failed", "reason": f"{type(e).__name__}: {str(e)[:280]}"})
+        if progress and k % 100 == 0:
+            progress(f"{k}/{len(subs)} eligible cases lowered")
+    from opforge.build.nvcc import compile_fatbin, parallel
+
+    case_dir = bundle / "cases"
+    case_dir.mkdir(exist_ok=True)
+
+    def compile_one(item) -> None:
+        row, _sub, p = item
+        d = case_dir / row["case"]
+        d.mkdir(exist_ok=True)
+        try:
+            compile_fatbin(p.plan_path.with_suffix(".cu"), d / "plan.fatbin")
+            p.plan.save(d / "plan.json")
+            row["plan_key"] = p.plan.key
+        except OpforgeError as e:
+            row.update({"class": "build-failed", "reason": str(e)[:300]})
+
+    parallel(list(planned.values()), compile_one)
+    for row, sub, _p in planned.values():
+        if "class" in row:
+            continue
+        d = case_dir / row["case"]
+        case = next(c for c in cases if c.name == row["case"])
+        feed = {f"in{i}": a for i, a in enumerate(_kept_inputs(case, sub))}
+        np.savez(d / "data.npz", **feed, **{f"out{i}": a for i, a in enumerate(case.outputs)})
+        row["built"] = True
+    info = {"cases": len(cases), "build_s": round(time.perf_counter() - t0, 1), "rows": rows}
+    (bundle / "conformance-build.json").write_text(json.dumps(info, indent=1))
+    return rows
+
+
+def _kept_inputs(case: Case, sub: NodeSubgraph) -> list[np.ndarray]:
+    by_name = {vi.name: a for vi, a in zip(case.model.graph.input, case.inputs)}
+    return [by_name[n] for n in sub.input_names]
+
+
+def run(bundle: Path, progress=None) -> list[dict]:
+    """GPU side: every built case through the TVM-free launcher, on its own inputs, against its expected outputs."""
+    from opforge.plan import KernelPlan
+    from opforge.runtime.launcher import Context, PlanRunner
+    from opforge.verify.check import POISONS
+    from opforge.verify.compare import compare
+
+    info = json.loads((bundle / "conformance-build.json").read_text())
+    Context(0)
+    rows = info["rows"]
+    for row in rows:
+        if not row.get("built"):
+            continue
+        d = bundle / "cases" / row["case"]
+        try:
+            plan = KernelPlan.load(d / "plan.json")
+            data = np.load(d / "data.npz")
+            inputs = [data[f"in{i}"] for i in range(len(plan.inputs))]
+            expected = [data[f"out{i}"] for i in range(len(plan.outputs))]
+            runner = PlanRunner(plan, (d / "plan.fatbin").read_bytes())
+            worst, ok = {"max_abs_err": 0.0, "max_rel_err": 0.0}, True
+            for poison in POISONS:
+                for spec, out, ref in zip(plan.outputs, runner.run(inputs, poison), expected):
+                    c = compare(out, np.asarray(ref), spec.dtype)
+                    ok &= c.ok
+                    worst = {
+                        "max_abs_err": max(worst["max_abs_err"], c.max_abs),
+                        "max_rel_err": max(worst["max_rel_err"], c.max_rel),
+                    }
+            runner.close()
+            row.update({"class": "pass" if ok else "wrong", **worst})
+        except Exception as e:
+            row.update({"class": "runtime-failed", "reason": f"{type(e).__name__}: {str(e)[:280]}"})
+        if progress:
+            progress(row)
+    return rows
