@@ -6,7 +6,9 @@ Every case ends in exactly one class:
 
 Eligibility (the one place the rule lives, `ineligible_reason`): every graph input and output is a tensor (no
 sequence, optional or map) of a dtype a TensorRT tensor can hold (opforge.dtypes: no strings, no float64, no
-16/32/64-bit unsigned or int16, no sub-byte or fp8 types).
+16/32/64-bit unsigned or int16, no sub-byte or fp8 types), and no node draws random numbers (RandomNormal,
+RandomUniform(Like), Bernoulli, Multinomial, Dropout in training mode): a recorded expected output of a random op
+cannot be compared.
 
 Shape-like inputs (axes, shape, pads, repeats, sizes, scales, depth, k, ... by the op schema's input names) that the
 case passes as runtime tensors are baked in as constants, as they are in real models where they come from
@@ -107,7 +109,13 @@ def ci_slice(cases: list[Case], per_op: int = 1) -> list[Case]:
     return out
 
 
+_RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial"}
+
+
 def ineligible_reason(model: onnx.ModelProto) -> str | None:
+    for n in model.graph.node:
+        if n.op_type in _RANDOM_OPS or (n.op_type == "Dropout" and len(n.input) >= 3 and n.input[2]):
+            return f"{n.op_type} draws random numbers"
     for vi in [*model.graph.input, *model.graph.output]:
         t = vi.type
         if not t.HasField("tensor_type"):
@@ -216,12 +224,43 @@ def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
             continue
         d = case_dir / row["case"]
         case = next(c for c in cases if c.name == row["case"])
-        feed = {f"in{i}": a for i, a in enumerate(_kept_inputs(case, sub))}
-        np.savez(d / "data.npz", **feed, **{f"out{i}": a for i, a in enumerate(case.outputs)})
+        save_arrays(
+            d / "data",
+            {
+                **{f"in{i}": a for i, a in enumerate(_kept_inputs(case, sub))},
+                **{f"out{i}": a for i, a in enumerate(case.outputs)},
+            },
+        )
         row["built"] = True
     info = {"cases": len(cases), "build_s": round(time.perf_counter() - t0, 1), "rows": rows}
     (bundle / "conformance-build.json").write_text(json.dumps(info, indent=1))
     return rows
+
+
+def save_arrays(stem: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Raw bytes plus a JSON index of dtype names and shapes: np.savez cannot hold bfloat16 without pickling."""
+    index, blobs, offset = {}, [], 0
+    for name, a in arrays.items():
+        a = np.ascontiguousarray(a)
+        index[name] = {
+            "dtype": dtypes.from_numpy(a.dtype).name,
+            "shape": list(a.shape),
+            "offset": offset,
+            "nbytes": a.nbytes,
+        }
+        blobs.append(a.tobytes())
+        offset += a.nbytes
+    stem.with_suffix(".bin").write_bytes(b"".join(blobs))
+    stem.with_suffix(".json").write_text(json.dumps(index))
+
+
+def load_arrays(stem: Path) -> dict[str, np.ndarray]:
+    raw = stem.with_suffix(".bin").read_bytes()
+    out = {}
+    for name, e in json.loads(stem.with_suffix(".json").read_text()).items():
+        buf = raw[e["offset"] : e["offset"] + e["nbytes"]]
+        out[name] = np.frombuffer(buf, dtype=dtypes.numpy_dtype(e["dtype"])).reshape(e["shape"]).copy()
+    return out
 
 
 def _kept_inputs(case: Case, sub: NodeSubgraph) -> list[np.ndarray]:
@@ -245,7 +284,7 @@ def run(bundle: Path, progress=None) -> list[dict]:
         d = bundle / "cases" / row["case"]
         try:
             plan = KernelPlan.load(d / "plan.json")
-            data = np.load(d / "data.npz")
+            data = load_arrays(d / "data")
             inputs = [data[f"in{i}"] for i in range(len(plan.inputs))]
             expected = [data[f"out{i}"] for i in range(len(plan.outputs))]
             runner = PlanRunner(plan, (d / "plan.fatbin").read_bytes())
