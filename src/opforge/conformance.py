@@ -224,12 +224,17 @@ def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
             continue
         d = case_dir / row["case"]
         case = next(c for c in cases if c.name == row["case"])
+        declared = [
+            dtypes.numpy_dtype(dtypes.from_onnx(vi.type.tensor_type.elem_type).name)
+            for vi in [*sub.model.graph.input, *sub.model.graph.output]
+        ]
         save_arrays(
             d / "data",
             {
                 **{f"in{i}": a for i, a in enumerate(_kept_inputs(case, sub))},
                 **{f"out{i}": a for i, a in enumerate(case.outputs)},
             },
+            declared,
         )
         row["built"] = True
     info = {"cases": len(cases), "build_s": round(time.perf_counter() - t0, 1), "rows": rows}
@@ -237,11 +242,12 @@ def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
     return rows
 
 
-def save_arrays(stem: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Raw bytes plus a JSON index of dtype names and shapes: np.savez cannot hold bfloat16 without pickling."""
+def save_arrays(stem: Path, arrays: dict[str, np.ndarray], declared: list | None = None) -> None:
+    """Raw bytes plus a JSON index of dtype names and shapes: np.savez cannot hold bfloat16 without pickling.
+    `declared` (in the order of `arrays`) converts data the suite keeps in object arrays to the model's dtypes."""
     index, blobs, offset = {}, [], 0
-    for name, a in arrays.items():
-        a = np.ascontiguousarray(a)
+    for k, (name, a) in enumerate(arrays.items()):
+        a = np.ascontiguousarray(a if declared is None else np.asarray(a).astype(declared[k]))
         index[name] = {
             "dtype": dtypes.from_numpy(a.dtype).name,
             "shape": list(a.shape),
