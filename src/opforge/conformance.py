@@ -95,6 +95,8 @@ def load_cases(names: set[str] | None = None) -> list[Case]:
 
 def _array(x):
     """Tensors as arrays; sequences and optionals stay as they are (their cases are ineligible)."""
+    if isinstance(x, onnx.TensorProto):
+        return numpy_helper.to_array(x)
     return x if isinstance(x, np.ndarray) else x if isinstance(x, (list, tuple)) or x is None else np.asarray(x)
 
 
@@ -224,18 +226,22 @@ def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
             continue
         d = case_dir / row["case"]
         case = next(c for c in cases if c.name == row["case"])
-        declared = [
-            dtypes.numpy_dtype(dtypes.from_onnx(vi.type.tensor_type.elem_type).name)
-            for vi in [*sub.model.graph.input, *sub.model.graph.output]
-        ]
-        save_arrays(
-            d / "data",
-            {
-                **{f"in{i}": a for i, a in enumerate(_kept_inputs(case, sub))},
-                **{f"out{i}": a for i, a in enumerate(case.outputs)},
-            },
-            declared,
-        )
+        try:
+            declared = [
+                dtypes.numpy_dtype(dtypes.from_onnx(vi.type.tensor_type.elem_type).name)
+                for vi in [*sub.model.graph.input, *sub.model.graph.output]
+            ]
+            save_arrays(
+                d / "data",
+                {
+                    **{f"in{i}": a for i, a in enumerate(_kept_inputs(case, sub))},
+                    **{f"out{i}": a for i, a in enumerate(case.outputs)},
+                },
+                declared,
+            )
+        except (TypeError, ValueError, KeyError) as e:
+            row.update({"class": "build-failed", "reason": f"case data: {type(e).__name__}: {str(e)[:200]}"})
+            continue
         row["built"] = True
     info = {"cases": len(cases), "build_s": round(time.perf_counter() - t0, 1), "rows": rows}
     (bundle / "conformance-build.json").write_text(json.dumps(info, indent=1))
