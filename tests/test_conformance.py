@@ -72,7 +72,9 @@ def test_case_data_round_trips_bfloat16(tmp_path):
 
     a = np.arange(6, dtype=np.float32).reshape(2, 3).astype(ml_dtypes.bfloat16)
     b = np.arange(4, dtype=np.int64)
-    conformance.save_arrays(tmp_path / "d", {"a": a, "b": b})
+    scalar = np.array(2.5, np.float32)
+    conformance.save_arrays(tmp_path / "d", {"a": a, "b": b, "s": scalar})
     got = conformance.load_arrays(tmp_path / "d")
+    assert got["s"].shape == () and got["s"] == scalar
     assert got["a"].dtype == a.dtype and np.array_equal(got["a"].astype(np.float32), a.astype(np.float32))
     assert np.array_equal(got["b"], b)

@@ -253,7 +253,8 @@ def save_arrays(stem: Path, arrays: dict[str, np.ndarray], declared: list | None
     `declared` (in the order of `arrays`) converts data the suite keeps in object arrays to the model's dtypes."""
     index, blobs, offset = {}, [], 0
     for k, (name, a) in enumerate(arrays.items()):
-        a = np.ascontiguousarray(a if declared is None else np.asarray(a).astype(declared[k]))
+        a = np.asarray(a) if declared is None else np.asarray(a).astype(declared[k])
+        a = np.array(a, order="C", copy=True)  # not ascontiguousarray: it turns 0-d scalars into shape (1,)
         index[name] = {
             "dtype": dtypes.from_numpy(a.dtype).name,
             "shape": list(a.shape),
