@@ -38,9 +38,13 @@ def test_every_case_has_exactly_one_outcome(built):
 
 def test_ops_verified_elsewhere_are_built(built):
     _, rows, _ = built
-    built_ops = {r["op_type"] for r in rows if r.get("built")}
-    # Ops whose plans passed on the H100 in results/kernels-h100.md must lower here too.
-    assert {"Erf", "Softmax", "Transpose", "Where", "Gelu", "CumSum", "Einsum"} <= built_ops
+    # Ops whose plans passed on the H100 in results/kernels-h100.md never fail to lower here (a case may still be
+    # ineligible, e.g. float64 data).
+    verified = {"Erf", "Softmax", "Transpose", "Where", "Gelu", "CumSum", "Einsum"}
+    mine = [r for r in rows if r["op_type"] in verified]
+    assert {r["op_type"] for r in mine} == verified
+    assert all(r.get("built") or r["class"] == "ineligible" for r in mine), [r for r in mine if not r.get("built")]
+    assert any(r.get("built") for r in mine)
 
 
 def test_ineligibility_rule():
