@@ -131,7 +131,7 @@ def _verify_and_time(out_dir: Path) -> list[dict]:
     return rows
 
 
-def _svg_bars(items: list[tuple[str, float]], unit: str) -> str:
+def _svg_bars(items: list[tuple[str, float]], unit: str, caption: str = "") -> str:
     width, bar_h, left = 640, 22, 230
     top = max((v for _, v in items), default=1.0) or 1.0
     rows = []
@@ -144,6 +144,9 @@ def _svg_bars(items: list[tuple[str, float]], unit: str) -> str:
             f'<text x="{left + w + 6:.1f}" y="{y + 15}" font-size="12">{v:g} {unit}</text>'
         )
     height = 20 + len(items) * (bar_h + 6)
+    if caption:
+        rows.append(f'<text x="8" y="{height + 4}" font-size="10" fill="#555">{html.escape(caption)}</text>')
+        height += 14
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'font-family="sans-serif">{"".join(rows)}</svg>'
@@ -210,8 +213,10 @@ def _write_report(out_dir: Path, result: dict, say) -> None:
                 f"- command: `{meta.get('command', '?')}`",
             ]
     timed = [(p["name"], ver[p["name"]]["time_us"]) for p in result["plugins"] if "time_us" in ver.get(p["name"], {})]
+    meta = result.get("verification_meta") or {}
+    caption = f"{meta['device']}, {meta['date_utc']} UTC, {meta['command']}" if meta else ""
     chart = (
-        _svg_bars(timed, "µs")
+        _svg_bars(timed, "µs", caption)
         if timed
         else _svg_bars([(p["name"], p["kernels"]) for p in result["plugins"]], "kernels")
     )
