@@ -116,12 +116,13 @@ def _verify_and_time(out_dir: Path) -> list[dict]:
     from opforge.verify.plugins import default_dims, verify_folder
 
     manifest = json.loads((out_dir / "manifest.json").read_text())
-    rows = verify_folder(out_dir, default_dims(manifest))
+    dims_for = default_dims(manifest)
+    rows = verify_folder(out_dir, dims_for)
     device = Context(0).name
     rng = np.random.default_rng()
     for row, entry in zip(rows, manifest["plugins"]):
         plan = KernelPlan.load(out_dir / entry["plan"])
-        dims = default_dims(manifest)(entry, plan)[-1]  # the largest profile point
+        dims = dims_for(entry, plan)[-1]  # the largest profile point
         runner = PlanRunner(plan, (out_dir / entry["fatbin"]).read_bytes())
         inputs = make_inputs(load_subgraph(out_dir / entry["subgraph"]), input_shapes(plan, dims), rng)
         row["time_us"] = round(runner.time_ms(inputs) * 1000, 2)

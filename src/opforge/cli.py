@@ -167,14 +167,9 @@ def _generate(args) -> int:
         types = types or list(REJECTED_OP_TYPES)
     if not (nodes or types or names):
         raise UsageError("select nodes with -n NAMES, -t TYPES or -p JSON")
-    shapes = None
-    if args.input_shapes:
-        from opforge.extract.subgraph import parse_shape_arg
-
-        shapes = parse_shape_arg(args.input_shapes)
     batch = DynamicBatch.parse(args.dynamic_batch) if args.dynamic_batch else None
     result = generate(
-        model, args.output, nodes, types, names, shapes, batch, args.library_per_plugin, progress=_say(args)
+        model, args.output, nodes, types, names, _shapes(args), batch, args.library_per_plugin, progress=_say(args)
     )
     summary = {
         "model": str(result.model),
@@ -215,7 +210,7 @@ def _rows_table(rows: list[dict], key: str) -> None:
 
 
 def _verify(args) -> int:
-    from opforge.verify.plugins import default_dims, verify_folder
+    from opforge.verify.plugins import verify_folder
 
     if (args.output / "report.json").is_file() and not args.dims and not args.plugins:
         # An `opforge auto` folder made on a machine without a GPU: verify, time, and complete its report.
@@ -223,9 +218,7 @@ def _verify(args) -> int:
 
         rows = complete_report(args.output, _say(args))["verification"]
     else:
-        manifest_path = args.output / "manifest.json"
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        rows = verify_folder(args.output, default_dims(manifest, args.dims), set(args.plugins or []) or None)
+        rows = verify_folder(args.output, only=set(args.plugins or []) or None, dim_values=args.dims)
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
     else:

@@ -6,6 +6,7 @@ workspace allocation, and launches the kernels in order on one stream, exactly a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 
 import numpy as np
@@ -73,8 +74,10 @@ class PlanRunner:
             self.constants.append(buf)
         self.stream = check(cu.cuStreamCreate(0))
 
-    def run(self, inputs: list[np.ndarray], poison: int = 0xFF) -> list[np.ndarray]:
-        """Run on the given host inputs; outputs and workspace are first filled with the byte `poison`."""
+    @contextlib.contextmanager
+    def _buffers(self, inputs: list[np.ndarray]):
+        """Device buffers for one execution: inputs uploaded, outputs and workspace allocated; freed on exit.
+        Yields (dims, output shapes, input buffers, output buffers, workspace)."""
         cu = _cu()
         plan = self.plan
         env = plan.bind_dims([a.shape for a in inputs])
@@ -84,83 +87,70 @@ class PlanRunner:
             ins = []
             for spec, a in zip(plan.inputs, inputs):
                 a = np.ascontiguousarray(a, dtype=dtypes.numpy_dtype(spec.dtype))
-                buf = DeviceBuffer(a.nbytes)
-                owned.append(buf)
-                check(cu.cuMemcpyHtoDAsync(buf.ptr, a.ctypes.data, a.nbytes, self.stream))
-                check(cu.cuStreamSynchronize(self.stream))
-                ins.append(buf)
+                ins.append(DeviceBuffer(a.nbytes))
+                owned.append(ins[-1])
+                check(cu.cuMemcpyHtoD(ins[-1].ptr, a.ctypes.data, a.nbytes))
             outs = []
             for spec, shape in zip(plan.outputs, out_shapes):
-                nbytes = int(np.prod(shape, dtype=np.int64)) * dtypes.by_name(spec.dtype).itemsize
-                buf = DeviceBuffer(nbytes)
-                owned.append(buf)
-                check(cu.cuMemsetD8Async(buf.ptr, poison, buf.nbytes, self.stream))
-                outs.append(buf)
+                outs.append(DeviceBuffer(int(np.prod(shape, dtype=np.int64)) * dtypes.by_name(spec.dtype).itemsize))
+                owned.append(outs[-1])
             ws = DeviceBuffer(expr.evaluate(plan.workspace, env))
             owned.append(ws)
-            check(cu.cuMemsetD8Async(ws.ptr, poison, ws.nbytes, self.stream))
+            yield env, out_shapes, ins, outs, ws
+        finally:
+            for b in owned:
+                b.free()
+
+    def run(self, inputs: list[np.ndarray], poison: int = 0xFF) -> list[np.ndarray]:
+        """Run on the given host inputs; outputs and workspace are first filled with the byte `poison`."""
+        cu = _cu()
+        with self._buffers(inputs) as (env, out_shapes, ins, outs, ws):
+            for buf in [*outs, ws]:
+                check(cu.cuMemsetD8Async(buf.ptr, poison, buf.nbytes, self.stream))
             self.enqueue(env, [b.ptr for b in ins], [b.ptr for b in outs], ws.ptr, self.stream)
             check(cu.cuStreamSynchronize(self.stream))
             results = []
-            for spec, shape, buf in zip(plan.outputs, out_shapes, outs):
+            for spec, shape, buf in zip(self.plan.outputs, out_shapes, outs):
                 host = np.empty(shape, dtype=dtypes.numpy_dtype(spec.dtype))
                 if host.nbytes:
                     check(cu.cuMemcpyDtoH(host.ctypes.data, buf.ptr, host.nbytes))
                 results.append(host)
             return results
-        finally:
-            for b in owned:
-                b.free()
 
     def time_ms(self, inputs: list[np.ndarray], repeats: int = 20, per_graph: int = 50) -> float:
         """Device time of one enqueue (all kernels of the plan), in ms: `per_graph` enqueues are captured in a CUDA
         graph and its replays timed with CUDA events, so host-side launch overhead does not count. Median of
         `repeats` replays."""
         cu = _cu()
-        plan = self.plan
-        env = plan.bind_dims([a.shape for a in inputs])
-        owned: list[DeviceBuffer] = []
         graph = graph_exec = None
-        try:
-            ins = []
-            for spec, a in zip(plan.inputs, inputs):
-                a = np.ascontiguousarray(a, dtype=dtypes.numpy_dtype(spec.dtype))
-                ins.append(DeviceBuffer(a.nbytes))
-                check(cu.cuMemcpyHtoD(ins[-1].ptr, a.ctypes.data, a.nbytes))
-            outs = [
-                DeviceBuffer(int(np.prod(s, dtype=np.int64)) * dtypes.by_name(o.dtype).itemsize)
-                for o, s in zip(plan.outputs, plan.output_shapes(env))
-            ]
-            ws = DeviceBuffer(expr.evaluate(plan.workspace, env))
-            owned += [*ins, *outs, ws]
-            args = (env, [b.ptr for b in ins], [b.ptr for b in outs], ws.ptr, self.stream)
-            self.enqueue(*args)  # first launch outside the capture: module loading, attributes
-            check(cu.cuStreamSynchronize(self.stream))
-            mode = cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
-            check(cu.cuStreamBeginCapture(self.stream, mode))
-            for _ in range(per_graph):
-                self.enqueue(*args)
-            graph = check(cu.cuStreamEndCapture(self.stream))
-            graph_exec = check(cu.cuGraphInstantiate(graph, 0))
-            start, stop = check(cu.cuEventCreate(0)), check(cu.cuEventCreate(0))
-            check(cu.cuGraphLaunch(graph_exec, self.stream))  # warm-up replay
-            times = []
-            for _ in range(repeats):
-                check(cu.cuEventRecord(start, self.stream))
-                check(cu.cuGraphLaunch(graph_exec, self.stream))
-                check(cu.cuEventRecord(stop, self.stream))
-                check(cu.cuEventSynchronize(stop))
-                times.append(check(cu.cuEventElapsedTime(start, stop)) / per_graph)
-            check(cu.cuEventDestroy(start))
-            check(cu.cuEventDestroy(stop))
-            return float(np.median(times))
-        finally:
-            if graph_exec is not None:
-                check(cu.cuGraphExecDestroy(graph_exec))
-            if graph is not None:
-                check(cu.cuGraphDestroy(graph))
-            for b in owned:
-                b.free()
+        with self._buffers(inputs) as (env, _, ins, outs, ws):
+            try:
+                args = (env, [b.ptr for b in ins], [b.ptr for b in outs], ws.ptr, self.stream)
+                self.enqueue(*args)  # first launch outside the capture: module loading, attributes
+                check(cu.cuStreamSynchronize(self.stream))
+                mode = cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+                check(cu.cuStreamBeginCapture(self.stream, mode))
+                for _ in range(per_graph):
+                    self.enqueue(*args)
+                graph = check(cu.cuStreamEndCapture(self.stream))
+                graph_exec = check(cu.cuGraphInstantiate(graph, 0))
+                start, stop = check(cu.cuEventCreate(0)), check(cu.cuEventCreate(0))
+                check(cu.cuGraphLaunch(graph_exec, self.stream))  # warm-up replay
+                times = []
+                for _ in range(repeats):
+                    check(cu.cuEventRecord(start, self.stream))
+                    check(cu.cuGraphLaunch(graph_exec, self.stream))
+                    check(cu.cuEventRecord(stop, self.stream))
+                    check(cu.cuEventSynchronize(stop))
+                    times.append(check(cu.cuEventElapsedTime(start, stop)) / per_graph)
+                check(cu.cuEventDestroy(start))
+                check(cu.cuEventDestroy(stop))
+                return float(np.median(times))
+            finally:
+                if graph_exec is not None:
+                    check(cu.cuGraphExecDestroy(graph_exec))
+                if graph is not None:
+                    check(cu.cuGraphDestroy(graph))
 
     def run_contexts(self, inputs: list[np.ndarray], poison: int = 0xFF) -> list[list[np.ndarray]]:
         """`run` in the executor shape of opforge.verify.check: one execution context."""

@@ -45,12 +45,14 @@ def verify_folder(
     dims_for: DimsFor | None = None,
     only: set[str] | None = None,
     on_row: Callable[[dict], None] | None = None,
+    dim_values: dict[str, list[int]] | None = None,
 ) -> list[dict]:
+    """dims_for chooses the dimension values per plugin; by default default_dims(manifest, dim_values)."""
     manifest_path = out_dir / "manifest.json"
     if not manifest_path.is_file():
         raise OpforgeError(f"{out_dir}: no manifest.json (not an `opforge generate` output folder)")
     manifest = json.loads(manifest_path.read_text())
-    dims_for = dims_for or default_dims(manifest)
+    dims_for = dims_for or default_dims(manifest, dim_values)
     harness = Harness(out_dir / manifest["harness"])
     rewritten = onnx.load(str(out_dir / manifest["output_model"]))
     nodes = {n.name: n for n in rewritten.graph.node}
