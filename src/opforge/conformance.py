@@ -206,6 +206,7 @@ def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
             progress(f"{k}/{len(subs)} eligible cases lowered")
     from opforge.build.nvcc import compile_fatbin, parallel
 
+    by_name = {c.name: c for c in cases}
     case_dir = bundle / "cases"
     case_dir.mkdir(exist_ok=True)
 
@@ -225,7 +226,7 @@ def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
         if "class" in row:
             continue
         d = case_dir / row["case"]
-        case = next(c for c in cases if c.name == row["case"])
+        case = by_name[row["case"]]
         try:
             declared = [
                 dtypes.numpy_dtype(dtypes.from_onnx(vi.type.tensor_type.elem_type).name)
