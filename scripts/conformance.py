@@ -82,7 +82,7 @@ def run(bundle: Path, out: Path) -> int:
         device,
         {
             "opforge_commit": info.get("commit", "?"),
-            "executor": "opforge.runtime.launcher (kernel plans; plugin harness: not yet)",
+            "executor": "plugin libraries through the opforge harness (IPluginV3 call sequence, 2 contexts, 2 poisons)",
         },
     )
     write_results(out, "conformance", meta, rows, summary, "\n".join(lines))

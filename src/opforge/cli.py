@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   opforge generate model.onnx -o out -p '{"node_17": "MyOneHot"}'
   opforge check out          # GPU: kernel plans through the CUDA driver API, against onnxruntime
   opforge verify out         # GPU: plugins through the IPluginV3 harness, against onnxruntime
+  opforge tune model.onnx -o tuning -t OneHot --dims batch=128   # tune; later generate runs use the records
 """
 
 
@@ -107,6 +108,25 @@ def _parser() -> argparse.ArgumentParser:
         help="verify on the GPU: when one is present (auto), always, never",
     )
 
+    t = sub.add_parser(
+        "tune",
+        parents=[common],
+        help="tune nodes' kernels: build candidates (CPU), measure them (GPU), keep the fastest correct one",
+        description="One host with a GPU: opforge tune MODEL -o DIR -t OneHot. Across hosts: "
+        "opforge tune MODEL -o DIR -t OneHot --export (CPU host, TVM), opforge tune --measure DIR (GPU host, "
+        "no TVM), opforge tune --import DIR (CPU host). Later `opforge generate` runs use the records.",
+    )
+    t.add_argument("model", nargs="?", type=Path)
+    t.add_argument("-o", "--output", type=Path, help="folder for the candidate bundles")
+    t.add_argument("-n", "--nodes", type=_csv, default=[], help="node names, comma separated")
+    t.add_argument("-t", "--types", type=_csv, default=[], help="op types, comma separated")
+    t.add_argument("--input-shapes", default=None, help="graph input shapes NAME:D0xD1,...")
+    t.add_argument("--dims", type=_dims, default=None, help="dimension values to tune at, e.g. 'batch=128'")
+    t.add_argument("--export", action="store_true", help="build the bundles only (measure on another host)")
+    t.add_argument("--measure", type=Path, default=None, metavar="DIR", help="GPU host: measure bundles in DIR")
+    t.add_argument("--import", dest="import_", type=Path, default=None, metavar="DIR", help="import measurements")
+    t.add_argument("--records", type=Path, default=None, help="records file (default: in the opforge cache)")
+
     e = sub.add_parser("example", parents=[common], help="write the built-in example model")
     e.add_argument("path", type=Path)
     return ap
@@ -125,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             "example": _example,
             "inspect": _inspect,
             "auto": _auto,
+            "tune": _tune,
         }
         return commands[args.command](args)
     except OpforgeError as e:
@@ -192,6 +213,48 @@ def _generate(args) -> int:
         print(f"\nverify on a GPU:     opforge verify {args.output}")
         print(f"load into TensorRT:  trtexec --onnx={result.model} --dynamicPlugins={lib}")
         print("                     (Python: builder.get_plugin_registry().load_library(path))")
+    return EXIT_OK
+
+
+def _tune(args) -> int:
+    from opforge.tune.records import TuningRecords
+
+    records = TuningRecords(args.records) if args.records else TuningRecords.default()
+    say = _say(args)
+    if args.measure is not None:
+        from opforge.tune.candidates import BUNDLE_FILE
+        from opforge.tune.measure import measure_all
+
+        bundles = sorted(
+            {p.parent for p in [args.measure / BUNDLE_FILE, *args.measure.glob(f"*/{BUNDLE_FILE}")] if p.is_file()}
+        )
+        if not bundles:
+            raise UsageError(f"--measure {args.measure}: no tuning bundle (tune.json) there")
+        result = {str(b): [r.__dict__ for r in measure_all(b)] for b in bundles}
+        say(f"measured {sum(len(v) for v in result.values())} candidates in {len(bundles)} bundle(s)")
+    elif args.import_ is not None:
+        from opforge.tune.tuner import import_measurements
+
+        result = {"imported": import_measurements(args.import_, records), "records": str(records.path)}
+        say(f"imported {result['imported']} measurements into {records.path}")
+    else:
+        from opforge.tune.tuner import tune_model
+
+        if args.model is None or args.output is None:
+            raise UsageError("give MODEL and -o DIR (or --measure DIR / --import DIR)")
+        if not (args.nodes or args.types):
+            raise UsageError("select nodes with -n NAMES or -t TYPES")
+        dims = {k: v[0] for k, v in (args.dims or {}).items()}
+        result = tune_model(
+            args.model, args.output, args.nodes, args.types, _shapes(args), dims, records, not args.export, say
+        )
+        for row in result:
+            say(
+                f"{row['node']}: best {row.get('best')} ({row.get('best_us')} µs), CPU {row['cpu_s']}s, "
+                f"GPU {row.get('gpu_s', '-')}s"
+            )
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
     return EXIT_OK
 
 

@@ -1,5 +1,7 @@
 """The ONNX conformance suite through opforge: each case of onnx.backend.test.case.node goes extract -> lower ->
-plan -> nvcc on the CPU machine, then runs on the GPU on the case's own inputs against its expected outputs.
+plan -> emit -> nvcc on the CPU machine (one plugin per distinct plan, many plugins per library), then runs on the
+GPU through the plugin harness (TensorRT's IPluginV3 call sequence) on the case's own inputs against its expected
+outputs.
 
 Every case ends in exactly one class:
   pass | wrong (max errors recorded) | lower-failed | build-failed | runtime-failed | ineligible.
@@ -18,7 +20,9 @@ initializers; each row lists what was baked. Multi-node cases (function expansio
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +30,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from opforge import dtypes
+from opforge import dtypes, expr
 from opforge.errors import OpforgeError
+from opforge.extract.model_io import opset_of
 from opforge.extract.subgraph import NodeSubgraph
 
 CLASSES = ("pass", "wrong", "lower-failed", "build-failed", "runtime-failed", "ineligible")
@@ -62,6 +67,7 @@ SHAPE_LIKE_INPUTS = {
     "noop_with_empty_axes",
     "max_output_boxes_per_class",
 }
+_FLOAT_SHAPE_LIKE = {"scales", "roi"}  # float inputs that decide an output shape (Resize)
 _MAX_BAKED_ELEMENTS = 64
 
 
@@ -143,11 +149,12 @@ def case_subgraph(case: Case) -> tuple[NodeSubgraph, list[str]]:
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 18)
     baked, keep = [], []
     for vi, value in zip(list(m.graph.input), case.inputs):
+        roles = {_input_name(n, pos, opset) for n, pos in consumers.get(vi.name, [])}
         shape_like = (
-            value.dtype.kind in "iu"
+            bool(roles)
+            and roles <= SHAPE_LIKE_INPUTS
+            and (value.dtype.kind in "iu" or roles <= _FLOAT_SHAPE_LIKE)
             and value.size <= _MAX_BAKED_ELEMENTS
-            and all(_input_name(n, pos, opset) in SHAPE_LIKE_INPUTS for n, pos in consumers.get(vi.name, []))
-            and consumers.get(vi.name)
         )
         if shape_like:
             m.graph.initializer.append(numpy_helper.from_array(value, vi.name))
@@ -171,15 +178,20 @@ def _input_name(node: onnx.NodeProto, pos: int, opset: int) -> str:
     return schema.inputs[-1].name if schema.inputs else ""
 
 
-def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
-    """CPU side: classify, lower and compile every case; write the bundle the GPU side runs."""
-    from opforge.planning import plan_subgraphs
+PLUGINS_PER_LIBRARY = 48
 
+
+def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
+    """CPU side: classify and lower every case, emit one plugin per distinct plan, compile them into plugin
+    libraries of PLUGINS_PER_LIBRARY plugins each, build the harness; write the bundle the GPU side runs."""
+    from opforge.planning import default_cache_dir, plan_subgraphs
+
+    say = progress or (lambda _msg: None)
     bundle.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     subs: list[tuple[dict, NodeSubgraph]] = []
     t0 = time.perf_counter()
-    for k, case in enumerate(cases):
+    for case in cases:
         row = {"case": case.name, "op_type": case.op_type, "nodes": len(case.model.graph.node)}
         rows.append(row)
         reason = ineligible_reason(case.model)
@@ -189,11 +201,10 @@ def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
         sub, baked = case_subgraph(case)
         row["baked_inputs"] = baked
         subs.append((row, sub))
-        if progress and k % 100 == 0:
-            progress(f"{k}/{len(cases)} cases classified")
+    say(f"{len(subs)} of {len(cases)} cases eligible")
     from opforge.lower.tvm_lower import lower_subgraph  # noqa: F401  (fail early without TVM)
 
-    planned = {}
+    planned: dict[str, tuple[dict, NodeSubgraph, object]] = {}
     for k, (row, sub) in enumerate(subs):
         try:
             p = plan_subgraphs([sub], bundle / "plans_tmp", build_fatbins=False)[0]
@@ -202,30 +213,26 @@ def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
             row.update({"class": "lower-failed", "reason": str(e).split(": ", 1)[-1][:300]})
         except Exception as e:  # a TVM crash is a lowering failure too
             row.update({"class": "lower-failed", "reason": f"{type(e).__name__}: {str(e)[:280]}"})
-        if progress and k % 100 == 0:
-            progress(f"{k}/{len(subs)} eligible cases lowered")
-    from opforge.build.nvcc import compile_fatbin, parallel
+        if k % 100 == 0:
+            say(f"{k}/{len(subs)} eligible cases lowered ({time.perf_counter() - t0:.0f}s)")
 
     by_name = {c.name: c for c in cases}
+    specs = _plugin_specs(planned, by_name)
+    say(f"{len(planned)} cases planned: {len(specs)} distinct plugins; compiling")
+    failed = _build_libraries(bundle, list(specs.values()), default_cache_dir() / "objects", say)
+    from opforge.build.plugin_build import build_harness
+
+    build_harness(bundle / HARNESS_NAME)
+
     case_dir = bundle / "cases"
     case_dir.mkdir(exist_ok=True)
-
-    def compile_one(item) -> None:
-        row, _sub, p = item
-        d = case_dir / row["case"]
-        d.mkdir(exist_ok=True)
-        try:
-            compile_fatbin(p.plan_path.with_suffix(".cu"), d / "plan.fatbin")
-            p.plan.save(d / "plan.json")
-            row["plan_key"] = p.plan.key
-        except OpforgeError as e:
-            row.update({"class": "build-failed", "reason": str(e)[:300]})
-
-    parallel(list(planned.values()), compile_one)
-    for row, sub, _p in planned.values():
-        if "class" in row:
+    for row, sub, p in planned.values():
+        spec = specs[p.plan.key]
+        if spec.name in failed:
+            row.update({"class": "build-failed", "reason": failed[spec.name][:300]})
             continue
         d = case_dir / row["case"]
+        d.mkdir(exist_ok=True)
         case = by_name[row["case"]]
         try:
             declared = [
@@ -243,10 +250,101 @@ def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
         except (TypeError, ValueError, KeyError) as e:
             row.update({"class": "build-failed", "reason": f"case data: {type(e).__name__}: {str(e)[:200]}"})
             continue
-        row["built"] = True
+        p.plan.save(d / "plan.json")
+        (d / "plugin_node.onnx").write_bytes(_plugin_node(spec).SerializeToString())
+        row.update({"plan_key": p.plan.key, "plugin": spec.name, "library": spec.library, "built": True})
     info = {"cases": len(cases), "build_s": round(time.perf_counter() - t0, 1), "rows": rows}
     (bundle / "conformance-build.json").write_text(json.dumps(info, indent=1))
     return rows
+
+
+HARNESS_NAME = "libopforge_harness.so"
+
+
+@dataclass
+class _Spec:
+    name: str
+    plugin: object  # opforge.emit.plugin_cpp.PluginSpec
+    library: str = ""
+
+
+def _plugin_specs(planned: dict, by_name: dict[str, Case]) -> dict[str, _Spec]:
+    """One plugin per distinct plan; a one-node case's plugin carries the node's attributes as its fields."""
+    from opforge.emit.fields import plugin_attrs
+    from opforge.emit.plugin_cpp import PluginSpec
+
+    specs: dict[str, _Spec] = {}
+    for row, _sub, p in planned.values():
+        key = p.plan.key
+        if key in specs:
+            specs[key].plugin.nodes.append(row["case"])
+            continue
+        model = by_name[row["case"]].model
+        attrs = []
+        if len(model.graph.node) == 1:
+            try:
+                attrs = plugin_attrs(model.graph.node[0], {}, opset_of(model))
+            except ValueError:
+                attrs = []  # graph attributes (If, Loop): the plugin is specialised and carries no fields
+        name = f"{re.sub(r'[^0-9A-Za-z]', '', row['op_type'])}_opf{key[:8]}"
+        specs[key] = _Spec(name, PluginSpec(name, p.plan, attrs, [row["case"]]))
+    return specs
+
+
+def _plugin_node(spec: _Spec) -> onnx.NodeProto:
+    """The node TensorRT's parser would see in the rewritten model (its attributes become the plugin's fields)."""
+    from onnx import helper
+
+    node = helper.make_node(spec.name, [], [], name=spec.name, domain="opforge")
+    node.attribute.extend(a.onnx_attribute() for a in spec.plugin.attrs)
+    return node
+
+
+def _build_libraries(bundle: Path, specs: list[_Spec], cache: Path, say) -> dict[str, str]:
+    """Kernel TUs first, one by one (a failure marks only its plugin), then libraries of the ones that built."""
+    import shutil
+
+    from opforge.build.nvcc import BuildError, parallel
+    from opforge.build.plugin_build import build_library, compile_objects
+    from opforge.build.trt_headers import trt_include_dir
+    from opforge.emit.plugin_cpp import write_sources
+
+    failed: dict[str, str] = {}
+    src_root = bundle / "src"
+    lib_dir = bundle / "lib"
+    lib_dir.mkdir(parents=True, exist_ok=True)
+    files_of: dict[str, dict] = {}
+    for s in specs:
+        files_of[s.name] = write_sources([s.plugin], src_root / s.name)
+
+    def kernel_tu(s: _Spec) -> None:
+        files = files_of[s.name]
+        try:
+            compile_objects(files["kernels"], files["library"][0].parent / "obj", "sm_90", [trt_include_dir()], cache)
+        except BuildError as e:
+            failed[s.name] = str(e)
+
+    t0 = time.perf_counter()
+    parallel(specs, kernel_tu)
+    say(f"{len(specs)} kernel TUs compiled in {time.perf_counter() - t0:.0f}s ({len(failed)} failed)")
+    good = [s for s in specs if s.name not in failed]
+    for i in range(0, len(good), PLUGINS_PER_LIBRARY):
+        batch = good[i : i + PLUGINS_PER_LIBRARY]
+        lib_name = f"libopforge_conformance_{i // PLUGINS_PER_LIBRARY:02d}.so"
+        files = write_sources([s.plugin for s in batch], src_root / f"lib{i // PLUGINS_PER_LIBRARY:02d}")
+        try:
+            build_library(files, lib_dir / lib_name, cache_dir=cache, unity=True)
+        except BuildError as e:
+            for s in batch:
+                failed[s.name] = f"library: {e}"
+            continue
+        for s in batch:
+            s.library = f"lib/{lib_name}"
+    say(
+        f"{len(good) and (len(good) - 1) // PLUGINS_PER_LIBRARY + 1} libraries linked ({time.perf_counter() - t0:.0f}s)"
+    )
+    shutil.rmtree(src_root, ignore_errors=True)
+    return failed
 
 
 def save_arrays(stem: Path, arrays: dict[str, np.ndarray], declared: list | None = None) -> None:
@@ -282,36 +380,77 @@ def _kept_inputs(case: Case, sub: NodeSubgraph) -> list[np.ndarray]:
     return [by_name[n] for n in sub.input_names]
 
 
-def run(bundle: Path, progress=None) -> list[dict]:
-    """GPU side: every built case through the TVM-free launcher, on its own inputs, against its expected outputs."""
+@dataclass
+class BuiltCase:
+    """A built case ready for the harness: call(poison, execute) runs its plugin in two contexts."""
+
+    plan: object  # KernelPlan
+    fields: list
+    expected: list[np.ndarray]
+    call: Callable[[int, bool], list[list[np.ndarray]]]
+
+
+def load_built_case(bundle: Path, row: dict, harness, declared: dict) -> BuiltCase:
+    """Plan, case data and plugin fields of a built row; `declared` caches the creators' field lists."""
+    from opforge.emit.fields import parser_fields
     from opforge.plan import KernelPlan
-    from opforge.runtime.launcher import Context, PlanRunner
+
+    d = bundle / "cases" / row["case"]
+    lib = bundle / row["library"]
+    plan = KernelPlan.load(d / "plan.json")
+    data = load_arrays(d / "data")
+    inputs = [data[f"in{i}"] for i in range(len(plan.inputs))]
+    expected = [data[f"out{i}"] for i in range(len(plan.outputs))]
+    node = onnx.NodeProto.FromString((d / "plugin_node.onnx").read_bytes())
+    key = (row["library"], row["plugin"])
+    if key not in declared:
+        declared[key] = harness.declared_fields(lib, row["plugin"])
+    fields = parser_fields(node, declared[key])
+    env = plan.bind_dims([a.shape for a in inputs])
+    symbolic = [[not expr.is_constant(e) for e in spec.shape] for spec in plan.inputs]
+
+    def call(poison: int, execute: bool = True) -> list[list[np.ndarray]]:
+        return harness.run(
+            lib,
+            row["plugin"],
+            fields,
+            inputs,
+            symbolic,
+            [o.dtype for o in plan.outputs],
+            plan.output_shapes(env),
+            poison,
+            execute,
+        )
+
+    return BuiltCase(plan, fields, expected, call)
+
+
+def run(bundle: Path, progress=None) -> list[dict]:
+    """GPU side: every built case's plugin through the harness (TensorRT's IPluginV3 call sequence, two
+    execution contexts), on the case's own inputs, against its expected outputs, under two output poisons."""
     from opforge.verify.check import POISONS
     from opforge.verify.compare import compare
+    from opforge.verify.harness import Harness
 
     info = json.loads((bundle / "conformance-build.json").read_text())
-    Context(0)
+    harness = Harness(bundle / HARNESS_NAME)
+    declared: dict = {}
     rows = info["rows"]
     for row in rows:
         if not row.get("built"):
             continue
-        d = bundle / "cases" / row["case"]
         try:
-            plan = KernelPlan.load(d / "plan.json")
-            data = load_arrays(d / "data")
-            inputs = [data[f"in{i}"] for i in range(len(plan.inputs))]
-            expected = [data[f"out{i}"] for i in range(len(plan.outputs))]
-            runner = PlanRunner(plan, (d / "plan.fatbin").read_bytes())
+            case = load_built_case(bundle, row, harness, declared)
             worst, ok = {"max_abs_err": 0.0, "max_rel_err": 0.0}, True
             for poison in POISONS:
-                for spec, out, ref in zip(plan.outputs, runner.run(inputs, poison), expected):
-                    c = compare(out, np.asarray(ref), spec.dtype)
-                    ok &= c.ok
-                    worst = {
-                        "max_abs_err": max(worst["max_abs_err"], c.max_abs),
-                        "max_rel_err": max(worst["max_rel_err"], c.max_rel),
-                    }
-            runner.close()
+                for outs in case.call(poison, True):
+                    for spec, out, ref in zip(case.plan.outputs, outs, case.expected):
+                        c = compare(out, np.asarray(ref), spec.dtype)
+                        ok &= c.ok
+                        worst = {
+                            "max_abs_err": max(worst["max_abs_err"], c.max_abs),
+                            "max_rel_err": max(worst["max_rel_err"], c.max_rel),
+                        }
             row.update({"class": "pass" if ok else "wrong", **worst})
         except Exception as e:
             row.update({"class": "runtime-failed", "reason": f"{type(e).__name__}: {str(e)[:280]}"})

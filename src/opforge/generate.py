@@ -26,6 +26,7 @@ from opforge.extract.model_io import opset_of
 from opforge.extract.subgraph import Dim
 from opforge.fsutil import atomic_write_bytes, atomic_write_text
 from opforge.lower.target import CudaTarget
+from opforge.tune.records import TuningRecords
 
 LIBRARY_NAME = "libopforge_plugins.so"
 HARNESS_NAME = "libopforge_harness.so"
@@ -58,6 +59,14 @@ class GenerateResult:
     plugins: list[PluginSpec]
 
 
+def _tuned_configs(target: CudaTarget, records: TuningRecords | None):
+    """The fastest correct schedule `opforge tune` recorded for a subgraph, else DLight's defaults."""
+    from opforge.tune.records import workload_key
+
+    records = records or TuningRecords.default()
+    return lambda sub: records.config_for(workload_key(sub.key, target.arch))
+
+
 def default_plugin_name(op_type: str, key: str) -> str:
     return f"{op_type}_opf{key[:8]}"
 
@@ -84,6 +93,7 @@ def generate(
     target: CudaTarget | None = None,
     output_name: str | None = None,
     progress=None,
+    tuning_records: TuningRecords | None = None,
 ) -> GenerateResult:
     target = target or CudaTarget()
     model_path = Path(model_path)
@@ -107,13 +117,13 @@ def generate(
         from opforge.planning import plan_subgraphs
 
         say("lowering with TVM and compiling kernels")
-        planned = plan_subgraphs(subs, staging, target)
+        planned = plan_subgraphs(subs, staging, target, config_for=_tuned_configs(target, tuning_records))
         opset = opset_of(model)
         specs: dict[str, PluginSpec] = {}
         replacements = {}
         node_plugin = {}
         for node, sub, p in zip(nodes, subs, planned):
-            name = (plugin_name_dict or {}).get(node.name) or default_plugin_name(node.op_type, sub.key)
+            name = (plugin_name_dict or {}).get(node.name) or default_plugin_name(node.op_type, p.plan.key)
             check_plugin_name(name, node.name)
             attrs = plugin_attrs(node, sub.constant_inputs, opset)
             if name in specs:

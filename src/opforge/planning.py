@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from opforge.extract.subgraph import NodeSubgraph
 from opforge.fsutil import atomic_write_bytes, atomic_write_text
 from opforge.lower.target import CudaTarget
 from opforge.plan.kernel_plan import KernelPlan
+from opforge.tune.space import ScheduleConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +42,11 @@ class PlannedNode:
     subgraph_path: Path
 
 
-def _cache_key(sub: NodeSubgraph, target: CudaTarget) -> str:
-    from opforge.lower.tvm_lower import producer_name
+def _cache_key(sub: NodeSubgraph, target: CudaTarget, config: ScheduleConfig | None = None) -> str:
+    from opforge.lower.tvm_lower import LOWERING_REVISION, producer_name
 
     h = hashlib.sha256(sub.model.SerializeToString(deterministic=True))
-    h.update(f"{producer_name()}|{target}".encode())
+    h.update(f"{producer_name(config)}|{target}|{LOWERING_REVISION}".encode())
     return h.hexdigest()[:24]
 
 
@@ -55,8 +57,10 @@ def plan_subgraphs(
     cache_dir: Path | None = None,
     on_progress=None,
     build_fatbins: bool = True,
+    config_for: Callable[[NodeSubgraph], ScheduleConfig | None] | None = None,
 ) -> list[PlannedNode]:
-    """Lower each distinct subgraph once, compile its kernels, and write under out_dir/plans/<key>.*"""
+    """Lower each distinct subgraph once, compile its kernels, and write under out_dir/plans/<key>.*
+    config_for gives a subgraph's tuned schedule configuration (None: DLight's defaults)."""
     from opforge.lower.tvm_lower import lower_subgraph
 
     target = target or CudaTarget()
@@ -67,7 +71,8 @@ def plan_subgraphs(
     for i, sub in enumerate(subs):
         if sub.key in by_key:
             continue
-        cached = cache / f"{_cache_key(sub, target)}.json"
+        config = config_for(sub) if config_for else None
+        cached = cache / f"{_cache_key(sub, target, config)}.json"
         plan = None
         if cached.is_file():
             try:
@@ -75,36 +80,41 @@ def plan_subgraphs(
             except (ValueError, KeyError, json.JSONDecodeError):
                 plan = None  # stale or damaged entry: lower again
         if plan is None:
-            plan = lower_subgraph(sub, target)
+            plan = lower_subgraph(sub, target, config)
             plan.save(cached)
         by_key[sub.key] = plan
-        plan.save(plans_dir / f"{sub.key}.json")
-        atomic_write_text(plans_dir / f"{sub.key}.cu", plan.cuda_source)
-        atomic_write_bytes(plans_dir / f"{sub.key}.onnx", sub.model.SerializeToString())
+        plan.save(plans_dir / f"{plan.key}.json")
+        atomic_write_text(plans_dir / f"{plan.key}.cu", plan.cuda_source)
+        atomic_write_bytes(plans_dir / f"{plan.key}.onnx", sub.model.SerializeToString())
         if on_progress:
             on_progress(i + 1, len(subs), sub)
 
-    def build(key: str) -> None:
-        fatbin = plans_dir / f"{key}.fatbin"
-        cached = cache / f"{key}-{hashlib.sha256(by_key[key].cuda_source.encode()).hexdigest()[:16]}.fatbin"
+    def build(sub_key: str) -> None:
+        plan = by_key[sub_key]
+        fatbin = plans_dir / f"{plan.key}.fatbin"
+        cached = cache / f"{plan.key}-{hashlib.sha256(plan.cuda_source.encode()).hexdigest()[:16]}.fatbin"
         if not cached.is_file():
-            compile_fatbin(plans_dir / f"{key}.cu", cached, target.arch)
+            compile_fatbin(plans_dir / f"{plan.key}.cu", cached, target.arch)
         atomic_write_bytes(fatbin, cached.read_bytes())
 
     if build_fatbins:
         parallel(sorted(by_key), build)
-    return [
-        PlannedNode(
-            s.node_name,
-            s.op_type,
-            s.key,
-            by_key[s.key],
-            plans_dir / f"{s.key}.json",
-            plans_dir / f"{s.key}.fatbin",
-            plans_dir / f"{s.key}.onnx",
+    out = []
+    for s in subs:
+        plan = by_key[s.key]
+        stem = plans_dir / plan.key
+        out.append(
+            PlannedNode(
+                s.node_name,
+                s.op_type,
+                plan.key,
+                plan,
+                stem.with_suffix(".json"),
+                stem.with_suffix(".fatbin"),
+                stem.with_suffix(".onnx"),
+            )
         )
-        for s in subs
-    ]
+    return out
 
 
 def load_subgraph(path: Path) -> onnx.ModelProto:

@@ -5,36 +5,68 @@ No libnvinfer is linked: TensorRT resolves the library's entry points (getCreato
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 from pathlib import Path
 
-from opforge.build.nvcc import gencode_flags, parallel, run_nvcc
+from opforge.build.nvcc import find_nvcc, gencode_flags, parallel, run_nvcc
 from opforge.build.trt_headers import trt_include_dir
+from opforge.fsutil import atomic_write_bytes, atomic_write_text
 
 CXX_FLAGS = ["-std=c++17", "-O3", "-Xcompiler", "-fPIC", "-Xcompiler", "-Wno-deprecated-declarations"]
 
 
-def compile_objects(sources: list[Path], obj_dir: Path, arch: str, include_dirs: list[Path]) -> list[Path]:
+def compile_objects(
+    sources: list[Path], obj_dir: Path, arch: str, include_dirs: list[Path], cache_dir: Path | None = None
+) -> list[Path]:
+    """nvcc -c per source, in parallel. With cache_dir, an object is reused when its source, the headers next to
+    it and the flags are unchanged (keyed by content hash), so re-runs and interrupted runs skip finished work."""
     obj_dir.mkdir(parents=True, exist_ok=True)
     includes = [f"-I{d}" for d in include_dirs]
 
     def one(src: Path) -> Path:
         obj = obj_dir / (src.name + ".o")
         device = gencode_flags(arch) if src.suffix == ".cu" else []
-        run_nvcc(["-c", *CXX_FLAGS, *device, *includes, "-o", str(obj), str(src)], src.name)
+        args = ["-c", *CXX_FLAGS, *device, *includes]
+        cached = None
+        if cache_dir is not None:
+            # The source's own folder changes from build to build; its headers are hashed by content instead.
+            other = [str(d) for d in include_dirs if d.resolve() != src.parent.resolve()]
+            h = hashlib.sha256(" ".join([find_nvcc(), *CXX_FLAGS, *device, *other]).encode())
+            for f in [src, *sorted(src.parent.glob("*.h"))]:
+                h.update(f.read_bytes())
+            cached = cache_dir / f"{h.hexdigest()[:24]}.o"
+            if cached.is_file():
+                shutil.copyfile(cached, obj)
+                return obj
+        run_nvcc([*args, "-o", str(obj), str(src)], src.name)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(cached, obj.read_bytes())
         return obj
 
     return parallel(sources, one)
 
 
-def build_library(files: dict[str, list[Path]], out: Path, arch: str = "sm_90") -> Path:
-    """Compile the sources listed by opforge.emit.plugin_cpp.write_sources and link `out` atomically."""
+def build_library(
+    files: dict[str, list[Path]], out: Path, arch: str = "sm_90", cache_dir: Path | None = None, unity: bool = False
+) -> Path:
+    """Compile the sources listed by opforge.emit.plugin_cpp.write_sources and link `out` atomically.
+    unity=True compiles all host-only TUs (plugins and library) as one, which parses TensorRT's headers once:
+    much faster for libraries of many plugins."""
     src_dir = files["library"][0].parent
+    host = [*files["plugins"], *files["library"]]
+    if unity:
+        unity_tu = src_dir / "opforge_unity.cpp"
+        atomic_write_text(unity_tu, "".join(f'#include "{p.name}"\n' for p in host))
+        host = [unity_tu]
     objects = compile_objects(
-        [*files["kernels"], *files["plugins"], *files["library"]],
+        [*files["kernels"], *host],
         src_dir / "obj",
         arch,
         [trt_include_dir(), src_dir],
+        cache_dir,
     )
     tmp = out.with_name(f".{out.name}.tmp")
     run_nvcc(["-shared", *gencode_flags(arch), "-o", str(tmp), *map(str, objects)], out.name)

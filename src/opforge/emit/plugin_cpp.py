@@ -122,6 +122,18 @@ def _launch_context(plan: KernelPlan) -> list[dict]:
     return out
 
 
+_INCLUDE = re.compile(r"^\s*#\s*include\s*<([^>]+)>", re.MULTILINE)
+
+
+def _tvm_includes(source: str) -> list[str]:
+    """The system headers TVM's source includes for nvcc (its NVRTC-only cuda/std branch aside), in order."""
+    seen: list[str] = []
+    for name in _INCLUDE.findall(source):
+        if not name.startswith("cuda/std/") and name not in seen:
+            seen.append(name)
+    return [f"#include <{n}>" for n in seen]
+
+
 def render_kernels(spec: PluginSpec) -> str:
     plan = spec.plan
     constants = []
@@ -145,6 +157,7 @@ def render_kernels(spec: PluginSpec) -> str:
         producer=plan.producer,
         target=plan.target,
         cuda_source=plan.cuda_source,
+        tvm_includes=_tvm_includes(plan.cuda_source),
         ns=spec.ns,
         constants=constants,
         dims=[{"var": _dim_var(d.name)} for d in plan.dims],

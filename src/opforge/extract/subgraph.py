@@ -16,6 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from opforge.errors import OpforgeError
+from opforge.extract.fold import constant_values, infer_types
 from opforge.extract.model_io import opset_of
 
 Dim = int | str
@@ -56,7 +57,7 @@ def extract_nodes(
 ) -> list[NodeSubgraph]:
     model = _with_input_shapes(model, input_shapes or {}, dynamic_batch)
     types = _infer_types(model)
-    consts = _constant_values(model, types)
+    consts = constant_values(model, types)
     opset = opset_of(model)
     return [_cut(node, types, consts, opset, model) for node in nodes]
 
@@ -89,74 +90,9 @@ def _with_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[Dim]], dyn
 
 def _infer_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        return infer_types(model)
     except Exception as e:
         raise OpforgeError(f"ONNX shape inference failed on the model: {str(e).splitlines()[0]}") from None
-    g = inferred.graph
-    types = {vi.name: vi.type for vi in [*g.input, *g.value_info, *g.output]}
-    for init in g.initializer:
-        types[init.name] = helper.make_tensor_type_proto(init.data_type, list(init.dims))
-    return types
-
-
-def _constant_values(model: onnx.ModelProto, types: dict[str, onnx.TypeProto]) -> dict[str, np.ndarray]:
-    """Values of every tensor that does not depend on a graph input, folded in graph order."""
-    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    for node in model.graph.node:
-        if node.domain not in ("", "ai.onnx") or node.op_type in _NONDETERMINISTIC:
-            continue
-        if node.op_type == "Shape" and node.input[0] not in values:
-            dims = _dims(types.get(node.input[0]))
-            if dims is not None and all(isinstance(d, int) for d in dims):
-                start = next((a.i for a in node.attribute if a.name == "start"), 0)
-                end = next((a.i for a in node.attribute if a.name == "end"), len(dims))
-                values[node.output[0]] = np.array(dims[start:end], dtype=np.int64)
-            continue
-        if all(not i or i in values for i in node.input) and not any(
-            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
-        ):
-            outs = _run_node(node, values, opset_of(model))
-            if outs is not None:
-                values.update(outs)
-    return values
-
-
-_NONDETERMINISTIC = {
-    "RandomNormal",
-    "RandomUniform",
-    "RandomNormalLike",
-    "RandomUniformLike",
-    "Multinomial",
-    "Bernoulli",
-    "Dropout",
-}
-_MAX_FOLDED_ELEMENTS = 1 << 22
-
-
-def _run_node(node: onnx.NodeProto, values: dict[str, np.ndarray], opset: int) -> dict[str, np.ndarray] | None:
-    from onnx.reference import ReferenceEvaluator
-
-    inputs = [i for i in node.input if i]
-    graph = helper.make_graph(
-        [node],
-        "fold",
-        [
-            helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(values[i].dtype), values[i].shape)
-            for i in inputs
-        ],
-        [helper.make_value_info(o, onnx.TypeProto()) for o in node.output if o],
-    )
-    try:
-        sess = ReferenceEvaluator(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
-        outs = sess.run(None, {i: values[i] for i in inputs})
-    except Exception:
-        return None  # not foldable here: the node stays an ordinary input of its consumers
-    result = {}
-    for name, v in zip([o for o in node.output if o], outs):
-        if not isinstance(v, np.ndarray) or v.size > _MAX_FOLDED_ELEMENTS:
-            return None
-        result[name] = v
-    return result
 
 
 def _dims(t: onnx.TypeProto | None) -> list[Dim] | None:

@@ -240,6 +240,57 @@ struct Stream
     ~Stream() { cudaStreamDestroy(s); }
 };
 
+// Timing request: `calls` back-to-back enqueues (context 1) captured in one CUDA graph, replayed `replays`
+// times, each replay timed with CUDA events; with flushL2, a 256 MiB buffer is rewritten before each replay
+// (outside the timed region). samplesUs receives the time per call of each replay.
+struct OpfTiming
+{
+    int32_t calls;
+    int32_t replays;
+    int32_t flushL2;
+    float* samplesUs;
+};
+
+// Times t.calls back-to-back calls of `enqueue` captured in one CUDA graph (no host dispatch in the timed region).
+template <typename F>
+void timeEnqueues(OpfTiming const& t, F&& enqueue)
+{
+    Stream s;
+    size_t const flushBytes = t.flushL2 != 0 ? (size_t{256} << 20) : 0;
+    DeviceBuffer flush(flushBytes);
+    cudaGraph_t graph{nullptr};
+    checkCuda(cudaStreamBeginCapture(s.s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    for (int32_t i = 0; i < t.calls; ++i)
+    {
+        enqueue(s.s);
+    }
+    checkCuda(cudaStreamEndCapture(s.s, &graph), "cudaStreamEndCapture");
+    cudaGraphExec_t exec{nullptr};
+    checkCuda(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+    cudaEvent_t start{nullptr}, stop{nullptr};
+    checkCuda(cudaEventCreate(&start), "cudaEventCreate");
+    checkCuda(cudaEventCreate(&stop), "cudaEventCreate");
+    checkCuda(cudaGraphLaunch(exec, s.s), "warm-up replay");
+    for (int32_t r = 0; r < t.replays; ++r)
+    {
+        if (flushBytes > 0)
+        {
+            checkCuda(cudaMemsetAsync(flush.ptr, r & 0xFF, flushBytes, s.s), "L2 flush");
+        }
+        checkCuda(cudaEventRecord(start, s.s), "cudaEventRecord");
+        checkCuda(cudaGraphLaunch(exec, s.s), "cudaGraphLaunch");
+        checkCuda(cudaEventRecord(stop, s.s), "cudaEventRecord");
+        checkCuda(cudaEventSynchronize(stop), "replay");
+        float ms = 0.F;
+        checkCuda(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+        t.samplesUs[r] = ms * 1000.F / static_cast<float>(t.calls);
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+}
+
 template <typename T>
 T* capability(IPluginV3* p, PluginCapabilityType type, char const* what)
 {
@@ -298,7 +349,7 @@ extern "C"
     // With execute == 0 it stops before the first CUDA call (after onShapeChange): the part that needs no GPU.
     int32_t opf_run(char const* libPath, char const* pluginName, OpfField const* fields, int32_t nbFields,
         OpfTensor const* ins, int32_t nbIn, OpfTensor* outs, OpfTensor* outs2, int32_t nbOut, int32_t poison,
-        int32_t execute, char* err, int32_t errLen)
+        int32_t execute, OpfTiming const* timing, char* err, int32_t errLen)
     {
         LoggerFinder finder;
         std::string step = "start";
@@ -524,6 +575,14 @@ extern "C"
             if (!finder.logger.messages.empty() && finder.logger.messages.find("[plugin error]") != std::string::npos)
             {
                 throw Failure("the plugin logged an error");
+            }
+            if (timing != nullptr)
+            {
+                step = "timing";
+                timeEnqueues(*timing, [&](cudaStream_t s) {
+                    check(rt1->enqueue(inDesc.data(), outDesc.data(), inPtrs.data(), outPtrs1.data(), ws1.ptr, s) == 0,
+                        "enqueue failed (timing)");
+                });
             }
             return 0;
         }

@@ -8,10 +8,13 @@ expressions over the function's shape variables.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
 
+import onnx
 import tvm
 from tvm import relax
 from tvm import tirx as T
@@ -21,7 +24,7 @@ from tvm.relax.frontend.onnx import from_onnx
 from opforge import dtypes, expr
 from opforge.errors import LoweringError
 from opforge.extract.subgraph import NodeSubgraph
-from opforge.lower.onnx_rewrites import append_casts, prepare_for_tvm
+from opforge.lower.onnx_rewrites import append_casts, tvm_candidates
 from opforge.lower.target import CudaTarget
 from opforge.lower.tir_text import dtype_of, tir_text
 from opforge.plan.kernel_plan import (
@@ -33,6 +36,7 @@ from opforge.plan.kernel_plan import (
     Launch,
     TensorSpec,
 )
+from opforge.tune.space import ScheduleConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +44,53 @@ _THREAD_TAGS = ("blockIdx.x", "blockIdx.y", "blockIdx.z", "threadIdx.x", "thread
 _DYN_SMEM = "tirx.use_dyn_shared_memory"
 
 
-def producer_name() -> str:
-    return f"tvm {tvm.__version__} dlight-default"
+# Bumped whenever opforge's lowering changes what plan a subgraph gets (invalidates cached plans).
+LOWERING_REVISION = 2
 
 
-def lower_subgraph(sub: NodeSubgraph, target: CudaTarget | None = None) -> KernelPlan:
+def producer_name(config: ScheduleConfig | None = None) -> str:
+    return f"tvm {tvm.__version__} {'dlight-default' if config is None else 'opforge-tuned ' + config.label}"
+
+
+def lower_subgraph(
+    sub: NodeSubgraph, target: CudaTarget | None = None, config: ScheduleConfig | None = None
+) -> KernelPlan:
+    """Lower the subgraph; where TVM fails on it, retry with the forms onnx_rewrites.tvm_candidates gives
+    (folded, function bodies expanded) and report the first form's error if none lowers. `config` is a tuned
+    schedule configuration (None: DLight's defaults)."""
     target = target or CudaTarget()
+    if config is not None:
+        target = dataclasses.replace(target, max_threads_per_block=config.threads)
     where = f"node {sub.node_name!r} ({sub.op_type})"
     t0 = time.perf_counter()
+    first: LoweringError | None = None
+    for k, model in enumerate(tvm_candidates(sub.model)):
+        try:
+            plan = _lower_form(model, sub, target, config)
+        except LoweringError as e:
+            first = first or e
+            continue
+        if k:
+            plan.notes.append(f"lowered from form {k} of the subgraph (ONNX function bodies expanded)")
+        log.info("lowered %s in %.2fs: %d launches", where, time.perf_counter() - t0, len(plan.launches))
+        return plan
+    assert first is not None
+    raise LoweringError(f"{where}: {first}") from None
+
+
+def _lower_form(
+    model: onnx.ModelProto, sub: NodeSubgraph, target: CudaTarget, config: ScheduleConfig | None
+) -> KernelPlan:
     try:
-        mod = _import(sub)
-        mod = _schedule(mod, target)
-        plan = _plan(mod, sub, target)
-    except LoweringError as e:
-        raise LoweringError(f"{where}: {e}") from None
+        mod = _import(model, sub)
+        mod = _schedule(mod, target, config)
+        plan = _plan(mod, sub, target, plan_key(sub, config))
+        plan.producer = producer_name(config)
+        return plan
+    except LoweringError:
+        raise
     except Exception as e:  # TVM raises its own error classes with multi-line C++ context
-        raise LoweringError(f"{where}: TVM cannot lower it: {_reason(e)}") from e
-    log.info("lowered %s in %.2fs: %d launches", where, time.perf_counter() - t0, len(plan.launches))
-    return plan
+        raise LoweringError(f"TVM cannot lower it: {_reason(e)}") from e
 
 
 def _reason(e: BaseException) -> str:
@@ -67,8 +100,7 @@ def _reason(e: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def _import(sub: NodeSubgraph) -> tvm.IRModule:
-    model = prepare_for_tvm(sub.model)
+def _import(model: onnx.ModelProto, sub: NodeSubgraph) -> tvm.IRModule:
     mod = _from_onnx(model)
     # TVM's frontend sometimes infers another output dtype than ONNX does (OneHot's float64): cast back.
     ret = mod["main"].body.body.ty
@@ -88,8 +120,10 @@ def _from_onnx(model) -> tvm.IRModule:
         raise LoweringError(f"TVM's ONNX frontend cannot import it: {_reason(e)}") from e
 
 
-def _schedule(mod: tvm.IRModule, target: CudaTarget) -> tvm.IRModule:
+def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | None = None) -> tvm.IRModule:
     import tvm.s_tir.dlight as dl
+
+    from opforge.lower.spatial_rule import TunedSpatial
 
     seq = tvm.transform.Sequential(
         [
@@ -106,9 +140,10 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget) -> tvm.IRModule:
     )
     with tvm.target.Target(target.tvm_config()):
         mod = seq(mod)
-        return dl.ApplyDefaultSchedule(
-            dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
-        )(mod)
+        rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction()]
+        if config is not None:
+            rules.append(TunedSpatial(config))
+        return dl.ApplyDefaultSchedule(*rules, dl.gpu.Fallback())(mod)
 
 
 # --- buffers of the Relax main function -------------------------------------------------------------------
@@ -164,20 +199,52 @@ class _Builder:
         return _Storage("constant", self.const_ids[key], spec.dtype, [str(s) for s in spec.shape])
 
     def temp(self, ty) -> _Storage:
-        s = _Storage("temp", len(self.temps), str(ty.dtype), self.shape_of(ty))
+        return self.temp_of(str(ty.dtype), self.shape_of(ty))
+
+    def temp_of(self, dtype: str, shape: list[str]) -> _Storage:
+        s = _Storage("temp", len(self.temps), dtype, shape)
         self.temps.append(s)
         return s
 
 
-def _plan(mod: tvm.IRModule, sub: NodeSubgraph, target: CudaTarget) -> KernelPlan:
+def _copy_kernel(dtype: str, funcs: dict, target: CudaTarget) -> tvm.ir.GlobalVar:
+    """A scheduled TIR function copying n elements of `dtype` (one per dtype in `funcs`)."""
+    import tvm.s_tir.dlight as dl
+    from tvm import te
+
+    name = f"opforge_copy_{dtype}"
+    for gv in funcs:
+        if gv.name_hint == name:
+            return gv
+    n = T.Var("n", "int64")
+    src = te.placeholder((n,), dtype, "src")
+    dst = te.compute((n,), lambda i: src[i], "dst")
+    func = te.create_prim_func([src, dst]).with_attr("global_symbol", name)
+    with tvm.target.Target(target.tvm_config()):
+        scheduled = dl.ApplyDefaultSchedule(dl.gpu.Fallback())(tvm.IRModule({name: func}))
+    gv = tvm.ir.GlobalVar(name)
+    funcs[gv] = scheduled[name]
+    return gv
+
+
+def plan_key(sub: NodeSubgraph, config: ScheduleConfig | None) -> str:
+    """The subgraph's key; a tuned configuration makes another plan (and other kernel symbols) of it."""
+    if config is None:
+        return sub.key
+    return hashlib.sha256(f"{sub.key}|{config.label}".encode()).hexdigest()[:16]
+
+
+def _plan(mod: tvm.IRModule, sub: NodeSubgraph, target: CudaTarget, key: str) -> KernelPlan:
     main = mod["main"]
     dims: list[DimSource] = []
     names: dict = {}
     for i, p in enumerate(main.params):
         for axis, v in enumerate(p.ty.shape.values):
             if isinstance(v, T.Var) and v not in names:
-                names[v] = v.name
-                dims.append(DimSource(v.name, i, axis))
+                # TVM's frontend names a zero-extent axis with an empty or clashing name: give it a fresh one.
+                name = v.name if v.name.isidentifier() and v.name not in names.values() else f"d{i}_{axis}"
+                names[v] = name
+                dims.append(DimSource(name, i, axis))
     b = _Builder(names)
     env: dict = {}  # relax Var -> _Storage, or a tuple of them
     for i, p in enumerate(main.params):
@@ -198,12 +265,17 @@ def _plan(mod: tvm.IRModule, sub: NodeSubgraph, target: CudaTarget) -> KernelPla
     results = list(result) if isinstance(result, tuple) else [result]
 
     outputs: list[TensorSpec] = []
+    copy_funcs: dict = {}
     for j, st in enumerate(results):
-        root = st.base()
-        if root.kind != "temp":
-            raise LoweringError("an output is an input, a constant or another output (no kernel writes it)")
+        if st.base().kind != "temp":
+            # An output that is an input, a constant or another output (Identity, a folded Shape): no kernel of
+            # TVM's writes it, so the plan copies it into the output with a kernel of its own.
+            numel = expr.product(st.shape)
+            dst = b.temp_of(st.dtype, st.shape)
+            calls.append((_copy_kernel(st.dtype, copy_funcs, target), [st.view([numel]), dst.view([numel])]))
+            st = dst
         outputs.append(TensorSpec(sub.output_names[j] if j < len(sub.output_names) else f"out{j}", st.dtype, st.shape))
-        root.kind, root.index = "output", j
+        st.base().kind, st.base().index = "output", j
 
     # Workspace: the remaining temporaries, one aligned slice each in order of creation, then the scratch
     # buffers TIR functions allocate for themselves (each call reuses the same region: calls run in order).
@@ -215,8 +287,8 @@ def _plan(mod: tvm.IRModule, sub: NodeSubgraph, target: CudaTarget) -> KernelPla
                 expr.add(temps_end, TensorSpec("", st.dtype, st.shape).nbytes()), WORKSPACE_ALIGNMENT
             )
 
-    prefix = f"opf_{sub.key[:10]}_"
-    prims = {gv: f for gv, f in mod.functions.items() if isinstance(f, T.PrimFunc)}
+    prefix = f"opf_{key[:10]}_"
+    prims = {gv: f for gv, f in mod.functions.items() if isinstance(f, T.PrimFunc)} | copy_funcs
     used = {gv.name_hint for gv, _ in calls}
     source, host_funcs = _build(prims, used, prefix, target)
 
@@ -235,7 +307,7 @@ def _plan(mod: tvm.IRModule, sub: NodeSubgraph, target: CudaTarget) -> KernelPla
         workspace = expr.add(temps_end, biggest)
 
     return KernelPlan(
-        key=sub.key,
+        key=key,
         op_type=sub.op_type,
         dims=dims,
         inputs=[TensorSpec(n, st.dtype, st.shape) for n, st in zip(sub.input_names, b.inputs)],

@@ -4,6 +4,7 @@ through TensorRT's IPluginV3 call sequence on the GPU, in two execution contexts
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,26 @@ class _Field(ctypes.Structure):
         ("length", ctypes.c_int32),
         ("data", ctypes.c_void_p),
     ]
+
+
+class _Timing(ctypes.Structure):
+    _fields_ = [
+        ("calls", ctypes.c_int32),
+        ("replays", ctypes.c_int32),
+        ("flushL2", ctypes.c_int32),
+        ("samplesUs", ctypes.POINTER(ctypes.c_float)),
+    ]
+
+
+@dataclass
+class TimingRequest:
+    """Time `calls` back-to-back enqueues captured in a CUDA graph, `replays` times (flush_l2: rewrite a 256 MiB
+    buffer before each replay, outside the timed region). After the run, samples_us holds µs per call."""
+
+    calls: int = 20
+    replays: int = 50
+    flush_l2: bool = True
+    samples_us: list[float] = field(default_factory=list)
 
 
 class HarnessError(RuntimeError):
@@ -66,6 +87,7 @@ class Harness:
         out_shapes: list[tuple[int, ...]],
         poison: int,
         execute: bool = True,
+        timing: TimingRequest | None = None,
     ) -> list[list[np.ndarray]]:
         """Outputs of the two execution contexts: [[ctx1 outputs], [ctx2 outputs]]. With execute=False the
         sequence stops before the first CUDA call (no GPU needed) and the outputs are left unwritten."""
@@ -94,6 +116,10 @@ class Harness:
                 host = np.empty(shape, dtype=dtypes.numpy_dtype(dt))
                 results[ctx].append(host)
                 c_out[ctx][i] = tensor(host, dt, 0)
+        c_timing = None
+        if timing is not None:
+            samples = (ctypes.c_float * timing.replays)()
+            c_timing = ctypes.byref(_Timing(timing.calls, timing.replays, int(timing.flush_l2), samples))
         err = ctypes.create_string_buffer(1 << 14)
         rc = self.lib.opf_run(
             str(plugin_lib).encode(),
@@ -107,9 +133,12 @@ class Harness:
             len(out_dtypes),
             poison,
             int(execute),
+            c_timing,
             err,
             len(err),
         )
         if rc != 0:
             raise HarnessError(err.value.decode(errors="replace").strip())
+        if timing is not None:
+            timing.samples_us = [float(x) for x in samples]
         return results

@@ -1,0 +1,50 @@
+"""A DLight schedule rule for spatial kernels with tunable parameters (opforge.tune.space.ScheduleConfig).
+
+DLight's Fallback gives every spatial kernel one element per thread and the target's maximum block size. This
+rule makes both tunable: block size, elements per thread, and whether a thread's elements are strided by the
+block size (coalesced loads for any access pattern) or contiguous (vectorised loads and stores).
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import normalize_prim_func
+from tvm.s_tir.dlight.base import try_inline
+from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
+
+from opforge.tune.space import ScheduleConfig
+
+
+class TunedSpatial(GPUScheduleRule):
+    def __init__(self, config: ScheduleConfig):
+        self.config = config
+
+    def apply(self, func, target, _tunable):
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None:
+            return None
+        infos = try_inline(sch, infos)
+        if any(set(b.dom_kind()) - {"S"} for b in infos):
+            return None  # reductions stay with DLight's reduction rules
+        c = self.config
+        for info in infos:
+            block = info.block_rv
+            loops = sch.get_loops(block)
+            if not loops or any(sch.get(loop).thread_binding is not None for loop in loops):
+                return None  # scalar blocks and blocks that bind their own threads (sorts) are not ours
+            fused = sch.fuse(*loops)
+            if c.layout == "strided":
+                bx, k, tx = sch.split(fused, factors=[None, c.per_thread, c.threads])
+                sch.bind(bx, "blockIdx.x")
+                sch.bind(tx, "threadIdx.x")
+                if c.per_thread > 1:
+                    sch.unroll(k)
+            else:
+                bx, tx, k = sch.split(fused, factors=[None, c.threads, c.per_thread])
+                sch.bind(bx, "blockIdx.x")
+                sch.bind(tx, "threadIdx.x")
+                sch.vectorize(k)
+        return sch

@@ -1,0 +1,171 @@
+"""GPU side of tuning (no TVM needed): each candidate plugin of a bundle through the harness, first checked
+against the ONNX reference on fresh random inputs under both output poisons, then, only if correct, timed:
+back-to-back enqueues in a CUDA graph, CUDA events, an L2 flush before every replay, the median of the replays.
+
+With several GPUs on the host, candidates are split over them, one worker process per GPU.
+
+python -m opforge.tune.measure BUNDLE [--part I/N]   # writes BUNDLE/measurements[-partI].json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from opforge.tune.candidates import BUNDLE_FILE, HARNESS_NAME
+from opforge.tune.records import Record
+
+CALLS_PER_GRAPH = 20
+REPLAYS = 50
+FINALISTS = 3  # fastest candidates checked under the second poison as well
+
+
+def measure_bundle(bundle: Path, part: tuple[int, int] = (0, 1), progress=None) -> list[Record]:
+    from opforge.emit.fields import parser_fields
+    from opforge.plan.kernel_plan import KernelPlan
+    from opforge.runtime.launcher import Context
+    from opforge.verify.check import POISONS, input_shapes
+    from opforge.verify.compare import compare
+    from opforge.verify.harness import Harness, HarnessError, TimingRequest
+    from opforge.verify.inputs import make_inputs
+
+    info = json.loads((bundle / BUNDLE_FILE).read_text())
+    mine = [e for k, e in enumerate(info["candidates"]) if k % part[1] == part[0]]
+    runnable = [e for e in mine if "plugin" in e and "error" not in e]
+    device = Context(0).name
+    dims = info["dims"]
+
+    def record(entry: dict, **kw) -> Record:
+        return Record(info["workload"], entry["label"], entry["config"], device=device, dims=dims, **kw)
+
+    out: list[Record] = [record(e, ok=False, us=None, error=e["error"]) for e in mine if "error" in e]
+    if not runnable:
+        return out
+    harness = Harness(bundle / HARNESS_NAME)
+    model = onnx.load(str(bundle / "subgraph.onnx"))
+    node = onnx.NodeProto.FromString((bundle / "plugin_node.onnx").read_bytes())
+    first = KernelPlan.load(bundle / runnable[0]["plan"])
+    inputs = make_inputs(model, input_shapes(first, dims), np.random.default_rng())
+    refs = reference(bundle, model, inputs, [o.dtype for o in first.outputs])
+
+    def check(plan, contexts) -> str:
+        for outs in contexts:
+            for spec, got, ref in zip(plan.outputs, outs, refs):
+                c = compare(got, ref, spec.dtype)
+                if not c.ok:
+                    return f"wrong output {spec.name}: max abs err {c.max_abs:.3g}"
+        return ""
+
+    # Pass 1: every candidate timed, its outputs (both contexts) checked under the first poison.
+    timed: list[tuple[dict, Record, Callable]] = []
+    for entry in runnable:
+        plan = KernelPlan.load(bundle / entry["plan"])
+        lib = bundle / entry["library"]
+        env = plan.bind_dims([a.shape for a in inputs])
+        args = ([o.dtype for o in plan.outputs], plan.output_shapes(env))
+        try:
+            fields = parser_fields(node, harness.declared_fields(lib, entry["plugin"]))
+
+            def run(poison, timing=None, lib=lib, entry=entry, fields=fields, args=args):
+                symbolic = [[False] * a.ndim for a in inputs]
+                return harness.run(lib, entry["plugin"], fields, inputs, symbolic, *args, poison, timing=timing)
+
+            timing = TimingRequest(CALLS_PER_GRAPH, REPLAYS, flush_l2=True)
+            bad = check(plan, run(POISONS[0], timing))
+            if bad:
+                out.append(record(entry, ok=False, us=None, error=bad))
+            else:
+                r = record(entry, ok=True, us=statistics.median(timing.samples_us), poisons=1)
+                timed.append((entry, r, lambda plan=plan, run=run: check(plan, run(POISONS[1]))))
+                out.append(r)
+        except HarnessError as e:
+            out.append(record(entry, ok=False, us=None, error=str(e)[:300]))
+    # Pass 2: the fastest candidates checked under the second poison too; only those may win.
+    for _entry, r, second in sorted(timed, key=lambda t: t[1].us)[:FINALISTS]:
+        try:
+            bad = second()
+        except HarnessError as e:
+            bad = str(e)[:300]
+        r.ok, r.poisons, r.error = (not bad), 2, bad
+    if progress:
+        for r in out:
+            progress(r)
+    # Candidates with the same kernels as a measured one share its result.
+    by_label = {r.label: r for r in out}
+    for e in mine:
+        if "same_as" in e and e["same_as"] in by_label:
+            src = by_label[e["same_as"]]
+            out.append(record(e, ok=src.ok, us=src.us, error=src.error or f"same kernels as {src.label}"))
+    return out
+
+
+def reference(bundle: Path, model: onnx.ModelProto, inputs: list[np.ndarray], out_dtypes: list[str]) -> list:
+    """The ONNX reference outputs; through the bundle's float32 twin (reference.onnx) when it has one."""
+    from opforge import dtypes
+    from opforge.verify.reference import reference_outputs
+
+    twin = bundle / "reference.onnx"
+    if not twin.is_file():
+        return reference_outputs(model, inputs)[0]
+    ref_model = onnx.load(str(twin))
+    inits = {i.name for i in ref_model.graph.initializer}
+    want = [vi for vi in ref_model.graph.input if vi.name not in inits]
+    cast = [
+        a.astype(dtypes.numpy_dtype(dtypes.from_onnx(vi.type.tensor_type.elem_type).name))
+        for a, vi in zip(inputs, want)
+    ]
+    outs = reference_outputs(ref_model, cast)[0]
+    return [o.astype(dtypes.numpy_dtype(d)) for o, d in zip(outs, out_dtypes)]
+
+
+def gpu_count() -> int:
+    from cuda.bindings import driver as cu
+
+    cu.cuInit(0)
+    err, n = cu.cuDeviceGetCount()
+    return int(n) if int(err) == 0 else 0
+
+
+def measure_all(bundle: Path, progress=None) -> list[Record]:
+    """Measure the bundle on every GPU of this host in parallel (one worker per GPU); writes measurements.json."""
+    n = max(1, gpu_count())
+    if n == 1:
+        records = measure_bundle(bundle, progress=progress)
+    else:
+        procs = []
+        for i in range(n):
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(i)}
+            cmd = [sys.executable, "-m", "opforge.tune.measure", str(bundle), "--part", f"{i}/{n}"]
+            procs.append(subprocess.Popen(cmd, env=env))
+        for p in procs:
+            p.wait()
+        records = []
+        for i in range(n):
+            part = bundle / f"measurements-part{i}.json"
+            if part.is_file():
+                records += [Record(**d) for d in json.loads(part.read_text())]
+    (bundle / "measurements.json").write_text(json.dumps([r.__dict__ for r in records], indent=1))
+    return records
+
+
+def main(argv: list[str]) -> int:
+    bundle = Path(argv[0])
+    if "--part" in argv:
+        i, n = (int(x) for x in argv[argv.index("--part") + 1].split("/"))
+        records = measure_bundle(bundle, (i, n))
+        (bundle / f"measurements-part{i}.json").write_text(json.dumps([r.__dict__ for r in records], indent=1))
+    else:
+        measure_all(bundle, progress=lambda r: print(f"{r.label}: {r.us} µs ok={r.ok} {r.error}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
