@@ -104,7 +104,7 @@ def _d2d_bandwidth(torch) -> float:
     return 2 * n / statistics.median(times[2:])
 
 
-def run(bundle: Path, out: Path, dtype_names: list[str]) -> int:
+def run(bundle: Path, out: Path, dtype_names: list[str], only: str = "") -> int:
     import numpy as np
     import onnx
     import torch
@@ -125,6 +125,8 @@ def run(bundle: Path, out: Path, dtype_names: list[str]) -> int:
     print(f"{device}: D2D {bandwidth / 1e12:.2f} TB/s, empty kernel {empty_us:.2f} µs", flush=True)
     rows = []
     for case in cases(tuple(dtype_names)):
+        if only and only not in case.name:
+            continue
         d = bundle / case.name
         t0 = time.perf_counter()
         recs = measure_bundle(d)
@@ -175,9 +177,10 @@ def run(bundle: Path, out: Path, dtype_names: list[str]) -> int:
         torch._dynamo.reset()
         rows.append(row)
         print(json.dumps(row), flush=True)
-    meta = run_metadata(device, {"opforge_commit": built.get("commit", "?"), "d2d_TBps": bandwidth / 1e12})
-    part = "-".join(dtype_names)
-    (out / f"bench-part-{part}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        # after each case, so a run cut short still returns what it measured
+        meta = run_metadata(device, {"opforge_commit": built.get("commit", "?"), "d2d_TBps": bandwidth / 1e12})
+        part = "-".join(dtype_names) + (f"-{only}" if only else "")
+        (out / f"bench-part-{part}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     return 0
 
 
@@ -276,6 +279,7 @@ def main() -> int:
         p.add_argument("bundle", type=Path)
         if name == "run":
             p.add_argument("out", type=Path)
+            p.add_argument("--only", default="", help="only cases whose name contains this")
         p.add_argument("--dtypes", default="float32,float16")
     r = sub.add_parser("report")
     r.add_argument("parts", type=Path)
@@ -285,7 +289,7 @@ def main() -> int:
         build(a.bundle, a.dtypes.split(","))
         return 0
     if a.cmd == "run":
-        return run(a.bundle, a.out, a.dtypes.split(","))
+        return run(a.bundle, a.out, a.dtypes.split(","), a.only)
     return report(a.parts, a.results)
 
 

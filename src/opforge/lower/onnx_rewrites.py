@@ -9,21 +9,41 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-# Ops TVM's ONNX frontend has a converter for that implements another op (onnxruntime's contrib Attention).
-_TVM_CONVERTS_OTHER_OP = {"Attention"}
+
+def _tvm_gets_wrong(node: onnx.NodeProto) -> bool:
+    """Ops TVM's ONNX frontend converts into something else: onnxruntime's contrib Attention instead of ONNX's;
+    LayerNormalization without its Mean and InvStdDev outputs (checked on the conformance suite)."""
+    if node.op_type == "Attention":
+        return True
+    return node.op_type == "LayerNormalization" and sum(1 for o in node.output if o) > 1
+
+
+def unsupported_reason(model: onnx.ModelProto) -> str | None:
+    """Attributes TVM's frontend ignores, so its kernels would compute something else: refused with a reason
+    rather than built wrong (each found by a conformance case that came out wrong)."""
+    for n in model.graph.node:
+        a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+        if n.op_type == "SpaceToDepth" and a.get("mode", b"DCR") != b"DCR":
+            return "SpaceToDepth mode CRD: TVM's frontend ignores the mode attribute"
+        if n.op_type == "BatchNormalization" and a.get("training_mode", 0):
+            return "BatchNormalization training_mode=1: TVM's frontend implements inference mode only"
+        if n.op_type == "Resize" and a.get("antialias", 0):
+            return "Resize antialias=1: TVM's frontend ignores antialiasing"
+        if n.op_type == "ConvTranspose" and "output_shape" in a:
+            return "ConvTranspose output_shape: TVM's frontend ignores it (give pads instead)"
+    return None
 
 
 def tvm_candidates(model: onnx.ModelProto) -> list[onnx.ModelProto]:
-    """Forms of the model for TVM to try in order: folded; with the ops TVM lacks expanded into their ONNX
-    function bodies; with every op that has a body expanded. Forms equal to an earlier one are left out."""
+    """Forms of the model for TVM to try in order: folded (ops TVM converts wrongly expanded into their ONNX
+    function bodies); also with the ops TVM lacks expanded; with every op that has a body expanded. Forms equal
+    to an earlier one are left out."""
     from opforge.extract.fold import expand_functions, fold_graph
 
     have = _tvm_converters()
     forms = [
-        model,
-        expand_functions(
-            model, lambda n: (have is not None and n.op_type not in have) or n.op_type in _TVM_CONVERTS_OTHER_OP
-        ),
+        expand_functions(model, _tvm_gets_wrong),
+        expand_functions(model, lambda n: (have is not None and n.op_type not in have) or _tvm_gets_wrong(n)),
         expand_functions(model, lambda n: True),
     ]
     out, seen = [], set()
@@ -52,7 +72,29 @@ def prepare_for_tvm(model: onnx.ModelProto) -> onnx.ModelProto:
     for node in list(m.graph.node):
         if node.op_type == "Compress":
             _compress_to_gather(m, node)
+        elif node.op_type == "IsInf":
+            _isinf_by_sign(m, node)
     return m
+
+
+def _isinf_by_sign(m: onnx.ModelProto, node: onnx.NodeProto) -> None:
+    """IsInf with detect_positive/detect_negative (TVM's frontend ignores both): an Equal with +inf or -inf."""
+    a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+    pos, neg = a.get("detect_positive", 1), a.get("detect_negative", 1)
+    if pos and neg:
+        return
+    inf_name = f"{node.output[0]}__opf_inf"
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*m.graph.input, *m.graph.value_info]}
+    elem = types.get(node.input[0], onnx.TensorProto.FLOAT)
+    value = np.array(np.inf if pos else -np.inf, dtype=helper.tensor_dtype_to_np_dtype(elem))
+    if not (pos or neg):
+        value = np.array(np.nan, dtype=value.dtype)  # NaN equals nothing: all false, as ONNX says
+    m.graph.initializer.append(numpy_helper.from_array(value, inf_name))
+    new = helper.make_node("Equal", [node.input[0], inf_name], list(node.output))
+    nodes = list(m.graph.node)
+    nodes[nodes.index(node)] = new
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
 
 
 def _compress_to_gather(m: onnx.ModelProto, node: onnx.NodeProto) -> None:

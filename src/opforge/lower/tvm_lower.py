@@ -24,7 +24,7 @@ from tvm.relax.frontend.onnx import from_onnx
 from opforge import dtypes, expr
 from opforge.errors import LoweringError
 from opforge.extract.subgraph import NodeSubgraph
-from opforge.lower.onnx_rewrites import append_casts, tvm_candidates
+from opforge.lower.onnx_rewrites import append_casts, tvm_candidates, unsupported_reason
 from opforge.lower.target import CudaTarget
 from opforge.lower.tir_text import dtype_of, tir_text
 from opforge.plan.kernel_plan import (
@@ -45,7 +45,7 @@ _DYN_SMEM = "tirx.use_dyn_shared_memory"
 
 
 # Bumped whenever opforge's lowering changes what plan a subgraph gets (invalidates cached plans).
-LOWERING_REVISION = 2
+LOWERING_REVISION = 3
 
 
 def producer_name(config: ScheduleConfig | None = None) -> str:
@@ -64,6 +64,9 @@ def lower_subgraph(
     where = f"node {sub.node_name!r} ({sub.op_type})"
     t0 = time.perf_counter()
     first: LoweringError | None = None
+    refused = unsupported_reason(sub.model)
+    if refused:
+        raise LoweringError(f"{where}: {refused}")
     for k, model in enumerate(tvm_candidates(sub.model)):
         try:
             plan = _lower_form(model, sub, target, config)

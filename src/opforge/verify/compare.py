@@ -33,6 +33,8 @@ def compare(out: np.ndarray, ref: np.ndarray, dtype: str) -> Comparison:
     tol = tolerances.for_dtype(dtype)
     if out.size == 0:
         return Comparison(True, 0.0, 0.0, 0, 0)
+    if out.dtype == ref.dtype and np.array_equal(out, ref):  # fast path for big outputs copied or gathered exactly
+        return Comparison(True, 0.0, 0.0, 0, int(ref.size))
     if tol.rtol == 0 and tol.atol == 0:
         bad = int(np.count_nonzero(out != ref))
         diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))

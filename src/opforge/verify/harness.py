@@ -107,7 +107,7 @@ class Harness:
 
         c_in = (_Tensor * max(len(inputs), 1))()
         for i, (a, sym) in enumerate(zip(inputs, symbolic)):
-            a = np.ascontiguousarray(a)
+            a = np.asarray(a, order="C")  # not ascontiguousarray: it makes 0-d scalars 1-d
             c_in[i] = tensor(a, dtypes.from_numpy(a.dtype).name, sum(1 << k for k, s in enumerate(sym) if s))
         results: list[list[np.ndarray]] = [[], []]
         c_out = [(_Tensor * len(out_dtypes))() for _ in range(2)]
