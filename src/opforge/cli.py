@@ -222,12 +222,10 @@ def _tune(args) -> int:
     records = TuningRecords(args.records) if args.records else TuningRecords.default()
     say = _say(args)
     if args.measure is not None:
-        from opforge.tune.candidates import BUNDLE_FILE
+        from opforge.tune.candidates import bundles_under
         from opforge.tune.measure import measure_all
 
-        bundles = sorted(
-            {p.parent for p in [args.measure / BUNDLE_FILE, *args.measure.glob(f"*/{BUNDLE_FILE}")] if p.is_file()}
-        )
+        bundles = bundles_under(args.measure)
         if not bundles:
             raise UsageError(f"--measure {args.measure}: no tuning bundle (tune.json) there")
         result = {str(b): [r.__dict__ for r in measure_all(b)] for b in bundles}

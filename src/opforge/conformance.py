@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from opforge import dtypes, expr
+from opforge import dtypes
 from opforge.errors import OpforgeError
 from opforge.extract.model_io import opset_of
 from opforge.extract.subgraph import NodeSubgraph
@@ -406,21 +406,9 @@ def load_built_case(bundle: Path, row: dict, harness, declared: dict) -> BuiltCa
     if key not in declared:
         declared[key] = harness.declared_fields(lib, row["plugin"])
     fields = parser_fields(node, declared[key])
-    env = plan.bind_dims([a.shape for a in inputs])
-    symbolic = [[not expr.is_constant(e) for e in spec.shape] for spec in plan.inputs]
 
     def call(poison: int, execute: bool = True) -> list[list[np.ndarray]]:
-        return harness.run(
-            lib,
-            row["plugin"],
-            fields,
-            inputs,
-            symbolic,
-            [o.dtype for o in plan.outputs],
-            plan.output_shapes(env),
-            poison,
-            execute,
-        )
+        return harness.run_plan(lib, row["plugin"], fields, plan, inputs, poison, execute)
 
     return BuiltCase(plan, fields, expected, call)
 
@@ -429,7 +417,7 @@ def run(bundle: Path, progress=None) -> list[dict]:
     """GPU side: every built case's plugin through the harness (TensorRT's IPluginV3 call sequence, two
     execution contexts), on the case's own inputs, against its expected outputs, under two output poisons."""
     from opforge.verify.check import POISONS
-    from opforge.verify.compare import compare
+    from opforge.verify.compare import compare_contexts
     from opforge.verify.harness import Harness
 
     info = json.loads((bundle / "conformance-build.json").read_text())
@@ -441,17 +429,14 @@ def run(bundle: Path, progress=None) -> list[dict]:
             continue
         try:
             case = load_built_case(bundle, row, harness, declared)
-            worst, ok = {"max_abs_err": 0.0, "max_rel_err": 0.0}, True
-            for poison in POISONS:
-                for outs in case.call(poison, True):
-                    for spec, out, ref in zip(case.plan.outputs, outs, case.expected):
-                        c = compare(out, np.asarray(ref), spec.dtype)
-                        ok &= c.ok
-                        worst = {
-                            "max_abs_err": max(worst["max_abs_err"], c.max_abs),
-                            "max_rel_err": max(worst["max_rel_err"], c.max_rel),
-                        }
-            row.update({"class": "pass" if ok else "wrong", **worst})
+            results = [
+                c for poison in POISONS for c in compare_contexts(case.plan.outputs, case.call(poison), case.expected)
+            ]
+            worst = {
+                "max_abs_err": max((c.max_abs for c in results), default=0.0),
+                "max_rel_err": max((c.max_rel for c in results), default=0.0),
+            }
+            row.update({"class": "pass" if all(c.ok for c in results) else "wrong", **worst})
         except Exception as e:
             row.update({"class": "runtime-failed", "reason": f"{type(e).__name__}: {str(e)[:280]}"})
         if progress:

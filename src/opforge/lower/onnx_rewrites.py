@@ -90,11 +90,7 @@ def _isinf_by_sign(m: onnx.ModelProto, node: onnx.NodeProto) -> None:
     if not (pos or neg):
         value = np.array(np.nan, dtype=value.dtype)  # NaN equals nothing: all false, as ONNX says
     m.graph.initializer.append(numpy_helper.from_array(value, inf_name))
-    new = helper.make_node("Equal", [node.input[0], inf_name], list(node.output))
-    nodes = list(m.graph.node)
-    nodes[nodes.index(node)] = new
-    del m.graph.node[:]
-    m.graph.node.extend(nodes)
+    _replace_node(m, node, [helper.make_node("Equal", [node.input[0], inf_name], list(node.output))])
 
 
 def _compress_to_gather(m: onnx.ModelProto, node: onnx.NodeProto) -> None:
@@ -115,6 +111,11 @@ def _compress_to_gather(m: onnx.ModelProto, node: onnx.NodeProto) -> None:
         new_nodes.append(helper.make_node("Reshape", [x, shape_name], [flat]))
         x, axis = flat, 0
     new_nodes.append(helper.make_node("Gather", [x, idx_name], list(node.output), axis=axis))
+    _replace_node(m, node, new_nodes)
+
+
+def _replace_node(m: onnx.ModelProto, node: onnx.NodeProto, new_nodes: list[onnx.NodeProto]) -> None:
+    """`new_nodes` where `node` was, in graph order."""
     nodes = list(m.graph.node)
     at = nodes.index(node)
     del m.graph.node[:]

@@ -25,6 +25,11 @@ BUNDLE_FILE = "tune.json"
 HARNESS_NAME = "libopforge_harness.so"
 
 
+def bundles_under(folder: Path) -> list[Path]:
+    """The tuning bundle `folder`, or the bundles in its subfolders (as `opforge tune -o` writes them)."""
+    return sorted({p.parent for p in [folder / BUNDLE_FILE, *folder.glob(f"*/{BUNDLE_FILE}")] if p.is_file()})
+
+
 def build_bundle(
     sub: NodeSubgraph,
     node: onnx.NodeProto,
@@ -88,19 +93,15 @@ def build_bundle(
             library = "libcandidates.so"
         except BuildError:
             # One candidate's kernels do not compile: build them one library each, keep the ones that do.
+            by_plugin = {e["plugin"]: e for e in entries if "plugin" in e}
             for k, s in enumerate(specs):
                 lib = f"libcandidate{k}.so"
                 try:
                     f1 = write_sources([s], out / f"src{k}")
                     build_library(f1, out / lib, target.arch, default_cache_dir() / "objects", unity=True)
+                    by_plugin[s.name]["library"] = lib
                 except BuildError as e:
-                    lib = ""
-                    for e_ in entries:
-                        if e_.get("plugin") == s.name:
-                            e_["error"] = str(e)[:300]
-                for e_ in entries:
-                    if e_.get("plugin") == s.name and lib:
-                        e_["library"] = lib
+                    by_plugin[s.name]["error"] = str(e)[:300]
         build_harness(out / HARNESS_NAME)
     for e_ in entries:
         if "plugin" in e_ and "error" not in e_:

@@ -33,7 +33,7 @@ def measure_bundle(bundle: Path, part: tuple[int, int] = (0, 1), progress=None) 
     from opforge.plan.kernel_plan import KernelPlan
     from opforge.runtime.launcher import Context
     from opforge.verify.check import POISONS, input_shapes
-    from opforge.verify.compare import compare
+    from opforge.verify.compare import compare_contexts
     from opforge.verify.harness import Harness, HarnessError, TimingRequest
     from opforge.verify.inputs import make_inputs
 
@@ -57,11 +57,9 @@ def measure_bundle(bundle: Path, part: tuple[int, int] = (0, 1), progress=None) 
     refs = reference(bundle, model, inputs, [o.dtype for o in first.outputs])
 
     def check(plan, contexts) -> str:
-        for outs in contexts:
-            for spec, got, ref in zip(plan.outputs, outs, refs):
-                c = compare(got, ref, spec.dtype)
-                if not c.ok:
-                    return f"wrong output {spec.name}: max abs err {c.max_abs:.3g}"
+        for spec, c in zip(plan.outputs * len(contexts), compare_contexts(plan.outputs, contexts, refs)):
+            if not c.ok:
+                return f"wrong output {spec.name}: max abs err {c.max_abs:.3g}"
         return ""
 
     # Pass 1: every candidate timed, its outputs (both contexts) checked under the first poison.
@@ -69,14 +67,11 @@ def measure_bundle(bundle: Path, part: tuple[int, int] = (0, 1), progress=None) 
     for entry in runnable:
         plan = KernelPlan.load(bundle / entry["plan"])
         lib = bundle / entry["library"]
-        env = plan.bind_dims([a.shape for a in inputs])
-        args = ([o.dtype for o in plan.outputs], plan.output_shapes(env))
         try:
             fields = parser_fields(node, harness.declared_fields(lib, entry["plugin"]))
 
-            def run(poison, timing=None, lib=lib, entry=entry, fields=fields, args=args):
-                symbolic = [[False] * a.ndim for a in inputs]
-                return harness.run(lib, entry["plugin"], fields, inputs, symbolic, *args, poison, timing=timing)
+            def run(poison, timing=None, lib=lib, entry=entry, fields=fields, plan=plan):
+                return harness.run_plan(lib, entry["plugin"], fields, plan, inputs, poison, timing=timing)
 
             timing = TimingRequest(CALLS_PER_GRAPH, REPLAYS, flush_l2=True)
             bad = check(plan, run(POISONS[0], timing))

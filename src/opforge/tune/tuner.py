@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from opforge.tune.candidates import BUNDLE_FILE, build_bundle
+from opforge.tune.candidates import BUNDLE_FILE, build_bundle, bundles_under
 from opforge.tune.records import Record, TuningRecords
 from opforge.tune.space import ScheduleConfig
 
@@ -110,11 +110,11 @@ def import_measurements(folder: Path, records: TuningRecords | None = None) -> i
     """Append the measurements of every bundle under `folder` (or of the bundle `folder`) to the records."""
     records = records or TuningRecords.default()
     n = 0
-    for bundle_file in sorted([folder / BUNDLE_FILE, *folder.glob(f"*/{BUNDLE_FILE}")]):
-        m = bundle_file.parent / "measurements.json"
+    for bundle in bundles_under(folder):
+        m = bundle / "measurements.json"
         if not m.is_file():
             continue
-        info = json.loads(bundle_file.read_text())
+        info = json.loads((bundle / BUNDLE_FILE).read_text())
         have = records.measured(info["workload"])
         for d in json.loads(m.read_text()):
             r = Record(**d)

@@ -50,3 +50,9 @@ def compare(out: np.ndarray, ref: np.ndarray, dtype: str) -> Comparison:
     bad = int(np.count_nonzero(diff > tol.atol * scale + tol.rtol * np.abs(np.nan_to_num(r))))
     rel = diff / np.maximum(np.abs(np.nan_to_num(r)), 1e-30)
     return Comparison(bad == 0, float(diff.max()), float(np.minimum(rel, 1e300).max()), bad, int(ref.size))
+
+
+def compare_contexts(specs, contexts: list[list[np.ndarray]], refs: list[np.ndarray]) -> list[Comparison]:
+    """Every output of every execution context against its reference; `specs` (TensorSpec-like, with .dtype)
+    give the outputs' dtypes, in output order."""
+    return [compare(out, np.asarray(ref), spec.dtype) for outs in contexts for spec, out, ref in zip(specs, outs, refs)]

@@ -76,6 +76,28 @@ class Harness:
             fields.append((name, _FIELD_NAMES.get(int(t), f"type{t}")))
         return fields
 
+    def run_plan(
+        self,
+        plugin_lib: Path,
+        plugin: str,
+        fields: list[tuple[str, str, bytes, int]],
+        plan,
+        inputs: list[np.ndarray],
+        poison: int,
+        execute: bool = True,
+        timing: TimingRequest | None = None,
+    ) -> list[list[np.ndarray]]:
+        """run() for the plugin of `plan` (an opforge KernelPlan): which axes are symbolic, the output dtypes and
+        the output shapes for these inputs all come from the plan."""
+        from opforge import expr
+
+        env = plan.bind_dims([a.shape for a in inputs])
+        symbolic = [[not expr.is_constant(e) for e in spec.shape] for spec in plan.inputs]
+        out_dtypes = [o.dtype for o in plan.outputs]
+        return self.run(
+            plugin_lib, plugin, fields, inputs, symbolic, out_dtypes, plan.output_shapes(env), poison, execute, timing
+        )
+
     def run(
         self,
         plugin_lib: Path,

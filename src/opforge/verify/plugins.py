@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from opforge import expr
 from opforge.emit.fields import parser_fields
 from opforge.errors import OpforgeError
 from opforge.plan.kernel_plan import KernelPlan
@@ -72,22 +71,11 @@ def verify_folder(
         except HarnessError as e:
             rows.append({**row, "ok": False, "error": str(e)})
             continue
-        symbolic = [[not expr.is_constant(e) for e in spec.shape] for spec in plan.inputs]
 
         def run(
-            inputs: list[np.ndarray], poison: int, plan=plan, lib=lib, entry=entry, fields=fields, symbolic=symbolic
+            inputs: list[np.ndarray], poison: int, plan=plan, lib=lib, entry=entry, fields=fields
         ) -> list[list[np.ndarray]]:
-            env = plan.bind_dims([a.shape for a in inputs])
-            return harness.run(
-                lib,
-                entry["name"],
-                fields,
-                inputs,
-                symbolic,
-                [o.dtype for o in plan.outputs],
-                plan.output_shapes(env),
-                poison,
-            )
+            return harness.run_plan(lib, entry["name"], fields, plan, inputs, poison)
 
         for dims in dims_for(entry, plan):
             try:
