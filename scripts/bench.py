@@ -191,11 +191,18 @@ def _geomean(xs: list[float]) -> float | None:
 
 
 def report(parts_dir: Path, results: Path) -> int:
-    from opforge.verify.results import write_results
+    from opforge.verify.results import run_metadata, write_results
 
     parts = [json.loads(p.read_text()) for p in sorted(parts_dir.glob("bench-part-*.json"))]
     rows = [r for p in parts for r in p["rows"]]
-    meta = {**parts[0]["meta"], "parts": [p["meta"]["command"] for p in parts]}
+    # The report's own command and date; the GPU runs it merges, each with its command and date.
+    meta = run_metadata(
+        parts[0]["meta"]["device"],
+        {
+            "opforge_commit": parts[0]["meta"].get("opforge_commit", "?"),
+            "gpu_runs": [f"{p['meta']['date_utc']} UTC: {p['meta']['command']}" for p in parts],
+        },
+    )
     for r in rows:
         t = r["opforge_tuned_us"]
         r["tuned_vs_eager"] = r["eager_us"] / t if t and r.get("eager_us") else None
