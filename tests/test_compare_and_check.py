@@ -20,6 +20,26 @@ def test_float_tolerance_and_nan():
     assert not compare(ref[:10], ref, "float32").ok  # shape mismatch
 
 
+def test_big_outputs_are_compared_in_chunks_without_missing_an_element():
+    """Outputs of 10^8 elements are compared chunk by chunk: an error in the last chunk, a NaN where the
+    reference has one, and the scale taken over every chunk all count."""
+    from opforge.verify.compare import _CHUNK
+
+    rng = np.random.default_rng()
+    n = 2 * _CHUNK + 17
+    ref = rng.uniform(0.5, 2, n).astype(np.float32)
+    ref[7] = np.nan
+    ref[_CHUNK + 3] = 1000.0  # sets the absolute floor for every chunk
+    out = ref.copy()
+    assert compare(out, ref, "float32").ok
+    out[-1] += 1.0
+    c = compare(out, ref, "float32")
+    assert not c.ok and c.bad == 1
+    out = ref.copy()
+    out[-1] += 0.5 * tolerances.for_dtype("float32").atol * 1000.0  # within the floor the big element sets
+    assert compare(out, ref, "float32").ok
+
+
 def test_integers_exact():
     ref = np.arange(1, 11, dtype=np.int64)
     out = ref.copy()

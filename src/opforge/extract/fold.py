@@ -118,10 +118,31 @@ def fold_graph(model: onnx.ModelProto, rounds: int = 4) -> onnx.ModelProto:
             return m
         values = constant_values(m, types)
         before = len(m.graph.node)
+        inlined = _inline_constant_ifs(m, values)
         _rebuild(m, values)
-        if len(m.graph.node) >= before:
+        if not inlined and len(m.graph.node) >= before:
             break
     return m
+
+
+def _inline_constant_ifs(m: onnx.ModelProto, values: dict[str, np.ndarray]) -> bool:
+    """Replace each If whose condition is constant by the nodes of the branch it takes (function bodies such as
+    AffineGrid's branch on an attribute); the branch's outputs reach the If's outputs through Identity nodes."""
+    g, nodes, changed = m.graph, [], False
+    for n in g.node:
+        if n.op_type != "If" or n.domain not in ("", "ai.onnx") or n.input[0] not in values:
+            nodes.append(n)
+            continue
+        take = "then_branch" if bool(np.asarray(values[n.input[0]]).reshape(-1)[0]) else "else_branch"
+        branch = next(a.g for a in n.attribute if a.name == take)
+        nodes.extend(branch.node)
+        g.initializer.extend(branch.initializer)
+        nodes.extend(helper.make_node("Identity", [b.name], [o]) for b, o in zip(branch.output, n.output) if o)
+        changed = True
+    if changed:
+        del g.node[:]
+        g.node.extend(nodes)
+    return changed
 
 
 def _rebuild(m: onnx.ModelProto, values: dict[str, np.ndarray]) -> None:
@@ -164,10 +185,9 @@ def has_function_body(node: onnx.NodeProto, opset: int) -> bool:
 def expand_functions(model: onnx.ModelProto, which: Callable[[onnx.NodeProto], bool]) -> onnx.ModelProto:
     """The model with each node `which` selects (and that has an ONNX function body) replaced by that body,
     repeatedly, so bodies that use function ops are expanded too (up to three levels)."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
     last = model
     for _ in range(3):
+        m = _copy(last)  # a level that fails to inline must leave the previous level untouched
         opset = opset_of(m)
         try:
             types = infer_types(m)
@@ -187,7 +207,8 @@ def expand_functions(model: onnx.ModelProto, which: Callable[[onnx.NodeProto], b
             break
         if not any(o.domain == EXPAND_DOMAIN for o in m.opset_import):
             m.opset_import.append(helper.make_opsetid(EXPAND_DOMAIN, 1))
-        try:  # bodies written for older opsets are converted to the model's
+        try:  # bodies written for older opsets are converted to the model's, which needs every tensor's type
+            m = onnx.shape_inference.infer_shapes(m)
             inlined = onnx.inliner.inline_local_functions(m, convert_version=True)
         except Exception:
             return last  # ONNX's inliner cannot type this body: keep the previous level
@@ -195,6 +216,12 @@ def expand_functions(model: onnx.ModelProto, which: Callable[[onnx.NodeProto], b
         inlined.opset_import.append(helper.make_opsetid("", opset))
         m = last = inlined
     return last
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    return m
 
 
 def _function_body(node: onnx.NodeProto, opset: int, types: dict[str, onnx.TypeProto]) -> onnx.FunctionProto | None:

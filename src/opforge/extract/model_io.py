@@ -44,7 +44,8 @@ def _load_external(model: onnx.ModelProto, path: Path) -> None:
 
 
 def opset_of(model: onnx.ModelProto) -> int:
-    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    """The model's ai.onnx opset; a model of other domains only (ai.onnx.ml, training) gets the newest one."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), onnx.defs.onnx_opset_version())
 
 
 def _first_line(e: BaseException) -> str:

@@ -67,13 +67,21 @@ def _tvm_converters() -> set[str] | None:
 
 
 def prepare_for_tvm(model: onnx.ModelProto) -> onnx.ModelProto:
+    from opforge.lower.onnx_decompose import decompose, full_rank_resize
+
     m = onnx.ModelProto()
     m.CopyFrom(model)
+    decompose(m)
+    shapes = {vi.name: vi.type.tensor_type.shape for vi in [*m.graph.input, *m.graph.value_info]}
     for node in list(m.graph.node):
         if node.op_type == "Compress":
             _compress_to_gather(m, node)
         elif node.op_type == "IsInf":
             _isinf_by_sign(m, node)
+        elif node.op_type == "Resize" and node.input[0] in shapes:
+            dims = shapes[node.input[0]].dim
+            static = [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
+            full_rank_resize(m, node, len(dims), static)
     return m
 
 

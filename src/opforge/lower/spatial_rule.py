@@ -48,3 +48,18 @@ class TunedSpatial(GPUScheduleRule):
                 sch.bind(tx, "threadIdx.x")
                 sch.vectorize(k)
         return sch
+
+
+class Tolerant(GPUScheduleRule):
+    """A DLight rule that declines a function (returns None) where the wrapped rule raises, so the next rule in
+    line gets it: DLight's Reduction rule fails on a full reduction to a scalar with an epilogue (ReduceMean to a
+    0-d tensor), which GeneralReduction schedules."""
+
+    def __init__(self, rule: GPUScheduleRule):
+        self.rule = rule
+
+    def apply(self, func, target, tunable):
+        try:
+            return self.rule.apply(func, target, tunable)
+        except Exception:
+            return None

@@ -45,7 +45,7 @@ _DYN_SMEM = "tirx.use_dyn_shared_memory"
 
 
 # Bumped whenever opforge's lowering changes what plan a subgraph gets (invalidates cached plans).
-LOWERING_REVISION = 3
+LOWERING_REVISION = 5
 
 
 def producer_name(config: ScheduleConfig | None = None) -> str:
@@ -117,6 +117,9 @@ def _import(model: onnx.ModelProto, sub: NodeSubgraph) -> tvm.IRModule:
 
 
 def _from_onnx(model) -> tvm.IRModule:
+    from opforge.lower.tvm_converters import install
+
+    install()
     try:
         return from_onnx(model, keep_params_in_input=False)
     except Exception as e:
@@ -126,24 +129,33 @@ def _from_onnx(model) -> tvm.IRModule:
 def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | None = None) -> tvm.IRModule:
     import tvm.s_tir.dlight as dl
 
-    from opforge.lower.spatial_rule import TunedSpatial
+    from opforge.lower import scatter_nd
+    from opforge.lower.fusion import mark_gathers_injective, narrow_indices
+    from opforge.lower.spatial_rule import Tolerant, TunedSpatial
+
+    # opforge's own kernels take the tuned block size, or the one DLight's Fallback uses by default.
+    threads = config.threads if config is not None else target.max_threads_per_block
 
     seq = tvm.transform.Sequential(
         [
             relax.transform.DecomposeOpsForInference(),
             # Sort, scan and top-k have GPU-specific implementations chosen by target.
             relax.backend.DispatchSortScan(),
-            relax.transform.LegalizeOps(),
+            relax.transform.LegalizeOps({"relax.scatter_nd": scatter_nd.legalize(threads)}),
             relax.transform.AnnotateTIROpPattern(),
+            mark_gathers_injective,
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),
             relax.transform.FuseTIR(),
+            narrow_indices,
             relax.transform.DeadCodeElimination(),
         ]
     )
     with tvm.target.Target(target.tvm_config()):
         mod = seq(mod)
-        rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction()]
+        rules = [Tolerant(r) for r in (dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction())] + [
+            dl.gpu.GeneralReduction()
+        ]
         if config is not None:
             rules.append(TunedSpatial(config))
         return dl.ApplyDefaultSchedule(*rules, dl.gpu.Fallback())(mod)

@@ -27,6 +27,9 @@ class Comparison:
         }
 
 
+_CHUNK = 1 << 22  # elements per comparison step: bounded temporaries for outputs of hundreds of MB
+
+
 def compare(out: np.ndarray, ref: np.ndarray, dtype: str) -> Comparison:
     if out.shape != ref.shape:
         return Comparison(False, float("inf"), float("inf"), -1, int(ref.size))
@@ -35,21 +38,35 @@ def compare(out: np.ndarray, ref: np.ndarray, dtype: str) -> Comparison:
         return Comparison(True, 0.0, 0.0, 0, 0)
     if out.dtype == ref.dtype and np.array_equal(out, ref):  # fast path for big outputs copied or gathered exactly
         return Comparison(True, 0.0, 0.0, 0, int(ref.size))
+    o_all, r_all = out.reshape(-1), ref.reshape(-1)
+    chunks = [slice(i, i + _CHUNK) for i in range(0, o_all.size, _CHUNK)]
     if tol.rtol == 0 and tol.atol == 0:
-        bad = int(np.count_nonzero(out != ref))
-        diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
-        return Comparison(bad == 0, float(diff.max()), 0.0, bad, int(ref.size))
-    o = out.astype(np.float64)
-    r = ref.astype(np.float64)
-    both_nan = np.isnan(o) & np.isnan(r)
-    same_inf = np.isinf(r) & (o == r)
-    diff = np.where(both_nan | same_inf, 0.0, np.abs(o - r))
-    diff = np.where(np.isnan(diff), np.inf, diff)  # NaN where the reference has a number: always bad
-    finite = np.abs(r[np.isfinite(r)])
-    scale = max(1.0, float(finite.max())) if finite.size else 1.0
-    bad = int(np.count_nonzero(diff > tol.atol * scale + tol.rtol * np.abs(np.nan_to_num(r))))
-    rel = diff / np.maximum(np.abs(np.nan_to_num(r)), 1e-30)
-    return Comparison(bad == 0, float(diff.max()), float(np.minimum(rel, 1e300).max()), bad, int(ref.size))
+        bad, max_abs = 0, 0.0
+        for sl in chunks:
+            o, r = o_all[sl], r_all[sl]
+            bad += int(np.count_nonzero(o != r))
+            max_abs = max(max_abs, float(np.abs(o.astype(np.float64) - r.astype(np.float64)).max()))
+        return Comparison(bad == 0, max_abs, 0.0, bad, int(ref.size))
+    # float32 arithmetic is exact enough for tolerances of 1e-4 and above, and halves the memory traffic.
+    work = np.float64 if dtype == "float64" else np.float32
+    scale = 1.0
+    for sl in chunks:
+        r = r_all[sl].astype(work)
+        finite = np.abs(r[np.isfinite(r)])
+        if finite.size:
+            scale = max(scale, float(finite.max()))
+    bad, max_abs, max_rel = 0, 0.0, 0.0
+    for sl in chunks:
+        o, r = o_all[sl].astype(work), r_all[sl].astype(work)
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.abs(o - r)
+            diff[(np.isnan(o) & np.isnan(r)) | (np.isinf(r) & (o == r))] = 0
+            diff[np.isnan(diff)] = np.inf  # NaN where the reference has a number: always bad
+            mag = np.abs(np.nan_to_num(r))
+            bad += int(np.count_nonzero(diff > tol.atol * scale + tol.rtol * mag))
+            max_abs = max(max_abs, float(diff.max()))
+            max_rel = max(max_rel, float(np.minimum(diff / np.maximum(mag, 1e-30), 1e300).max()))
+    return Comparison(bad == 0, max_abs, max_rel, bad, int(ref.size))
 
 
 def compare_contexts(specs, contexts: list[list[np.ndarray]], refs: list[np.ndarray]) -> list[Comparison]:

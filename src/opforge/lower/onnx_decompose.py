@@ -1,0 +1,228 @@
+"""Ops TVM's ONNX frontend lacks and ONNX gives no function body for, written as ONNX ops it has.
+
+Each decomposition follows the op's definition in the ONNX operator documentation; the conformance cases of the op
+check it. The plugin still implements the original node: only its kernels come from the decomposed form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+TRAINING = "ai.onnx.preview.training"
+ML = "ai.onnx.ml"
+
+
+class _Emitter:
+    """Appends nodes and constants to a graph, naming each new tensor after the node being replaced."""
+
+    def __init__(self, m: onnx.ModelProto, node: onnx.NodeProto, elem: int):
+        self.m, self.prefix, self.elem, self.nodes, self.k = m, f"{node.output[0]}__opf", elem, [], 0
+
+    def _name(self) -> str:
+        self.k += 1
+        return f"{self.prefix}{self.k}"
+
+    def const(self, value: float, elem: int | None = None) -> str:
+        name = self._name()
+        dtype = helper.tensor_dtype_to_np_dtype(elem or self.elem)
+        self.m.graph.initializer.append(numpy_helper.from_array(np.array(value, dtype), name))
+        return name
+
+    def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs) -> str:
+        out = out or self._name()
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
+        return out
+
+    def to_float(self, x: str) -> str:
+        return self.op("Cast", x, to=self.elem)
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _elem_types(m: onnx.ModelProto) -> dict[str, int]:
+    seen = [*m.graph.input, *m.graph.value_info, *m.graph.output]
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in seen}
+    types.update({t.name: t.data_type for t in m.graph.initializer})
+    return types
+
+
+# -- ai.onnx.preview.training optimizers: inputs R, T, then one group of tensors per optimized tensor ----------------
+def _adagrad(e: _Emitter, node: onnx.NodeProto, a: dict) -> None:
+    n = (len(node.input) - 2) // 3
+    r, t = node.input[0], e.to_float(node.input[1])
+    rate = e.op("Div", r, e.op("Add", e.const(1.0), e.op("Mul", t, e.const(a.get("decay_factor", 0.0)))))
+    for i in range(n):
+        x, g, h = node.input[2 + i], node.input[2 + n + i], node.input[2 + 2 * n + i]
+        g_reg = e.op("Add", e.op("Mul", e.const(a.get("norm_coefficient", 0.0)), x), g)
+        h_new = e.op("Add", h, e.op("Mul", g_reg, g_reg), out=node.output[n + i])
+        h_adapt = e.op("Add", e.op("Sqrt", h_new), e.const(a.get("epsilon", 1e-6)))
+        e.op("Sub", x, e.op("Div", e.op("Mul", rate, g_reg), h_adapt), out=node.output[i])
+
+
+def _momentum(e: _Emitter, node: onnx.NodeProto, a: dict) -> None:
+    n = (len(node.input) - 2) // 3
+    r, t = node.input[0], node.input[1]
+    alpha, beta = e.const(a["alpha"]), a["beta"]
+    started = e.op("Greater", t, e.const(0, TensorProto.INT64))
+    beta_adj = e.op("Where", started, e.const(beta), e.const(1.0))  # the first step takes the whole gradient
+    nesterov = a.get("mode", b"standard") in (b"nesterov", "nesterov")
+    for i in range(n):
+        x, g, v = node.input[2 + i], node.input[2 + n + i], node.input[2 + 2 * n + i]
+        g_reg = e.op("Add", e.op("Mul", e.const(a.get("norm_coefficient", 0.0)), x), g)
+        v_new = e.op("Add", e.op("Mul", alpha, v), e.op("Mul", beta_adj, g_reg), out=node.output[n + i])
+        step = e.op("Add", g_reg, e.op("Mul", alpha, v_new)) if nesterov else v_new
+        e.op("Sub", x, e.op("Mul", r, step), out=node.output[i])
+
+
+def _adam(e: _Emitter, node: onnx.NodeProto, a: dict) -> None:
+    n = (len(node.input) - 2) // 4
+    r, t = node.input[0], node.input[1]
+    alpha, beta = a.get("alpha", 0.9), a.get("beta", 0.999)
+    tf = e.to_float(t)
+    one = e.const(1.0)
+    # Bias correction from the second step on: R * sqrt(1 - beta^T) / (1 - alpha^T).
+    corrected = e.op(
+        "Div",
+        e.op("Mul", r, e.op("Sqrt", e.op("Sub", one, e.op("Pow", e.const(beta), tf)))),
+        e.op("Sub", one, e.op("Pow", e.const(alpha), tf)),
+    )
+    r_adj = e.op("Where", e.op("Greater", t, e.const(0, TensorProto.INT64)), corrected, r)
+    for i in range(n):
+        x, g = node.input[2 + i], node.input[2 + n + i]
+        v, h = node.input[2 + 2 * n + i], node.input[2 + 3 * n + i]
+        g_reg = e.op("Add", e.op("Mul", e.const(a.get("norm_coefficient", 0.0)), x), g)
+        v_new = e.op(
+            "Add", e.op("Mul", e.const(alpha), v), e.op("Mul", e.const(1 - alpha), g_reg), out=node.output[n + i]
+        )
+        h_new = e.op(
+            "Add",
+            e.op("Mul", e.const(beta), h),
+            e.op("Mul", e.const(1 - beta), e.op("Mul", g_reg, g_reg)),
+            out=node.output[2 * n + i],
+        )
+        h_sqrt = e.op("Add", e.op("Sqrt", h_new), e.const(a.get("epsilon", 1e-6)))
+        x_new = e.op("Sub", x, e.op("Mul", r_adj, e.op("Div", v_new, h_sqrt)))
+        e.op("Mul", e.const(1 - a.get("norm_coefficient_post", 0.0)), x_new, out=node.output[i])
+
+
+# -- ai.onnx.ml ------------------------------------------------------------------------------------------------------
+def _binarizer(e: _Emitter, node: onnx.NodeProto, a: dict) -> None:
+    x = node.input[0]
+    above = e.op("Greater", x, e.const(a.get("threshold", 0.0)))
+    e.op("Where", above, e.const(1.0), e.const(0.0), out=node.output[0])
+
+
+def _array_feature_extractor(e: _Emitter, node: onnx.NodeProto, _a: dict) -> None:
+    e.op(
+        "Gather",
+        node.input[0],
+        e.op("Reshape", node.input[1], e.const([-1], TensorProto.INT64)),
+        axis=-1,
+        out=node.output[0],
+    )
+
+
+# -- ai.onnx ---------------------------------------------------------------------------------------------------------
+def _bool_reduce(e: _Emitter, node: onnx.NodeProto, a: dict) -> None:
+    """ReduceMax/ReduceMin of bool (TVM has no extreme values for bool): through uint8, whose identities 0 and 255
+    give ONNX's False and True over an empty set."""
+    x = e.op("Cast", node.input[0], to=TensorProto.UINT8)
+    reduced = e.op(node.op_type, x, *node.input[1:], **a)
+    e.op("Cast", reduced, to=TensorProto.BOOL, out=node.output[0])
+
+
+def full_rank_resize(m: onnx.ModelProto, node: onnx.NodeProto, rank: int, in_shape: list[int] | None) -> bool:
+    """Resize with `axes` or `keep_aspect_ratio_policy` (TVM's frontend takes neither) as a Resize with scales or
+    sizes for every axis, when they are constants: axes left out keep scale 1 and the full roi; a policy fixes one
+    scale for the given axes and the sizes it yields (ONNX: round(scale * input size))."""
+    a = _attrs(node)
+    policy = a.get("keep_aspect_ratio_policy", b"stretch")
+    policy = policy.decode() if isinstance(policy, bytes) else policy
+    if "axes" not in a and policy == "stretch":
+        return False
+    inits = {t.name: t for t in m.graph.initializer}
+
+    def const(pos: int) -> np.ndarray | None:
+        name = node.input[pos] if len(node.input) > pos else ""
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+
+    axes = [x % rank for x in a.get("axes", range(rank))]
+    roi, scales, sizes = const(1), const(2), const(3)
+    if (scales is None) == (sizes is None):
+        return False
+    new_inputs = [node.input[0], "", "", ""]
+    stem = f"{node.output[0]}__opf_resize"
+    if roi is not None and roi.size:
+        full = np.array([0.0] * rank + [1.0] * rank, roi.dtype)
+        for k, ax in enumerate(axes):
+            full[ax], full[rank + ax] = roi[k], roi[len(axes) + k]
+        m.graph.initializer.append(numpy_helper.from_array(full, stem + "_roi"))
+        new_inputs[1] = stem + "_roi"
+    if scales is not None:
+        full = np.ones(rank, scales.dtype)
+        full[axes] = scales
+        m.graph.initializer.append(numpy_helper.from_array(full, stem + "_scales"))
+        new_inputs[2] = stem + "_scales"
+    else:
+        if in_shape is None:
+            return False
+        full = np.array(in_shape, np.int64)
+        if policy == "stretch":
+            full[axes] = sizes
+        else:
+            ratios = [sizes[k] / in_shape[ax] for k, ax in enumerate(axes)]
+            scale = min(ratios) if policy == "not_larger" else max(ratios)
+            for ax in axes:
+                full[ax] = int(np.floor(scale * in_shape[ax] + 0.5))
+        m.graph.initializer.append(numpy_helper.from_array(full, stem + "_sizes"))
+        new_inputs[3] = stem + "_sizes"
+    while new_inputs and not new_inputs[-1]:
+        new_inputs.pop()
+    node.input[:] = new_inputs
+    kept = [x for x in node.attribute if x.name not in ("axes", "keep_aspect_ratio_policy")]
+    del node.attribute[:]
+    node.attribute.extend(kept)
+    return True
+
+
+_DECOMPOSE: dict[tuple[str, str], Callable] = {
+    (TRAINING, "Adagrad"): _adagrad,
+    (TRAINING, "Momentum"): _momentum,
+    (TRAINING, "Adam"): _adam,
+    (ML, "Binarizer"): _binarizer,
+    (ML, "ArrayFeatureExtractor"): _array_feature_extractor,
+}
+
+
+def decompose(m: onnx.ModelProto) -> bool:
+    """Rewrite, in place, every node of the model that has a decomposition; True if any was rewritten."""
+    types = _elem_types(m)
+    out, changed = [], False
+    for node in m.graph.node:
+        f = _DECOMPOSE.get((node.domain, node.op_type))
+        if node.op_type in ("ReduceMax", "ReduceMin") and types.get(node.input[0]) == TensorProto.BOOL:
+            f = _bool_reduce
+        if f is None:
+            out.append(node)
+            continue
+        # The float type the op computes in: its first float input's.
+        elem = next((types[i] for i in node.input if types.get(i) in _FLOATS), TensorProto.FLOAT)
+        e = _Emitter(m, node, elem)
+        f(e, node, _attrs(node))
+        out.extend(e.nodes)
+        changed = True
+    if changed:
+        del m.graph.node[:]
+        m.graph.node.extend(out)
+        if not any(o.domain in ("", "ai.onnx") for o in m.opset_import):
+            m.opset_import.append(helper.make_opsetid("", onnx.defs.onnx_opset_version()))
+    return changed
+
+
+_FLOATS = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16)

@@ -1,0 +1,135 @@
+"""opforge's ScatterND lowering: parallel over every element of every update slice.
+
+TVM 0.27's GPU ScatterND gives one thread per element of a slice and loops over all index tuples in series (to keep
+a defined order for duplicate indices), so 19200 slices of 256 elements run in one block: milliseconds where the
+copy alone takes microseconds. ONNX leaves the result of duplicate indices undefined for reduction="none", and
+"add" is order-free up to rounding, so here both kernels are fully parallel:
+
+  1. out = data, `vec` elements per thread (one 16-byte load and store);
+  2. one thread per `vec` elements of each update slice: reads the slice's index tuple (negative indices wrap),
+     stores (update) or atomically adds (add).
+
+mul/min/max keep TVM's serial kernel: CUDA has no float atomics for them.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax, te, tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder import tirx as T
+
+from opforge.lower.tir_text import dtype_of
+
+PARALLEL_MODES = ("update", "add")
+
+
+def _static(e) -> int | None:
+    return int(e) if isinstance(e, (int, tirx.IntImm)) else None
+
+
+def _prod(dims):
+    """The product, as a Python int when every dim is static (so sizes can be tested for range and divisibility)."""
+    out = 1
+    for d in dims:
+        out = out * (_static(d) if _static(d) is not None else d)
+    return out
+
+
+def _vec_lanes(dtype: str) -> int:
+    """Elements in 16 bytes: the widest load and store a CUDA thread issues."""
+    return max(1, 16 // (tvm.DataType(str(dtype)).bits // 8))
+
+
+def _index_dtype(*sizes) -> str:
+    """int32 arithmetic when every size is static and small, int64 otherwise."""
+    static = [_static(s) for s in sizes]
+    return "int32" if all(s is not None and s < 2**31 for s in static) else "int64"
+
+
+def scatter_nd_te(data: te.Tensor, indices: te.Tensor, updates: te.Tensor, mode: str, threads: int) -> te.Tensor:
+    k = _static(indices.shape[-1])
+    if k is None:
+        raise ValueError("ScatterND: the index tuple length (last dim of indices) must be static")
+    # Buffers without an element offset: contiguous, aligned tensors, so the copy can be one 16-byte access.
+    ins = [tirx.decl_buffer(t.shape, t.dtype, t.op.name) for t in (data, indices, updates)]
+    out_buf = tirx.decl_buffer(data.shape, data.dtype, "out_buf")
+    return te.extern(
+        [data.shape],
+        [data, indices, updates],
+        lambda ins, outs: _scatter_ir(ins[0], ins[1], ins[2], outs[0], k, mode, threads),
+        dtype=data.dtype,
+        in_buffers=ins,
+        out_buffers=[out_buf],
+        name="scatter_nd_parallel",
+        tag="scatter_nd_parallel",
+    )
+
+
+def _scatter_ir(data_buf, idx_buf, upd_buf, out_buf, k: int, mode: str, threads: int):
+    n_out = _prod(data_buf.shape)
+    n_idx = _prod(idx_buf.shape[:-1])
+    slice_len = _prod(data_buf.shape[k:])
+    idt = _index_dtype(n_out, n_idx * slice_len)
+    lanes = _vec_lanes(data_buf.dtype)
+    data, idx = T.buffer_proxy(data_buf), T.buffer_proxy(idx_buf)
+    upd, out = T.buffer_proxy(upd_buf), T.buffer_proxy(out_buf)
+
+    def c(e):
+        e = tirx.const(e, idt) if isinstance(e, int) else e
+        return tirx.Cast(idt, e) if dtype_of(e) != idt else e
+
+    def launch(n_threads):
+        """A 1-D grid of `threads`-wide blocks covering n_threads; returns (frames, thread id)."""
+        bx, tx = te.thread_axis("blockIdx.x"), te.thread_axis("threadIdx.x")
+        blocks = tirx.Cast("int32", (c(n_threads) + threads - 1) // threads)
+        frames = [T.attr(bx, "thread_extent", blocks), T.attr(tx, "thread_extent", threads)]
+        return frames, c(bx) * threads + c(tx)
+
+    with IRBuilder() as ib:
+        with T.seq_scope():
+            # 1. out = data
+            n_static = _static(n_out)
+            cv = lanes if n_static is not None and n_static % lanes == 0 else 1
+            frames, t = launch(c(n_out) // cv)
+            with T.frame_scope(frames), T.If(t < c(n_out) // cv), T.Then(), T.vectorized(0, cv) as v:
+                out[t * cv + v] = data[t * cv + v]
+            # 2. the slices
+            s_static = _static(slice_len)
+            sv = lanes if s_static is not None and s_static % lanes == 0 else 1
+            per_slice = c(slice_len) // sv
+            frames, t = launch(c(n_idx) * per_slice)
+            with T.frame_scope(frames), T.If(t < c(n_idx) * per_slice), T.Then():
+                i = t // per_slice
+                j = (t % per_slice) * sv
+                offset = tirx.const(0, idt)
+                for axis in range(k):
+                    dim = c(data_buf.shape[axis])
+                    raw = c(idx[i * k + axis])
+                    offset = offset * dim + tirx.Select(raw < 0, raw + dim, raw)
+                dst = T.Bind(offset * c(slice_len) + j)
+                src = T.Bind(i * c(slice_len) + j)
+                if mode == "update":
+                    with T.vectorized(0, sv) as v:
+                        out[dst + v] = upd[src + v]
+                else:
+                    with T.unroll(0, sv) as v:
+                        addr = tirx.call_intrin("handle", "tirx.address_of", out[dst + v])
+                        T.evaluate(tirx.call_intrin(data_buf.dtype, "tirx.cuda.atomic_add", addr, upd[src + v]))
+        return ib.get()
+
+
+def legalize(threads: int):
+    """A LegalizeOps override for relax.scatter_nd; mul/min/max go to TVM's own legalization."""
+    default = tvm.ir.Op.get("relax.scatter_nd").get_attr("FLegalize")
+
+    def f(bb, call):
+        mode = str(call.attrs.reduction)
+        if mode not in PARALLEL_MODES or relax.get_shape_of(call.args[1]) is None:
+            return default(bb, call)
+        idx_shape = relax.get_shape_of(call.args[1])
+        if _static(idx_shape[-1]) is None:
+            return default(bb, call)
+        return bb.call_te(scatter_nd_te, call.args[0], call.args[1], call.args[2], mode, threads)
+
+    return f
