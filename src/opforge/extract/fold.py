@@ -109,8 +109,7 @@ def run_node(node: onnx.NodeProto, values: dict[str, np.ndarray], opset: int) ->
 def fold_graph(model: onnx.ModelProto, rounds: int = 4) -> onnx.ModelProto:
     """The model with every graph-input-independent tensor as an initializer and the nodes that made them
     removed. A graph output that becomes constant is written by an Identity of its value."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
+    m = _copy(model)
     for _ in range(rounds):  # shape inference sees further once shape values are constants
         try:
             types = infer_types(m)

@@ -9,6 +9,9 @@ gather) is injective whatever it reads, and fusing producers into it is sound.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
@@ -25,17 +28,24 @@ def _only_spatial_blocks(func: tirx.PrimFunc) -> bool:
     return bool(infos) and all(set(info.dom_kind()) == {"S"} for info in infos)
 
 
+def _rewrite_prim_funcs(mod: tvm.IRModule, rewrite: Callable[[tvm.ir.GlobalVar, tirx.PrimFunc], tirx.PrimFunc | None]):
+    """The module with each TIR function replaced by rewrite(gv, func) where that is not None."""
+    updates = {gv: rewrite(gv, f) for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)}
+    for gv, func in updates.items():
+        if func is not None:
+            mod[gv] = func
+    return mod
+
+
 @tvm.transform.module_pass(opt_level=0, name="OpforgeMarkGathersInjective")
 def mark_gathers_injective(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    updates = {}
-    for gv, func in mod.functions.items():
-        if isinstance(func, tirx.PrimFunc) and func.attrs is not None:
-            pattern = func.attrs.get("op_pattern")
-            if pattern is not None and int(pattern) == OPAQUE and _only_spatial_blocks(func):
-                updates[gv] = func.with_attr("op_pattern", INJECTIVE)
-    for gv, func in updates.items():
-        mod[gv] = func
-    return mod
+    def mark(_gv, func):
+        pattern = func.attrs.get("op_pattern") if func.attrs is not None else None
+        if pattern is not None and int(pattern) == OPAQUE and _only_spatial_blocks(func):
+            return func.with_attr("op_pattern", INJECTIVE)
+        return None
+
+    return _rewrite_prim_funcs(mod, mark)
 
 
 def _narrowable(func: tirx.PrimFunc) -> bool:
@@ -47,10 +57,7 @@ def _narrowable(func: tirx.PrimFunc) -> bool:
             continue
         if any(not isinstance(d, tirx.IntImm) for d in shape) or str(p.dtype) in ("int64", "uint64"):
             return False
-        n = 1
-        for d in shape:
-            n *= d.value
-        if n >= 2**31:
+        if math.prod(d.value for d in shape) >= 2**31:
             return False
     text = func.script()
     return not any("alloc_buffer" in line and 'int64")' in line for line in text.splitlines())
@@ -61,11 +68,10 @@ def narrow_indices(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     """int32 index arithmetic where every tensor of a kernel is small enough. Relax shapes are int64, and the
     int64 divisions and modulos of a resize's coordinate mapping make it compute-bound (a 64-bit division is a
     long instruction sequence on the GPU); TVM's own NarrowDataType leaves them when thread indices are int64."""
-    updates = {}
-    for gv, func in mod.functions.items():
-        if isinstance(func, tirx.PrimFunc) and _narrowable(func):
-            narrowed = tirx.transform.ForceNarrowIndexToInt32()(tvm.IRModule({gv: func}))
-            updates[gv] = narrowed[gv]
-    for gv, func in updates.items():
-        mod[gv] = func
-    return mod
+
+    def narrow(gv, func):
+        if not _narrowable(func):
+            return None
+        return tirx.transform.ForceNarrowIndexToInt32()(tvm.IRModule({gv: func}))[gv]
+
+    return _rewrite_prim_funcs(mod, narrow)

@@ -41,11 +41,13 @@ class _Emitter:
         return self.op("Cast", x, to=self.elem)
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
+def attrs(node: onnx.NodeProto) -> dict:
+    """The node's attributes as Python values."""
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _elem_types(m: onnx.ModelProto) -> dict[str, int]:
+def elem_types(m: onnx.ModelProto) -> dict[str, int]:
+    """The ONNX element type of every tensor the graph declares (inputs, value_info, outputs, initializers)."""
     seen = [*m.graph.input, *m.graph.value_info, *m.graph.output]
     types = {vi.name: vi.type.tensor_type.elem_type for vi in seen}
     types.update({t.name: t.data_type for t in m.graph.initializer})
@@ -137,60 +139,6 @@ def _bool_reduce(e: _Emitter, node: onnx.NodeProto, a: dict) -> None:
     e.op("Cast", reduced, to=TensorProto.BOOL, out=node.output[0])
 
 
-def full_rank_resize(m: onnx.ModelProto, node: onnx.NodeProto, rank: int, in_shape: list[int] | None) -> bool:
-    """Resize with `axes` or `keep_aspect_ratio_policy` (TVM's frontend takes neither) as a Resize with scales or
-    sizes for every axis, when they are constants: axes left out keep scale 1 and the full roi; a policy fixes one
-    scale for the given axes and the sizes it yields (ONNX: round(scale * input size))."""
-    a = _attrs(node)
-    policy = a.get("keep_aspect_ratio_policy", b"stretch")
-    policy = policy.decode() if isinstance(policy, bytes) else policy
-    if "axes" not in a and policy == "stretch":
-        return False
-    inits = {t.name: t for t in m.graph.initializer}
-
-    def const(pos: int) -> np.ndarray | None:
-        name = node.input[pos] if len(node.input) > pos else ""
-        return numpy_helper.to_array(inits[name]) if name in inits else None
-
-    axes = [x % rank for x in a.get("axes", range(rank))]
-    roi, scales, sizes = const(1), const(2), const(3)
-    if (scales is None) == (sizes is None):
-        return False
-    new_inputs = [node.input[0], "", "", ""]
-    stem = f"{node.output[0]}__opf_resize"
-    if roi is not None and roi.size:
-        full = np.array([0.0] * rank + [1.0] * rank, roi.dtype)
-        for k, ax in enumerate(axes):
-            full[ax], full[rank + ax] = roi[k], roi[len(axes) + k]
-        m.graph.initializer.append(numpy_helper.from_array(full, stem + "_roi"))
-        new_inputs[1] = stem + "_roi"
-    if scales is not None:
-        full = np.ones(rank, scales.dtype)
-        full[axes] = scales
-        m.graph.initializer.append(numpy_helper.from_array(full, stem + "_scales"))
-        new_inputs[2] = stem + "_scales"
-    else:
-        if in_shape is None:
-            return False
-        full = np.array(in_shape, np.int64)
-        if policy == "stretch":
-            full[axes] = sizes
-        else:
-            ratios = [sizes[k] / in_shape[ax] for k, ax in enumerate(axes)]
-            scale = min(ratios) if policy == "not_larger" else max(ratios)
-            for ax in axes:
-                full[ax] = int(np.floor(scale * in_shape[ax] + 0.5))
-        m.graph.initializer.append(numpy_helper.from_array(full, stem + "_sizes"))
-        new_inputs[3] = stem + "_sizes"
-    while new_inputs and not new_inputs[-1]:
-        new_inputs.pop()
-    node.input[:] = new_inputs
-    kept = [x for x in node.attribute if x.name not in ("axes", "keep_aspect_ratio_policy")]
-    del node.attribute[:]
-    node.attribute.extend(kept)
-    return True
-
-
 _DECOMPOSE: dict[tuple[str, str], Callable] = {
     (TRAINING, "Adagrad"): _adagrad,
     (TRAINING, "Momentum"): _momentum,
@@ -202,7 +150,7 @@ _DECOMPOSE: dict[tuple[str, str], Callable] = {
 
 def decompose(m: onnx.ModelProto) -> bool:
     """Rewrite, in place, every node of the model that has a decomposition; True if any was rewritten."""
-    types = _elem_types(m)
+    types = elem_types(m)
     out, changed = [], False
     for node in m.graph.node:
         f = _DECOMPOSE.get((node.domain, node.op_type))
@@ -214,7 +162,7 @@ def decompose(m: onnx.ModelProto) -> bool:
         # The float type the op computes in: its first float input's.
         elem = next((types[i] for i in node.input if types.get(i) in _FLOATS), TensorProto.FLOAT)
         e = _Emitter(m, node, elem)
-        f(e, node, _attrs(node))
+        f(e, node, attrs(node))
         out.extend(e.nodes)
         changed = True
     if changed:

@@ -9,6 +9,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from opforge.extract.fold import expand_functions, fold_graph, static_dims
+from opforge.lower.onnx_decompose import attrs, decompose, elem_types
+
 
 def _tvm_gets_wrong(node: onnx.NodeProto) -> bool:
     """Ops TVM's ONNX frontend converts into something else: onnxruntime's contrib Attention instead of ONNX's;
@@ -22,7 +25,7 @@ def unsupported_reason(model: onnx.ModelProto) -> str | None:
     """Attributes TVM's frontend ignores, so its kernels would compute something else: refused with a reason
     rather than built wrong (each found by a conformance case that came out wrong)."""
     for n in model.graph.node:
-        a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+        a = attrs(n)
         if n.op_type == "SpaceToDepth" and a.get("mode", b"DCR") != b"DCR":
             return "SpaceToDepth mode CRD: TVM's frontend ignores the mode attribute"
         if n.op_type == "BatchNormalization" and a.get("training_mode", 0):
@@ -38,8 +41,6 @@ def tvm_candidates(model: onnx.ModelProto) -> list[onnx.ModelProto]:
     """Forms of the model for TVM to try in order: folded (ops TVM converts wrongly expanded into their ONNX
     function bodies); also with the ops TVM lacks expanded; with every op that has a body expanded. Forms equal
     to an earlier one are left out."""
-    from opforge.extract.fold import expand_functions, fold_graph
-
     have = _tvm_converters()
     forms = [
         expand_functions(model, _tvm_gets_wrong),
@@ -67,33 +68,82 @@ def _tvm_converters() -> set[str] | None:
 
 
 def prepare_for_tvm(model: onnx.ModelProto) -> onnx.ModelProto:
-    from opforge.lower.onnx_decompose import decompose, full_rank_resize
-
     m = onnx.ModelProto()
     m.CopyFrom(model)
     decompose(m)
-    shapes = {vi.name: vi.type.tensor_type.shape for vi in [*m.graph.input, *m.graph.value_info]}
+    types = {vi.name: vi.type for vi in [*m.graph.input, *m.graph.value_info]}
     for node in list(m.graph.node):
         if node.op_type == "Compress":
             _compress_to_gather(m, node)
         elif node.op_type == "IsInf":
             _isinf_by_sign(m, node)
-        elif node.op_type == "Resize" and node.input[0] in shapes:
-            dims = shapes[node.input[0]].dim
-            static = [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
-            full_rank_resize(m, node, len(dims), static)
+        elif node.op_type == "Resize" and node.input[0] in types:
+            rank = len(types[node.input[0]].tensor_type.shape.dim)
+            _full_rank_resize(m, node, rank, static_dims(types[node.input[0]]))
     return m
+
+
+def _full_rank_resize(m: onnx.ModelProto, node: onnx.NodeProto, rank: int, in_shape: list[int] | None) -> None:
+    """Resize with `axes` or `keep_aspect_ratio_policy` (TVM's frontend takes neither) as a Resize with scales or
+    sizes for every axis, when they are constants: axes left out keep scale 1 and the full roi; a policy fixes one
+    scale for the given axes and the sizes it yields (ONNX: round(scale * input size))."""
+    a = attrs(node)
+    policy = a.get("keep_aspect_ratio_policy", b"stretch")
+    policy = policy.decode() if isinstance(policy, bytes) else policy
+    if "axes" not in a and policy == "stretch":
+        return
+    inits = {t.name: t for t in m.graph.initializer}
+
+    def const(pos: int) -> np.ndarray | None:
+        name = node.input[pos] if len(node.input) > pos else ""
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+
+    axes = [x % rank for x in a.get("axes", range(rank))]
+    roi, scales, sizes = const(1), const(2), const(3)
+    if (scales is None) == (sizes is None):
+        return
+    new_inputs = [node.input[0], "", "", ""]
+    stem = f"{node.output[0]}__opf_resize"
+    if roi is not None and roi.size:
+        full = np.array([0.0] * rank + [1.0] * rank, roi.dtype)
+        for k, ax in enumerate(axes):
+            full[ax], full[rank + ax] = roi[k], roi[len(axes) + k]
+        m.graph.initializer.append(numpy_helper.from_array(full, stem + "_roi"))
+        new_inputs[1] = stem + "_roi"
+    if scales is not None:
+        full = np.ones(rank, scales.dtype)
+        full[axes] = scales
+        m.graph.initializer.append(numpy_helper.from_array(full, stem + "_scales"))
+        new_inputs[2] = stem + "_scales"
+    else:
+        if in_shape is None:
+            return
+        full = np.array(in_shape, np.int64)
+        if policy == "stretch":
+            full[axes] = sizes
+        else:
+            ratios = [sizes[k] / in_shape[ax] for k, ax in enumerate(axes)]
+            scale = min(ratios) if policy == "not_larger" else max(ratios)
+            for ax in axes:
+                full[ax] = int(np.floor(scale * in_shape[ax] + 0.5))
+        m.graph.initializer.append(numpy_helper.from_array(full, stem + "_sizes"))
+        new_inputs[3] = stem + "_sizes"
+    while new_inputs and not new_inputs[-1]:
+        new_inputs.pop()
+    node.input[:] = new_inputs
+    kept = [x for x in node.attribute if x.name not in ("axes", "keep_aspect_ratio_policy")]
+    del node.attribute[:]
+    node.attribute.extend(kept)
 
 
 def _isinf_by_sign(m: onnx.ModelProto, node: onnx.NodeProto) -> None:
     """IsInf with detect_positive/detect_negative (TVM's frontend ignores both): an Equal with +inf or -inf."""
-    a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+    a = attrs(node)
     pos, neg = a.get("detect_positive", 1), a.get("detect_negative", 1)
     if pos and neg:
         return
     inf_name = f"{node.output[0]}__opf_inf"
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*m.graph.input, *m.graph.value_info]}
-    elem = types.get(node.input[0], onnx.TensorProto.FLOAT)
+    elem = elem_types(m).get(node.input[0], onnx.TensorProto.FLOAT)
     value = np.array(np.inf if pos else -np.inf, dtype=helper.tensor_dtype_to_np_dtype(elem))
     if not (pos or neg):
         value = np.array(np.nan, dtype=value.dtype)  # NaN equals nothing: all false, as ONNX says
@@ -108,7 +158,7 @@ def _compress_to_gather(m: onnx.ModelProto, node: onnx.NodeProto) -> None:
     if len(node.input) < 2 or node.input[1] not in inits:
         return
     cond = numpy_helper.to_array(inits[node.input[1]]).astype(bool)
-    axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), None)
+    axis = attrs(node).get("axis")
     x = node.input[0]
     idx_name = f"{node.output[0]}__opf_compress_idx"
     m.graph.initializer.append(numpy_helper.from_array(np.flatnonzero(cond).astype(np.int64), idx_name))

@@ -32,7 +32,8 @@ def _prod(dims):
     """The product, as a Python int when every dim is static (so sizes can be tested for range and divisibility)."""
     out = 1
     for d in dims:
-        out = out * (_static(d) if _static(d) is not None else d)
+        n = _static(d)
+        out = out * (d if n is None else n)
     return out
 
 
@@ -47,10 +48,10 @@ def _index_dtype(*sizes) -> str:
     return "int32" if all(s is not None and s < 2**31 for s in static) else "int64"
 
 
-def scatter_nd_te(data: te.Tensor, indices: te.Tensor, updates: te.Tensor, mode: str, threads: int) -> te.Tensor:
-    k = _static(indices.shape[-1])
-    if k is None:
-        raise ValueError("ScatterND: the index tuple length (last dim of indices) must be static")
+def scatter_nd_te(
+    data: te.Tensor, indices: te.Tensor, updates: te.Tensor, k: int, mode: str, threads: int
+) -> te.Tensor:
+    """`k`: the (static) length of an index tuple, indices' last dim."""
     # Buffers without an element offset: contiguous, aligned tensors, so the copy can be one 16-byte access.
     ins = [tirx.decl_buffer(t.shape, t.dtype, t.op.name) for t in (data, indices, updates)]
     out_buf = tirx.decl_buffer(data.shape, data.dtype, "out_buf")
@@ -125,11 +126,10 @@ def legalize(threads: int):
 
     def f(bb, call):
         mode = str(call.attrs.reduction)
-        if mode not in PARALLEL_MODES or relax.get_shape_of(call.args[1]) is None:
-            return default(bb, call)
         idx_shape = relax.get_shape_of(call.args[1])
-        if _static(idx_shape[-1]) is None:
+        k = _static(idx_shape[-1]) if idx_shape is not None else None
+        if mode not in PARALLEL_MODES or k is None:
             return default(bb, call)
-        return bb.call_te(scatter_nd_te, call.args[0], call.args[1], call.args[2], mode, threads)
+        return bb.call_te(scatter_nd_te, call.args[0], call.args[1], call.args[2], k, mode, threads)
 
     return f

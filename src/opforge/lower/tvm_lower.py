@@ -133,8 +133,8 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
     from opforge.lower.fusion import mark_gathers_injective, narrow_indices
     from opforge.lower.spatial_rule import Tolerant, TunedSpatial
 
-    # opforge's own kernels take the tuned block size, or the one DLight's Fallback uses by default.
-    threads = config.threads if config is not None else target.max_threads_per_block
+    # opforge's own kernels take the block size DLight's rules use (lower_subgraph sets it to a tuned one).
+    threads = target.max_threads_per_block
 
     seq = tvm.transform.Sequential(
         [

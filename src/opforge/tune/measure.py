@@ -65,7 +65,7 @@ def measure_bundle(bundle: Path, part: tuple[int, int] = (0, 1), progress=None) 
         return ""
 
     # Pass 1: every candidate timed; only DLight's default (the untuned baseline) is checked here.
-    timed: list[tuple[dict, Record, Callable]] = []
+    timed: list[tuple[Record, Callable]] = []
     for entry in runnable:
         plan = KernelPlan.load(bundle / entry["plan"])
         lib = bundle / entry["library"]
@@ -77,21 +77,21 @@ def measure_bundle(bundle: Path, part: tuple[int, int] = (0, 1), progress=None) 
 
             timing = TimingRequest(CALLS_PER_GRAPH, REPLAYS, flush_l2=True)
             outputs = run(POISONS[0], timing)
-            bad = check(plan, outputs) if entry["config"] is None else ""
+            baseline = entry["config"] is None
+            bad = check(plan, outputs) if baseline else ""
             if bad:
                 out.append(record(entry, ok=False, us=None, error=bad))
             else:
-                checked = entry["config"] is None
-                r = record(entry, ok=checked, us=statistics.median(timing.samples_us), poisons=int(checked))
-                r.error = "" if checked else UNCHECKED
-                timed.append((entry, r, lambda poison, plan=plan, run=run: check(plan, run(poison))))
+                us = statistics.median(timing.samples_us)
+                r = record(entry, ok=baseline, us=us, poisons=int(baseline), error="" if baseline else UNCHECKED)
+                timed.append((r, lambda poison, plan=plan, run=run: check(plan, run(poison))))
                 out.append(r)
         except HarnessError as e:
             out.append(record(entry, ok=False, us=None, error=str(e)[:300]))
     # Pass 2: from the fastest, candidates are checked under both poisons until FINALISTS have passed; only those
     # may win. Checking is what costs time (outputs of 10^8 elements), so slower candidates stay unchecked.
     passed = 0
-    for _entry, r, check_under in sorted(timed, key=lambda t: t[1].us):
+    for r, check_under in sorted(timed, key=lambda t: t[0].us):
         if passed == FINALISTS:
             break
         try:
