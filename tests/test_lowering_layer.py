@@ -1,6 +1,7 @@
 """opforge's own lowering layer on ONNX's conformance cases and the benchmark's shapes (CPU only): decompositions
-of ops TVM lacks, nested function bodies, Resize normalisation, and the kernels opforge shapes itself (parallel
-ScatterND, fused GatherND, int32 indexing)."""
+of ops TVM lacks, nested function bodies, Resize normalisation, the kernels opforge shapes itself (parallel
+ScatterND, fused GatherND, int32 indexing, row-vector Resize), max/min reductions from +-inf, and the guard on
+DLight's GEMV rule."""
 
 import numpy as np
 import onnx
@@ -113,3 +114,130 @@ def test_static_resize_indexes_in_int32():
     plan = _plan("resize_nearest_32x32x44x50_to_176x200_float16")
     body = plan.cuda_source[plan.cuda_source.index("__global__ void __launch_bounds__") :]
     assert "int64_t" not in body.split("{", 1)[1]
+
+
+def test_fp16_scatternd_add_uses_packed_atomics():
+    plan = _plan("scatternd_add_32x128x128x256_idx32x600x3_float16")
+    assert "opf_atomic_add_half2(" in plan.cuda_source
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("mode", ["linear", "nearest"])
+def test_resize_is_one_row_vector_kernel(mode, dtype):
+    """opforge's Resize: one kernel, a shared-memory width table, 16-byte stores."""
+    plan = _plan(f"resize_{mode}_32x32x44x50_to_176x200_{dtype}")
+    (launch,) = plan.launches
+    assert "resize2d" in launch.kernel
+    vector = "uint4" if dtype == "float16" else "float4"
+    assert "__shared__" in plan.cuda_source and f"*({vector}*)(out_buf_ptr" in plan.cuda_source
+
+
+def _fold(e) -> float:
+    """Evaluates a constant TIR expression the way CUDA does (float32 arithmetic, truncating int casts)."""
+    import math
+
+    import tvm
+    from tvm import tirx
+
+    from opforge.lower.tir_text import dtype_of
+
+    f32 = np.float32
+    if isinstance(e, (tirx.IntImm, tirx.FloatImm)):
+        return f32(e.value) if "float" in dtype_of(e) else int(e.value)
+    if isinstance(e, tirx.Cast):
+        v = _fold(e.value)
+        return f32(v) if "float" in dtype_of(e) else int(v)
+    if isinstance(e, tvm.ir.Call):
+        fn = {"floor": math.floor, "ceil": math.ceil, "round": round}[e.op.name.split(".")[-1]]
+        return f32(fn(_fold(e.args[0])))
+    ops = {tirx.Add: np.add, tirx.Sub: np.subtract, tirx.Mul: np.multiply, tirx.Div: np.divide}
+    ops |= {tirx.Min: min, tirx.Max: max}
+    return ops[type(e)](_fold(e.a), _fold(e.b))
+
+
+@pytest.mark.parametrize(
+    "mode,rounding",
+    [
+        ("half_pixel", "round_prefer_floor"),
+        ("half_pixel", "round_prefer_ceil"),
+        ("asymmetric", "floor"),
+        ("align_corners", "ceil"),
+        ("pytorch_half_pixel", "round_prefer_floor"),
+    ],
+)
+@pytest.mark.parametrize("in_len,out_len", [(2, 7), (4, 3), (5, 10), (12, 200), (3, 1)])
+def test_resize_tables_match_onnx(mode, rounding, in_len, out_len):
+    """The source column (nearest) and coordinate (linear) opforge's Resize tables hold, against ONNX's reference
+    resizing arange(in_len) to out_len."""
+    from tvm import tirx
+
+    from opforge.lower import resize
+
+    for method in ("nearest", "linear"):
+        x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 1, in_len])
+        y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+        sizes = onnx.numpy_helper.from_array(np.array([1, 1, 1, out_len], np.int64), "sizes")
+        node = onnx.helper.make_node(
+            "Resize",
+            ["x", "", "", "sizes"],
+            ["y"],
+            mode=method,
+            coordinate_transformation_mode=mode,
+            nearest_mode=rounding,
+        )
+        g = onnx.helper.make_graph([node], "g", [x], [y], [sizes])
+        m = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 19)])
+        want = ReferenceEvaluator(m).run(None, {"x": np.arange(in_len, dtype=np.float32)[None, None, None]})[0]
+        got = []
+        for j in range(out_len):
+            x_in = resize.source_coordinate(tirx.const(j, "int32"), in_len, out_len, mode)
+            if method == "nearest":
+                got.append(_fold(resize._nearest(x_in, in_len, rounding)))
+            else:
+                i0, i1, w = (_fold(e) for e in resize._linear(x_in, in_len))
+                got.append(i0 + w * (i1 - i0))
+        np.testing.assert_allclose(np.array(got), want.ravel(), atol=1e-5, err_msg=f"{method} {mode}")
+
+
+def _reduce_on_cpu(x: np.ndarray, kind: str) -> np.ndarray:
+    import tvm
+    from tvm import relax
+
+    from opforge.lower import reductions
+
+    bb = relax.BlockBuilder()
+    v = relax.Var("x", relax.TensorType(x.shape, "float32"))
+    with bb.function("main", [v]):
+        with bb.dataflow():
+            out = bb.emit_output(getattr(relax.op, kind)(v, axis=[1]))
+        bb.emit_func_output(out)
+    mod = relax.transform.LegalizeOps({f"relax.{kind}": reductions.legalize(kind)})(bb.get())
+    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
+@pytest.mark.parametrize("kind", ["max", "min"])
+def test_float_max_min_start_from_infinity(kind):
+    """A row that is all -inf (max) or +inf (min) reduces to that infinity, as ONNX's Attention body needs; TVM's
+    own reduction starts from the largest finite value and returns -3.4e38 there."""
+    rng = np.random.default_rng()
+    x = rng.standard_normal((3, 5)).astype(np.float32)
+    x[1] = -np.inf if kind == "max" else np.inf
+    got = _reduce_on_cpu(x, kind)
+    np.testing.assert_array_equal(got, getattr(np, kind)(x, axis=1))
+
+
+def test_gemv_rule_declines_a_depthwise_convolution():
+    """DLight's GEMV mis-schedules out[n, f] = sum_r x[n, f, r] * w[f, r] (causal_conv_with_state_decode_step)."""
+    from tvm import te
+
+    from opforge.lower.spatial_rule import _vector_skips_inner_spatial
+
+    x = te.placeholder((2, 4, 4), "float32", name="x")
+    w = te.placeholder((4, 4), "float32", name="w")
+    r = te.reduce_axis((0, 4), name="r")
+    conv = te.compute((2, 4), lambda n, f: te.sum(x[n, f, r] * w[f, r], axis=r), name="conv")
+    v = te.placeholder((4,), "float32", name="v")
+    gemv = te.compute((2, 4), lambda n, f: te.sum(x[n, f, r] * v[r], axis=r), name="gemv")
+    assert not _vector_skips_inner_spatial(te.create_prim_func([x, w, conv]))
+    assert _vector_skips_inner_spatial(te.create_prim_func([x, v, gemv]))

@@ -7,7 +7,7 @@ copy alone takes microseconds. ONNX leaves the result of duplicate indices undef
 
   1. out = data, `vec` elements per thread (one 16-byte load and store);
   2. one thread per `vec` elements of each update slice: reads the slice's index tuple (negative indices wrap),
-     stores (update) or atomically adds (add).
+     stores (update) or atomically adds (add; fp16 in __half2 pairs).
 
 mul/min/max keep TVM's serial kernel: CUDA has no float atomics for them.
 """
@@ -22,6 +22,8 @@ from tvm.script.ir_builder import tirx as T
 from opforge.lower.tir_text import dtype_of
 
 PARALLEL_MODES = ("update", "add")
+# A device helper the kernel template defines for sources that call it: atomicAdd on a __half2.
+HALF2_ATOMIC_ADD = "opf_atomic_add_half2"
 
 
 def _static(e) -> int | None:
@@ -113,6 +115,13 @@ def _scatter_ir(data_buf, idx_buf, upd_buf, out_buf, k: int, mode: str, threads:
                 if mode == "update":
                     with T.vectorized(0, sv) as v:
                         out[dst + v] = upd[src + v]
+                elif str(data_buf.dtype) == "float16" and sv % 2 == 0:
+                    # Packed: one 32-bit atomic per two halves (dst is even, so 4-byte aligned), half the
+                    # atomics of the scalar form, and 32-bit ones, which the L2 serves faster than 16-bit ones.
+                    with T.unroll(0, sv // 2) as v:
+                        addr = tirx.call_intrin("handle", "tirx.address_of", out[dst + 2 * v])
+                        pair = (upd[src + 2 * v], upd[src + 2 * v + 1])
+                        T.evaluate(tirx.call_extern("void", HALF2_ATOMIC_ADD, addr, *pair))
                 else:
                     with T.unroll(0, sv) as v:
                         addr = tirx.call_intrin("handle", "tirx.address_of", out[dst + v])

@@ -11,6 +11,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import try_inline
 from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
+from tvm.tirx.analysis import undefined_vars
 
 from opforge.tune.space import ScheduleConfig
 
@@ -63,3 +64,45 @@ class Tolerant(GPUScheduleRule):
             return self.rule.apply(func, target, tunable)
         except Exception:
             return None
+
+
+class MatrixVectorGEMV(GPUScheduleRule):
+    """DLight's GEMV rule, only for reductions of the shape it schedules: out[b, s] = sum_r A[b, s, r] * x[b, r].
+
+    GEMV's matcher takes any operand that uses fewer block variables than the block as the vector, so it also
+    accepts a depthwise convolution out[n, f] = sum_r x[n, f, r] * w[f, r], where the "vector" w varies with the
+    output's innermost spatial index. Its schedule of that is wrong: the rfactor buffer is written and read at
+    different indices (ONNX case causal_conv_with_state_decode_step). Such kernels go to the Reduction rules.
+    """
+
+    def __init__(self, rule: GPUScheduleRule):
+        self.rule = rule
+
+    def apply(self, func, target, tunable):
+        if isinstance(func, tirx.PrimFunc) and not _vector_skips_inner_spatial(func):
+            return None
+        return self.rule.apply(func, target, tunable)
+
+
+def _vars_of(region) -> set:
+    return {v for r in region for v in undefined_vars(r.min)}
+
+
+def _vector_skips_inner_spatial(func: tirx.PrimFunc) -> bool:
+    sch = s_tir.Schedule(func)
+    infos = normalize_prim_func(sch)
+    if infos is None:
+        return False
+    for info in infos:
+        if not info.is_reduction():
+            continue
+        block = sch.get(info.block_rv)
+        spatial = {iv.var for iv in block.iter_vars if iv.iter_type == tirx.IterVar.DataPar}
+        inner = [v for r in block.writes[0].region for v in undefined_vars(r.min) if v in spatial]
+        if not inner:
+            return False
+        for read in block.reads:
+            used = _vars_of(read.region)
+            if 0 < len(used) < len(block.iter_vars) and inner[-1] in used:
+                return False
+    return True

@@ -45,7 +45,7 @@ _DYN_SMEM = "tirx.use_dyn_shared_memory"
 
 
 # Bumped whenever opforge's lowering changes what plan a subgraph gets (invalidates cached plans).
-LOWERING_REVISION = 5
+LOWERING_REVISION = 6
 
 
 def producer_name(config: ScheduleConfig | None = None) -> str:
@@ -129,9 +129,9 @@ def _from_onnx(model) -> tvm.IRModule:
 def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | None = None) -> tvm.IRModule:
     import tvm.s_tir.dlight as dl
 
-    from opforge.lower import scatter_nd
+    from opforge.lower import reductions, resize, scatter_nd
     from opforge.lower.fusion import mark_gathers_injective, narrow_indices
-    from opforge.lower.spatial_rule import Tolerant, TunedSpatial
+    from opforge.lower.spatial_rule import MatrixVectorGEMV, Tolerant, TunedSpatial
 
     # opforge's own kernels take the block size DLight's rules use (lower_subgraph sets it to a tuned one).
     threads = target.max_threads_per_block
@@ -141,7 +141,14 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
             relax.transform.DecomposeOpsForInference(),
             # Sort, scan and top-k have GPU-specific implementations chosen by target.
             relax.backend.DispatchSortScan(),
-            relax.transform.LegalizeOps({"relax.scatter_nd": scatter_nd.legalize(threads)}),
+            relax.transform.LegalizeOps(
+                {
+                    "relax.scatter_nd": scatter_nd.legalize(threads),
+                    "relax.image.resize2d": resize.legalize(threads),
+                    "relax.max": reductions.legalize("max"),
+                    "relax.min": reductions.legalize("min"),
+                }
+            ),
             relax.transform.AnnotateTIROpPattern(),
             mark_gathers_injective,
             relax.transform.FoldConstant(),
@@ -153,7 +160,7 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
     )
     with tvm.target.Target(target.tvm_config()):
         mod = seq(mod)
-        rules = [Tolerant(r) for r in (dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction())] + [
+        rules = [Tolerant(r) for r in (dl.gpu.Matmul(), MatrixVectorGEMV(dl.gpu.GEMV()), dl.gpu.Reduction())] + [
             dl.gpu.GeneralReduction()
         ]
         if config is not None:

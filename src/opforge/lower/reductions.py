@@ -1,0 +1,50 @@
+"""Max and min reductions that start from -inf and +inf.
+
+TVM's `topi.max`/`topi.min` start a float reduction from the lowest/highest finite value (-3.4e38 for float32), so
+the max of an empty set, or of a row that is all -inf, comes out finite. ONNX expects -inf there, and ONNX's
+Attention body relies on it: it zeroes a fully masked row's softmax with `Where(ReduceMax(s) == -inf, 0, p)`.
+Integer reductions keep TVM's legalization, whose identities are right for them.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import te, tirx
+
+
+def _reducer(kind: str):
+    inf = float("inf") if kind == "min" else float("-inf")
+    combine = tirx.min if kind == "min" else tirx.max
+    return te.comm_reducer(lambda a, b: combine(a, b), lambda t: tirx.const(inf, t), name=f"{kind}_from_inf")
+
+
+def reduce_te(x: te.Tensor, axes: list[int], keepdims: bool, kind: str) -> te.Tensor:
+    rank = len(x.shape)
+    axes = sorted({a % rank for a in axes}) if axes else list(range(rank))
+    raxes = [te.reduce_axis((0, x.shape[a]), name=f"k{a}") for a in axes]
+    reducer = _reducer(kind)
+    kept = [d for d in range(rank) if d not in axes]
+    shape = [1 if d in axes else x.shape[d] for d in range(rank)] if keepdims else [x.shape[d] for d in kept]
+
+    def body(*idx):
+        out_of = dict(zip(range(rank), idx)) if keepdims else dict(zip(kept, idx))
+        full, r = [], iter(raxes)
+        for d in range(rank):
+            full.append(next(r) if d in axes else out_of[d])
+        return reducer(x(*full), axis=raxes)
+
+    return te.compute(shape, body, name=f"{kind}_from_inf")
+
+
+def legalize(kind: str):
+    """A LegalizeOps override for relax.max (kind "max") or relax.min ("min")."""
+    default = tvm.ir.Op.get(f"relax.{kind}").get_attr("FLegalize")
+
+    def f(bb, call):
+        code = tvm.DataType(str(call.args[0].ty.dtype)).type_code
+        if code not in (tvm.DataTypeCode.FLOAT, tvm.DataTypeCode.BFLOAT):
+            return default(bb, call)
+        axes = [int(a) for a in call.attrs.axis] if call.attrs.axis is not None else []
+        return bb.call_te(reduce_te, call.args[0], axes, bool(call.attrs.keepdims), kind, primfunc_name_hint=kind)
+
+    return f
