@@ -4,7 +4,9 @@ TVM's resize computes every output element on its own: the source coordinate in 
 (n, c, y, x), then the taps. That is most of the work for an op that only writes memory, and fp16 linear reached 35%
 of the copy bandwidth on the H100. Here one kernel does:
 
-  1. per block, a table over the output width in shared memory: source column(s) and, for linear, the weight;
+  1. per block, a table over the output width in shared memory: source column(s) and, for linear, the weight,
+     stored lane-major (column x at (x % vec) * (width / vec) + x / vec) so that the threads of a warp, which
+     read columns `vec` apart, hit consecutive banks instead of `vec`-way conflicts;
   2. per thread, `vec` adjacent outputs of one row (16 bytes): the source row(s) and weight once, then per output
      one table read and one (nearest) or four (linear) loads, which hit L1 because neighbours share taps;
   3. one 16-byte store when the width is a multiple of `vec`.
@@ -136,20 +138,22 @@ def _resize_ir(data_buf, out_buf, method: str, mode: str, rounding: str, threads
                 j = r * threads + tx
                 with T.If(j < ow), T.Then():
                     x_in = source_coordinate(j, iw, ow, mode)
+                    slot = (j % vec) * per_row + j // vec
                     if linear:
                         i0, i1, w = _linear(x_in, iw)
-                        T.buffer_store(col0, i0, [j])
-                        T.buffer_store(col1, i1, [j])
-                        T.buffer_store(wcol, w, [j])
+                        T.buffer_store(col0, i0, [slot])
+                        T.buffer_store(col1, i1, [slot])
+                        T.buffer_store(wcol, w, [slot])
                     else:
-                        T.buffer_store(col0, _nearest(x_in, iw, rounding), [j])
+                        T.buffer_store(col0, _nearest(x_in, iw, rounding), [slot])
             T.evaluate(tvm.ir.Call("tirx.tvm_storage_sync", [tvm.ir.StringImm("shared")], ret_ty="void"))
 
             # 2. `vec` adjacent outputs of one row per thread.
             t = T.Bind(c_(bx) * threads + c_(tx))
             with T.If(t < rows * per_row), T.Then():
                 row = T.Bind(t // per_row)
-                x0 = T.Bind(tirx.Cast("int32", t % per_row) * vec)
+                k = T.Bind(tirx.Cast("int32", t % per_row))
+                x0 = k * vec
                 oy = tirx.Cast("int32", row % oh)
                 plane = T.Bind((row // oh) * (ih * iw))
                 y_in = source_coordinate(oy, ih, oh, mode)
@@ -160,7 +164,7 @@ def _resize_ir(data_buf, out_buf, method: str, mode: str, rounding: str, threads
                     bot = T.Bind(plane + c_(y1) * iw)
                     wy = T.Bind(wy)
                     with T.unroll(0, vec) as v:
-                        x = x0 + v
+                        x = v * per_row + k  # the table slot of column x0 + v
                         a, b = T.Bind(c_(col0[x])), T.Bind(c_(col1[x]))
 
                         def lerp(base, a=a, b=b, x=x):
@@ -174,7 +178,7 @@ def _resize_ir(data_buf, out_buf, method: str, mode: str, rounding: str, threads
                 else:
                     src = T.Bind(plane + c_(_nearest(y_in, ih, rounding)) * iw)
                     with T.unroll(0, vec) as v:
-                        T.buffer_store(acc, tirx.Cast(out_buf.dtype, data[src + c_(col0[x0 + v])]), [v])
+                        T.buffer_store(acc, tirx.Cast(out_buf.dtype, data[src + c_(col0[v * per_row + k])]), [v])
                 dst = T.Bind(row * ow + c_(x0))
                 with T.vectorized(0, vec) as v:
                     T.buffer_store(out, acc[v], [dst + v])
