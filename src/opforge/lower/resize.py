@@ -23,8 +23,7 @@ from tvm import te, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from opforge.lower.scatter_nd import _index_dtype, _static, _vec_lanes
-from opforge.lower.tir_text import dtype_of
+from opforge.lower.kernel_ir import as_index, index_dtype, static, vec_lanes
 
 METHODS = ("nearest_neighbor", "linear")
 COORDINATE_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_half_pixel_for_nn")
@@ -75,7 +74,7 @@ def _linear(x_in, in_len: int):
 
 
 def supported(shape, out_size, attrs) -> bool:
-    dims = [_static(d) for d in shape] + [_static(d) for d in out_size]
+    dims = [static(d) for d in [*shape, *out_size]]
     return (
         str(attrs.layout) == "NCHW"
         and str(attrs.method) in METHODS
@@ -83,7 +82,7 @@ def supported(shape, out_size, attrs) -> bool:
         and str(attrs.rounding_method) in ROUNDING
         and len(shape) == 4
         and all(d is not None and d > 0 for d in dims)
-        and dims[5] <= MAX_TABLE_WIDTH
+        and dims[-1] <= MAX_TABLE_WIDTH  # the output width
     )
 
 
@@ -108,15 +107,15 @@ def resize_te(
 def _resize_ir(data_buf, out_buf, method: str, mode: str, rounding: str, threads: int):
     n, c, ih, iw = (int(d) for d in data_buf.shape)
     oh, ow = (int(d) for d in out_buf.shape[2:])
-    lanes = min(_vec_lanes(out_buf.dtype), _vec_lanes(data_buf.dtype))
+    lanes = min(vec_lanes(out_buf.dtype), vec_lanes(data_buf.dtype))
     vec = lanes if ow % lanes == 0 else 1
-    per_row = (ow + vec - 1) // vec
+    per_row = ow // vec
     rows = n * c * oh
-    idt = _index_dtype(n * c * ih * iw, rows * ow)
+    idt = index_dtype(n * c * ih * iw, rows * ow)
     linear = method == "linear"
 
     def c_(e):
-        return tirx.Cast(idt, e) if dtype_of(e) != idt else e
+        return as_index(e, idt)
 
     with IRBuilder() as ib:
         bx, tx = te.thread_axis("blockIdx.x"), te.thread_axis("threadIdx.x")

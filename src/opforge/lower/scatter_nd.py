@@ -19,35 +19,11 @@ from tvm import relax, te, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from opforge.lower.tir_text import dtype_of
+from opforge.lower.kernel_ir import as_index, index_dtype, prod, static, vec_lanes
 
 PARALLEL_MODES = ("update", "add")
 # A device helper the kernel template defines for sources that call it: atomicAdd on a __half2.
 HALF2_ATOMIC_ADD = "opf_atomic_add_half2"
-
-
-def _static(e) -> int | None:
-    return int(e) if isinstance(e, (int, tirx.IntImm)) else None
-
-
-def _prod(dims):
-    """The product, as a Python int when every dim is static (so sizes can be tested for range and divisibility)."""
-    out = 1
-    for d in dims:
-        n = _static(d)
-        out = out * (d if n is None else n)
-    return out
-
-
-def _vec_lanes(dtype: str) -> int:
-    """Elements in 16 bytes: the widest load and store a CUDA thread issues."""
-    return max(1, 16 // (tvm.DataType(str(dtype)).bits // 8))
-
-
-def _index_dtype(*sizes) -> str:
-    """int32 arithmetic when every size is static and small, int64 otherwise."""
-    static = [_static(s) for s in sizes]
-    return "int32" if all(s is not None and s < 2**31 for s in static) else "int64"
 
 
 def scatter_nd_te(
@@ -70,17 +46,16 @@ def scatter_nd_te(
 
 
 def _scatter_ir(data_buf, idx_buf, upd_buf, out_buf, k: int, mode: str, threads: int):
-    n_out = _prod(data_buf.shape)
-    n_idx = _prod(idx_buf.shape[:-1])
-    slice_len = _prod(data_buf.shape[k:])
-    idt = _index_dtype(n_out, n_idx * slice_len)
-    lanes = _vec_lanes(data_buf.dtype)
+    n_out = prod(data_buf.shape)
+    n_idx = prod(idx_buf.shape[:-1])
+    slice_len = prod(data_buf.shape[k:])
+    idt = index_dtype(n_out, n_idx * slice_len)
+    lanes = vec_lanes(data_buf.dtype)
     data, idx = T.buffer_proxy(data_buf), T.buffer_proxy(idx_buf)
     upd, out = T.buffer_proxy(upd_buf), T.buffer_proxy(out_buf)
 
     def c(e):
-        e = tirx.const(e, idt) if isinstance(e, int) else e
-        return tirx.Cast(idt, e) if dtype_of(e) != idt else e
+        return as_index(e, idt)
 
     def launch(n_threads):
         """A 1-D grid of `threads`-wide blocks covering n_threads; returns (frames, thread id)."""
@@ -92,13 +67,13 @@ def _scatter_ir(data_buf, idx_buf, upd_buf, out_buf, k: int, mode: str, threads:
     with IRBuilder() as ib:
         with T.seq_scope():
             # 1. out = data
-            n_static = _static(n_out)
+            n_static = static(n_out)
             cv = lanes if n_static is not None and n_static % lanes == 0 else 1
             frames, t = launch(c(n_out) // cv)
             with T.frame_scope(frames), T.If(t < c(n_out) // cv), T.Then(), T.vectorized(0, cv) as v:
                 out[t * cv + v] = data[t * cv + v]
             # 2. the slices
-            s_static = _static(slice_len)
+            s_static = static(slice_len)
             sv = lanes if s_static is not None and s_static % lanes == 0 else 1
             per_slice = c(slice_len) // sv
             frames, t = launch(c(n_idx) * per_slice)
@@ -136,7 +111,7 @@ def legalize(threads: int):
     def f(bb, call):
         mode = str(call.attrs.reduction)
         idx_shape = relax.get_shape_of(call.args[1])
-        k = _static(idx_shape[-1]) if idx_shape is not None else None
+        k = static(idx_shape[-1]) if idx_shape is not None else None
         if mode not in PARALLEL_MODES or k is None:
             return default(bb, call)
         return bb.call_te(scatter_nd_te, call.args[0], call.args[1], call.args[2], k, mode, threads)
