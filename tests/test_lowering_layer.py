@@ -199,7 +199,7 @@ def test_resize_tables_match_onnx(mode, rounding, in_len, out_len):
         np.testing.assert_allclose(np.array(got), want.ravel(), atol=1e-5, err_msg=f"{method} {mode}")
 
 
-def _reduce_on_cpu(x: np.ndarray, kind: str) -> np.ndarray:
+def _reduce_on_cpu(x: np.ndarray, kind: str, axis: list[int] | None = (1,)) -> np.ndarray:
     import tvm
     from tvm import relax
 
@@ -209,7 +209,7 @@ def _reduce_on_cpu(x: np.ndarray, kind: str) -> np.ndarray:
     v = relax.Var("x", relax.TensorType(x.shape, "float32"))
     with bb.function("main", [v]):
         with bb.dataflow():
-            out = bb.emit_output(getattr(relax.op, kind)(v, axis=[1]))
+            out = bb.emit_output(getattr(relax.op, kind)(v, axis=None if axis is None else list(axis)))
         bb.emit_func_output(out)
     mod = relax.transform.LegalizeOps({f"relax.{kind}": reductions.legalize(kind)})(bb.get())
     vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
@@ -241,3 +241,11 @@ def test_gemv_rule_declines_a_depthwise_convolution():
     gemv = te.compute((2, 4), lambda n, f: te.sum(x[n, f, r] * v[r], axis=r), name="gemv")
     assert not _vector_skips_inner_spatial(te.create_prim_func([x, w, conv]))
     assert _vector_skips_inner_spatial(te.create_prim_func([x, v, gemv]))
+
+
+@pytest.mark.parametrize("kind", ["max", "min"])
+def test_float_max_min_axes_as_relax_means_them(kind):
+    """axis=None reduces every axis; an empty axis list reduces none (Relax's max(x, axis=[]) is x)."""
+    x = np.random.default_rng().standard_normal((3, 5)).astype(np.float32)
+    np.testing.assert_array_equal(_reduce_on_cpu(x, kind, None), getattr(np, kind)(x))
+    np.testing.assert_array_equal(_reduce_on_cpu(x, kind, []), x)

@@ -15,12 +15,14 @@ from tvm import te, tirx
 def _reducer(kind: str):
     inf = float("inf") if kind == "min" else float("-inf")
     combine = tirx.min if kind == "min" else tirx.max
+    # comm_reducer wants a function of exactly two arguments; tirx.max/min take an optional span too.
     return te.comm_reducer(lambda a, b: combine(a, b), lambda t: tirx.const(inf, t), name=f"{kind}_from_inf")
 
 
-def reduce_te(x: te.Tensor, axes: list[int], keepdims: bool, kind: str) -> te.Tensor:
+def reduce_te(x: te.Tensor, axes: list[int] | None, keepdims: bool, kind: str) -> te.Tensor:
+    """`axes`: the axes to reduce, None for all of them."""
     rank = len(x.shape)
-    axes = sorted({a % rank for a in axes}) if axes else list(range(rank))
+    axes = sorted({a % rank for a in axes}) if axes is not None else list(range(rank))
     raxes = [te.reduce_axis((0, x.shape[a]), name=f"k{a}") for a in axes]
     reducer = _reducer(kind)
     kept = [d for d in range(rank) if d not in axes]
@@ -43,9 +45,13 @@ def legalize(kind: str):
     def f(bb, call):
         # bfloat16 keeps TVM's reduction: TVM's CUDA codegen prints a bfloat16 infinity as `inff`, which nvcc
         # rejects (ONNX case attention_4d_attn_mask_causal_bf16).
-        if tvm.DataType(str(call.args[0].ty.dtype)).type_code != tvm.DataTypeCode.FLOAT:
+        # An empty axis list reduces nothing (Relax's max(x, axis=[]) is x): no identity involved either.
+        axis = call.attrs.axis
+        if tvm.DataType(str(call.args[0].ty.dtype)).type_code != tvm.DataTypeCode.FLOAT or (
+            axis is not None and len(axis) == 0
+        ):
             return default(bb, call)
-        axes = [int(a) for a in call.attrs.axis] if call.attrs.axis is not None else []
+        axes = [int(a) for a in axis] if axis is not None else None
         return bb.call_te(reduce_te, call.args[0], axes, bool(call.attrs.keepdims), kind, primfunc_name_hint=kind)
 
     return f
