@@ -150,8 +150,11 @@ def _fold(e) -> float:
     if isinstance(e, tvm.ir.Call):
         fn = {"floor": math.floor, "ceil": math.ceil, "round": round}[e.op.name.split(".")[-1]]
         return f32(fn(_fold(e.args[0])))
+    if isinstance(e, tirx.Select):
+        return _fold(e.true_value) if _fold(e.condition) else _fold(e.false_value)
     ops = {tirx.Add: np.add, tirx.Sub: np.subtract, tirx.Mul: np.multiply, tirx.Div: np.divide}
-    ops |= {tirx.Min: min, tirx.Max: max}
+    ops |= {tirx.Min: min, tirx.Max: max, tirx.FloorMod: lambda a, b: a % b, tirx.FloorDiv: lambda a, b: a // b}
+    ops |= {tirx.LT: lambda a, b: a < b, tirx.GE: lambda a, b: a >= b, tirx.And: lambda a, b: a and b}
     return ops[type(e)](_fold(e.a), _fold(e.b))
 
 
@@ -197,6 +200,20 @@ def test_resize_tables_match_onnx(mode, rounding, in_len, out_len):
                 i0, i1, w = (_fold(e) for e in resize._linear(x_in, in_len))
                 got.append(i0 + w * (i1 - i0))
         np.testing.assert_allclose(np.array(got), want.ravel(), atol=1e-5, err_msg=f"{method} {mode}")
+    for vec in (2, 4, 8):
+        # Column reuse: a thread loads columns first..first+taps-1 of its chunk (repeating the last input column)
+        # and picks tap r of each output from them, as the kernel does.
+        taps = resize.chunk_taps(in_len, out_len, mode, vec)
+        got = []
+        for j in range(out_len):
+            first, _ = resize.chunk_entry(tirx.const(j - j % vec, "int32"), vec, in_len, out_len, mode)
+            _, rw = resize.chunk_entry(tirx.const(j, "int32"), vec, in_len, out_len, mode)
+            first, rw = _fold(first), _fold(rw)
+            r = int(np.floor(rw))
+            assert 0 <= r < taps, (vec, j, r, taps)
+            column = [min(first + q, in_len - 1) for q in range(taps)] + [0]
+            got.append(column[r] + (rw - r) * ((column[r + 1] - column[r]) if r + 1 < taps else 0))
+        np.testing.assert_allclose(np.array(got), want.ravel(), atol=1e-5, err_msg=f"reuse vec={vec} {mode}")
 
 
 def _reduce_on_cpu(x: np.ndarray, kind: str, axis: list[int] | None = (1,)) -> np.ndarray:

@@ -4,12 +4,18 @@ TVM's resize computes every output element on its own: the source coordinate in 
 (n, c, y, x), then the taps. That is most of the work for an op that only writes memory, and fp16 linear reached 35%
 of the copy bandwidth on the H100. Here one kernel does:
 
-  1. per block, a table over the output width in shared memory: source column(s) and, for linear, the weight,
-     stored lane-major (column x at (x % vec) * (width / vec) + x / vec) so that the threads of a warp, which
-     read columns `vec` apart, hit consecutive banks instead of `vec`-way conflicts;
-  2. per thread, `vec` adjacent outputs of one row (16 bytes): the source row(s) and weight once, then per output
-     one table read and one (nearest) or four (linear) loads, which hit L1 because neighbours share taps;
+  1. per block, a table over the output width in shared memory, stored lane-major (column x at
+     (x % vec) * (width / vec) + x / vec) so that the threads of a warp, which read columns `vec` apart, hit
+     consecutive banks instead of `vec`-way conflicts;
+  2. per thread, `vec` adjacent outputs of one row (16 bytes), the source row(s) and weight computed once;
   3. one 16-byte store when the width is a multiple of `vec`.
+
+Nearest reads one table entry (the source column) and one input element per output. Linear, when upsampling, reuses
+columns: a thread's `vec` outputs touch only a few source columns (`chunk_taps`), so it loads those from both source
+rows once, blends them vertically, and then per output reads one table entry (the tap's offset from the chunk's
+first column plus the weight, in one float) and blends horizontally from registers. That is 1 shared and about
+2·taps/vec global loads per output instead of 3 and 4, and the kernel was bound by those loads. Downscales, whose
+chunks span many columns, load the four taps of each output.
 
 Coordinates follow ONNX: x_in = f(x_out, scale) with scale = out / in in float32, divided rather than multiplied by
 its inverse, so half-way points of nearest rounding land where ONNX's reference puts them. Cubic, crop-and-resize,
@@ -17,6 +23,8 @@ other layouts and symbolic shapes keep TVM's lowering.
 """
 
 from __future__ import annotations
+
+import math
 
 import tvm
 from tvm import te, tirx
@@ -28,8 +36,10 @@ from opforge.lower.kernel_ir import as_index, index_dtype, static, vec_lanes
 METHODS = ("nearest_neighbor", "linear")
 COORDINATE_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_half_pixel_for_nn")
 ROUNDING = ("round", "round_prefer_floor", "round_prefer_ceil", "floor", "ceil", "")
-# The width table lives in shared memory: 12 bytes per output column.
+# The width table lives in shared memory: at most 12 bytes per output column.
 MAX_TABLE_WIDTH = 4096
+# Column reuse pays while its select chains (taps - 1 per output) stay short.
+MAX_CHUNK_TAPS = 6
 
 
 def source_coordinate(x, in_len: int, out_len: int, mode: str):
@@ -73,6 +83,33 @@ def _linear(x_in, in_len: int):
     return clamp(i0), clamp(i0 + 1), x_in - lo
 
 
+def _edge_tap(x_in, in_len: int):
+    """(first tap clamped to the input, weight of the second): the weight is 0 where both taps clamp to one column,
+    so that the second tap may then be read as the next column without changing the result."""
+    lo = tirx.floor(x_in)
+    i0 = tirx.Cast("int32", lo)
+    inside = tirx.all(i0 >= 0, i0 < in_len - 1)
+    return tirx.max(tirx.min(i0, in_len - 1), 0), tirx.Select(inside, x_in - lo, tirx.const(0.0, "float32"))
+
+
+def chunk_taps(in_len: int, out_len: int, mode: str, vec: int) -> int:
+    """An upper bound on the source columns that `vec` adjacent outputs of linear resize read: both taps of each.
+
+    Every mode maps x affinely with slope a, so the first taps of a chunk span at most ceil(a·(vec-1)) columns in
+    exact arithmetic; the float32 coordinate is off by far less than `eps`, which is added on both ends."""
+    slope = (in_len - 1) / max(out_len - 1, 1) if mode == "align_corners" else in_len / out_len
+    eps = 1e-5 * (in_len + 2)
+    return math.ceil(slope * (vec - 1) + 2 * eps) + 2
+
+
+def chunk_entry(j, vec: int, in_len: int, out_len: int, mode: str):
+    """Column reuse's table entry for output column j: (clamped first tap, r + w) where r is the first tap's offset
+    from that of the chunk's first column (a non-negative integer: coordinates grow with x) and w the weight."""
+    i0, w = _edge_tap(source_coordinate(j, in_len, out_len, mode), in_len)
+    start, _ = _edge_tap(source_coordinate(j - j % vec, in_len, out_len, mode), in_len)
+    return i0, tirx.Cast("float32", i0 - start) + w
+
+
 def supported(shape, out_size, attrs) -> bool:
     dims = [static(d) for d in [*shape, *out_size]]
     return (
@@ -113,6 +150,8 @@ def _resize_ir(data_buf, out_buf, method: str, mode: str, rounding: str, threads
     rows = n * c * oh
     idt = index_dtype(n * c * ih * iw, rows * ow)
     linear = method == "linear"
+    taps = chunk_taps(iw, ow, mode, vec) if linear else 0
+    reuse = linear and taps <= MAX_CHUNK_TAPS and taps < 2 * vec  # fewer loads than 4 per output
 
     def c_(e):
         return as_index(e, idt)
@@ -130,15 +169,24 @@ def _resize_ir(data_buf, out_buf, method: str, mode: str, rounding: str, threads
             data = T.decl_buffer([n * c * ih * iw], data_buf.dtype, data=data_buf.data)
             out = T.decl_buffer([rows * ow], out_buf.dtype, data=out_buf.data)
             # 1. The width table, shared by every row the block touches.
-            col0 = T.decl_buffer([ow], "int32", scope="shared")
-            col1 = T.decl_buffer([ow], "int32", scope="shared") if linear else None
-            wcol = T.decl_buffer([ow], "float32", scope="shared") if linear else None
+            if reuse:
+                entry = T.decl_buffer([ow], "float32", scope="shared")
+                first = T.decl_buffer([per_row], "int32", scope="shared")  # each chunk's first tap
+            else:
+                col0 = T.decl_buffer([ow], "int32", scope="shared")
+                col1 = T.decl_buffer([ow], "int32", scope="shared") if linear else None
+                wcol = T.decl_buffer([ow], "float32", scope="shared") if linear else None
             with T.serial(0, (ow + threads - 1) // threads) as r:
                 j = r * threads + tx
                 with T.If(j < ow), T.Then():
                     x_in = source_coordinate(j, iw, ow, mode)
                     slot = (j % vec) * per_row + j // vec
-                    if linear:
+                    if reuse:
+                        i0, rw = chunk_entry(j, vec, iw, ow, mode)
+                        T.buffer_store(entry, rw, [slot])
+                        with T.If(j % vec == 0), T.Then():
+                            T.buffer_store(first, i0, [j // vec])
+                    elif linear:
                         i0, i1, w = _linear(x_in, iw)
                         T.buffer_store(col0, i0, [slot])
                         T.buffer_store(col1, i1, [slot])
@@ -157,7 +205,29 @@ def _resize_ir(data_buf, out_buf, method: str, mode: str, rounding: str, threads
                 plane = T.Bind((row // oh) * (ih * iw))
                 y_in = source_coordinate(oy, ih, oh, mode)
                 acc = T.decl_buffer([vec], out_buf.dtype, scope="local")
-                if linear:
+                if reuse:
+                    y0, y1, wy = _linear(y_in, ih)
+                    top = T.Bind(plane + c_(y0) * iw)
+                    bot = T.Bind(plane + c_(y1) * iw)
+                    wy = T.Bind(wy)
+                    c0 = T.Bind(c_(first[k]))
+                    # The chunk's columns, blended vertically; past the right edge they repeat the last column.
+                    v = []
+                    for q in range(taps):
+                        col = T.Bind(tirx.min(c0 + q, iw - 1))
+                        p = tirx.Cast("float32", data[top + col])
+                        v.append(T.Bind(p + wy * (tirx.Cast("float32", data[bot + col]) - p)))
+                    d = [T.Bind(v[q + 1] - v[q]) for q in range(taps - 1)] + [tirx.const(0.0, "float32")]
+                    for i in range(vec):
+                        rw = T.Bind(entry[i * per_row + k])
+                        rf = T.Bind(tirx.floor(rw))
+                        r = T.Bind(tirx.Cast("int32", rf))
+                        # Registers cannot be indexed: select the r-th column (r < taps by chunk_taps).
+                        vr, dr = v[0], d[0]
+                        for q in range(1, taps):
+                            vr, dr = tirx.Select(r == q, v[q], vr), tirx.Select(r == q, d[q], dr)
+                        T.buffer_store(acc, tirx.Cast(out_buf.dtype, vr + (rw - rf) * dr), [i])
+                elif linear:
                     y0, y1, wy = _linear(y_in, ih)
                     top = T.Bind(plane + c_(y0) * iw)
                     bot = T.Bind(plane + c_(y1) * iw)
