@@ -206,8 +206,8 @@ def test_resize_tables_match_onnx(mode, rounding, in_len, out_len):
         taps = resize.chunk_taps(in_len, out_len, mode, vec)
         got = []
         for j in range(out_len):
-            first, _ = resize.chunk_entry(tirx.const(j - j % vec, "int32"), vec, in_len, out_len, mode)
-            _, rw = resize.chunk_entry(tirx.const(j, "int32"), vec, in_len, out_len, mode)
+            first, rw = resize.chunk_entry(tirx.const(j, "int32"), vec, taps, in_len, out_len, mode)
+            first = resize.chunk_entry(tirx.const(j - j % vec, "int32"), vec, taps, in_len, out_len, mode)[0]
             first, rw = _fold(first), _fold(rw)
             r = int(np.floor(rw))
             assert 0 <= r < taps, (vec, j, r, taps)

@@ -102,12 +102,41 @@ def chunk_taps(in_len: int, out_len: int, mode: str, vec: int) -> int:
     return math.ceil(slope * (vec - 1) + 2 * eps) + 2
 
 
-def chunk_entry(j, vec: int, in_len: int, out_len: int, mode: str):
-    """Column reuse's table entry for output column j: (clamped first tap, r + w) where r is the first tap's offset
-    from that of the chunk's first column (a non-negative integer: coordinates grow with x) and w the weight."""
+def chunk_entry(j, vec: int, taps: int, in_len: int, out_len: int, mode: str):
+    """Column reuse's table entry for output column j: (the first column of its chunk's window, r + w), where r is
+    the offset of j's first tap in the window (a non-negative integer: coordinates grow with x) and w its weight.
+
+    The window is `taps` columns from the chunk's first tap, moved left to end at the last input column where it
+    would run past it: taps stay in it (by chunk_taps) and the kernel loads it without clamping each column."""
     i0, w = _edge_tap(source_coordinate(j, in_len, out_len, mode), in_len)
     start, _ = _edge_tap(source_coordinate(j - j % vec, in_len, out_len, mode), in_len)
-    return i0, tirx.Cast("float32", i0 - start) + w
+    if in_len >= taps:
+        start = tirx.min(start, in_len - taps)
+    return start, tirx.Cast("float32", i0 - start) + w
+
+
+def _load(buf, index):
+    """buf[index] in float32, bound once: TVM inlines bound arithmetic into every use, which nvcc merges again,
+    but a half's conversion is inline assembly it repeats."""
+    return T.Bind(tirx.Cast("float32", buf[index]))
+
+
+def _lerp(p, q, w):
+    p, q = tirx.Cast("float32", p), tirx.Cast("float32", q)
+    return p + w * (q - p)
+
+
+def _saturate(e):
+    """Clamped to [0, 1]: a free modifier of the float add that computes `e` on NVIDIA GPUs."""
+    return tirx.call_pure_extern("float32", "__saturatef", e)
+
+
+def rows_per_thread(out_h: int, wanted: int) -> int:
+    """The largest power of two up to `wanted` that divides the output height, so a thread's rows share a plane."""
+    rows = 1
+    while rows * 2 <= wanted and out_h % (rows * 2) == 0:
+        rows *= 2
+    return rows
 
 
 def supported(shape, out_size, attrs) -> bool:
@@ -124,7 +153,14 @@ def supported(shape, out_size, attrs) -> bool:
 
 
 def resize_te(
-    data: te.Tensor, out_hw: tuple[int, int], method: str, mode: str, rounding: str, out_dtype: str, threads: int
+    data: te.Tensor,
+    out_hw: tuple[int, int],
+    method: str,
+    mode: str,
+    rounding: str,
+    out_dtype: str,
+    threads: int,
+    rows: int,
 ) -> te.Tensor:
     shape = [*data.shape[:2], *out_hw]
     in_buf = tirx.decl_buffer(data.shape, data.dtype, "data_buf")
@@ -132,7 +168,7 @@ def resize_te(
     return te.extern(
         [shape],
         [data],
-        lambda ins, outs: _resize_ir(ins[0], outs[0], method, mode, rounding, threads),
+        lambda ins, outs: _resize_ir(ins[0], outs[0], method, mode, rounding, threads, rows),
         dtype=out_dtype,
         in_buffers=[in_buf],
         out_buffers=[out_buf],
@@ -141,14 +177,15 @@ def resize_te(
     )
 
 
-def _resize_ir(data_buf, out_buf, method: str, mode: str, rounding: str, threads: int):
+def _resize_ir(data_buf, out_buf, method: str, mode: str, rounding: str, threads: int, rows: int):
     n, c, ih, iw = (int(d) for d in data_buf.shape)
     oh, ow = (int(d) for d in out_buf.shape[2:])
     lanes = min(vec_lanes(out_buf.dtype), vec_lanes(data_buf.dtype))
     vec = lanes if ow % lanes == 0 else 1
     per_row = ow // vec
-    rows = n * c * oh
-    idt = index_dtype(n * c * ih * iw, rows * ow)
+    rows = rows_per_thread(oh, rows)
+    groups = n * c * oh // rows
+    idt = index_dtype(n * c * ih * iw, n * c * oh * ow)
     linear = method == "linear"
     taps = chunk_taps(iw, ow, mode, vec) if linear else 0
     reuse = linear and taps <= MAX_CHUNK_TAPS and taps < 2 * vec  # fewer loads than 4 per output
@@ -158,7 +195,7 @@ def _resize_ir(data_buf, out_buf, method: str, mode: str, rounding: str, threads
 
     with IRBuilder() as ib:
         bx, tx = te.thread_axis("blockIdx.x"), te.thread_axis("threadIdx.x")
-        blocks = (rows * per_row + threads - 1) // threads
+        blocks = (groups * per_row + threads - 1) // threads
         frames = [
             T.attr(tirx.const(0), "hand_threaded", 0),
             T.attr(bx, "thread_extent", blocks),
@@ -167,11 +204,11 @@ def _resize_ir(data_buf, out_buf, method: str, mode: str, rounding: str, threads
         with T.frame_scope(frames):
             # Flat views: the kernel computes element offsets itself.
             data = T.decl_buffer([n * c * ih * iw], data_buf.dtype, data=data_buf.data)
-            out = T.decl_buffer([rows * ow], out_buf.dtype, data=out_buf.data)
+            out = T.decl_buffer([n * c * oh * ow], out_buf.dtype, data=out_buf.data)
             # 1. The width table, shared by every row the block touches.
             if reuse:
                 entry = T.decl_buffer([ow], "float32", scope="shared")
-                first = T.decl_buffer([per_row], "int32", scope="shared")  # each chunk's first tap
+                window = T.decl_buffer([per_row], "int32", scope="shared")  # each chunk's first column
             else:
                 col0 = T.decl_buffer([ow], "int32", scope="shared")
                 col1 = T.decl_buffer([ow], "int32", scope="shared") if linear else None
@@ -182,10 +219,10 @@ def _resize_ir(data_buf, out_buf, method: str, mode: str, rounding: str, threads
                     x_in = source_coordinate(j, iw, ow, mode)
                     slot = (j % vec) * per_row + j // vec
                     if reuse:
-                        i0, rw = chunk_entry(j, vec, iw, ow, mode)
+                        start, rw = chunk_entry(j, vec, taps, iw, ow, mode)
                         T.buffer_store(entry, rw, [slot])
                         with T.If(j % vec == 0), T.Then():
-                            T.buffer_store(first, i0, [j // vec])
+                            T.buffer_store(window, start, [j // vec])
                     elif linear:
                         i0, i1, w = _linear(x_in, iw)
                         T.buffer_store(col0, i0, [slot])
@@ -195,67 +232,62 @@ def _resize_ir(data_buf, out_buf, method: str, mode: str, rounding: str, threads
                         T.buffer_store(col0, _nearest(x_in, iw, rounding), [slot])
             T.evaluate(tvm.ir.Call("tirx.tvm_storage_sync", [tvm.ir.StringImm("shared")], ret_ty="void"))
 
-            # 2. `vec` adjacent outputs of one row per thread.
+            # 2. Per thread, `vec` adjacent outputs in each of `rows` consecutive rows of one plane: what depends on
+            #    the columns only (table reads, tap weights) is read once for all of them.
             t = T.Bind(c_(bx) * threads + c_(tx))
-            with T.If(t < rows * per_row), T.Then():
-                row = T.Bind(t // per_row)
+            with T.If(t < groups * per_row), T.Then():
+                group = T.Bind(t // per_row)
                 k = T.Bind(tirx.Cast("int32", t % per_row))
-                x0 = k * vec
-                oy = tirx.Cast("int32", row % oh)
-                plane = T.Bind((row // oh) * (ih * iw))
-                y_in = source_coordinate(oy, ih, oh, mode)
-                acc = T.decl_buffer([vec], out_buf.dtype, scope="local")
+                plane = T.Bind((group * rows // oh) * (ih * iw))
+                oy0 = T.Bind(tirx.Cast("int32", group * rows % oh))
+                dst0 = T.Bind(group * (rows * ow) + c_(k * vec))
+                slots = [i * per_row + k for i in range(vec)]  # the table slots of the thread's columns
                 if reuse:
-                    y0, y1, wy = _linear(y_in, ih)
-                    top = T.Bind(plane + c_(y0) * iw)
-                    bot = T.Bind(plane + c_(y1) * iw)
-                    wy = T.Bind(wy)
-                    c0 = T.Bind(c_(first[k]))
-                    # The chunk's columns, blended vertically; past the right edge they repeat the last column.
-                    v = []
-                    for q in range(taps):
-                        col = T.Bind(tirx.min(c0 + q, iw - 1))
-                        p = tirx.Cast("float32", data[top + col])
-                        v.append(T.Bind(p + wy * (tirx.Cast("float32", data[bot + col]) - p)))
-                    d = [T.Bind(v[q + 1] - v[q]) for q in range(taps - 1)] + [tirx.const(0.0, "float32")]
-                    for i in range(vec):
-                        rw = T.Bind(entry[i * per_row + k])
-                        rf = T.Bind(tirx.floor(rw))
-                        r = T.Bind(tirx.Cast("int32", rf))
-                        # Registers cannot be indexed: select the r-th column (r < taps by chunk_taps).
-                        vr, dr = v[0], d[0]
-                        for q in range(1, taps):
-                            vr, dr = tirx.Select(r == q, v[q], vr), tirx.Select(r == q, d[q], dr)
-                        T.buffer_store(acc, tirx.Cast(out_buf.dtype, vr + (rw - rf) * dr), [i])
+                    c0 = T.Bind(c_(window[k]))
+                    # Only an input narrower than the window repeats its last column.
+                    cols = [c0 + q if iw >= taps else T.Bind(tirx.min(c0 + q, iw - 1)) for q in range(taps)]
+                    # Output i = v[0] + sum_q sat(entry_i - q) * (v[q+1] - v[q]): the columns at offset
+                    # r = floor(entry_i) blended by its fraction, without indexing registers.
+                    sat = [[T.Bind(_saturate(entry[x] - float(q))) for q in range(taps - 1)] for x in slots]
                 elif linear:
-                    y0, y1, wy = _linear(y_in, ih)
-                    top = T.Bind(plane + c_(y0) * iw)
-                    bot = T.Bind(plane + c_(y1) * iw)
-                    wy = T.Bind(wy)
-                    with T.unroll(0, vec) as v:
-                        x = v * per_row + k  # the table slot of column x0 + v
-                        a, b = T.Bind(c_(col0[x])), T.Bind(c_(col1[x]))
-
-                        def lerp(base, a=a, b=b, x=x):
-                            p = tirx.Cast("float32", data[base + a])
-                            q = tirx.Cast("float32", data[base + b])
-                            return p + wcol[x] * (q - p)
-
-                        upper = T.Bind(lerp(top))
-                        lower = T.Bind(lerp(bot))
-                        T.buffer_store(acc, tirx.Cast(out_buf.dtype, upper + wy * (lower - upper)), [v])
+                    cols = [(T.Bind(c_(col0[x])), T.Bind(c_(col1[x])), T.Bind(wcol[x])) for x in slots]
                 else:
-                    src = T.Bind(plane + c_(_nearest(y_in, ih, rounding)) * iw)
-                    with T.unroll(0, vec) as v:
-                        T.buffer_store(acc, tirx.Cast(out_buf.dtype, data[src + c_(col0[v * per_row + k])]), [v])
-                dst = T.Bind(row * ow + c_(x0))
-                with T.vectorized(0, vec) as v:
-                    T.buffer_store(out, acc[v], [dst + v])
+                    cols = [T.Bind(c_(col0[x])) for x in slots]
+                acc = T.decl_buffer([vec], out_buf.dtype, scope="local")
+                for dy in range(rows):
+                    y_in = source_coordinate(oy0 + dy, ih, oh, mode)
+                    if linear:
+                        y0, y1, wy = _linear(y_in, ih)
+                        top = T.Bind(plane + c_(y0) * iw)
+                        bot = T.Bind(plane + c_(y1) * iw)
+                        wy = T.Bind(wy)
+                    if reuse:
+                        # The window's columns blended vertically.
+                        v = [T.Bind(_lerp(_load(data, top + x), _load(data, bot + x), wy)) for x in cols]
+                        d = [T.Bind(v[q + 1] - v[q]) for q in range(taps - 1)]
+                        for i in range(vec):
+                            value = v[0]
+                            for q in range(taps - 1):
+                                value = value + sat[i][q] * d[q]
+                            T.buffer_store(acc, tirx.Cast(out_buf.dtype, value), [i])
+                    elif linear:
+                        for i, (a, b, w) in enumerate(cols):
+                            upper = T.Bind(_lerp(_load(data, top + a), _load(data, top + b), w))
+                            lower = T.Bind(_lerp(_load(data, bot + a), _load(data, bot + b), w))
+                            T.buffer_store(acc, tirx.Cast(out_buf.dtype, _lerp(upper, lower, wy)), [i])
+                    else:
+                        src = T.Bind(plane + c_(_nearest(y_in, ih, rounding)) * iw)
+                        for i, x in enumerate(cols):
+                            T.buffer_store(acc, tirx.Cast(out_buf.dtype, data[src + x]), [i])
+                    dst = T.Bind(dst0 + dy * ow)
+                    with T.vectorized(0, vec) as i:
+                        T.buffer_store(out, acc[i], [dst + i])
         return ib.get()
 
 
-def legalize(threads: int):
-    """A LegalizeOps override for relax.image.resize2d; what `supported` rejects goes to TVM's own legalization."""
+def legalize(threads: int, rows: int = 1):
+    """A LegalizeOps override for relax.image.resize2d; what `supported` rejects goes to TVM's own legalization.
+    `rows`: output rows per thread (a power of two that divides the output height, at most this)."""
     default = tvm.ir.Op.get("relax.image.resize2d").get_attr("FLegalize")
 
     def f(bb, call):
@@ -276,6 +308,7 @@ def legalize(threads: int):
             str(call.attrs.rounding_method),
             out_dtype,
             threads,
+            rows,
             primfunc_name_hint="resize2d",
         )
 

@@ -144,7 +144,7 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
             relax.transform.LegalizeOps(
                 {
                     "relax.scatter_nd": scatter_nd.legalize(threads),
-                    "relax.image.resize2d": resize.legalize(threads),
+                    "relax.image.resize2d": resize.legalize(threads, config.per_thread if config else 1),
                     "relax.max": reductions.legalize("max"),
                     "relax.min": reductions.legalize("min"),
                 }
