@@ -266,3 +266,16 @@ def test_float_max_min_axes_as_relax_means_them(kind):
     x = np.random.default_rng().standard_normal((3, 5)).astype(np.float32)
     np.testing.assert_array_equal(_reduce_on_cpu(x, kind, None), getattr(np, kind)(x))
     np.testing.assert_array_equal(_reduce_on_cpu(x, kind, []), x)
+
+
+def test_bfloat16_infinity_compiles(tmp_path):
+    """TVM prints a bfloat16 infinity as `inff`; the plan's source defines it, and nvcc accepts it."""
+    from opforge.build.nvcc import compile_fatbin
+    from opforge.lower.tvm_lower import lower_subgraph
+
+    (case,) = load_cases({"test_attention_4d_padded_kv_bf16"})
+    plan = lower_subgraph(case_subgraph(case)[0])
+    assert "-__int_as_float(0x7f800000)" in plan.cuda_source and "inff" not in plan.cuda_source
+    src = tmp_path / "k.cu"
+    src.write_text(plan.cuda_source)
+    assert compile_fatbin(src, tmp_path / "k.fatbin").stat().st_size > 0

@@ -3,7 +3,7 @@
 TVM's `topi.max`/`topi.min` start a float reduction from the lowest/highest finite value (-3.4e38 for float32), so
 the max of an empty set, or of a row that is all -inf, comes out finite. ONNX expects -inf there, and ONNX's
 Attention body relies on it: it zeroes a fully masked row's softmax with `Where(ReduceMax(s) == -inf, 0, p)`.
-Integer reductions keep TVM's legalization, whose identities are right for them; so does bfloat16 (see below).
+Integer reductions keep TVM's legalization, whose identities are right for them.
 """
 
 from __future__ import annotations
@@ -43,11 +43,10 @@ def legalize(kind: str):
     default = tvm.ir.Op.get(f"relax.{kind}").get_attr("FLegalize")
 
     def f(bb, call):
-        # bfloat16 keeps TVM's reduction: TVM's CUDA codegen prints a bfloat16 infinity as `inff`, which nvcc
-        # rejects (ONNX case attention_4d_attn_mask_causal_bf16).
         # An empty axis list reduces nothing (Relax's max(x, axis=[]) is x): no identity involved either.
         axis = call.attrs.axis
-        if tvm.DataType(str(call.args[0].ty.dtype)).type_code != tvm.DataTypeCode.FLOAT or (
+        code = tvm.DataType(str(call.args[0].ty.dtype)).type_code
+        if code not in (tvm.DataTypeCode.FLOAT, tvm.DataTypeCode.BFLOAT) or (
             axis is not None and len(axis) == 0
         ):
             return default(bb, call)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -45,7 +46,7 @@ _DYN_SMEM = "tirx.use_dyn_shared_memory"
 
 
 # Bumped whenever opforge's lowering changes what plan a subgraph gets (invalidates cached plans).
-LOWERING_REVISION = 9
+LOWERING_REVISION = 10
 
 
 def producer_name(config: ScheduleConfig | None = None) -> str:
@@ -417,12 +418,16 @@ def _build(prims: dict, used: set[str], prefix: str, target: CudaTarget) -> tupl
     return _cuda_source(rt), host
 
 
+# TVM's CUDA printer writes a float infinity inside a bfloat16 constant as `inff`, which CUDA does not define.
+_BARE_INFINITY = re.compile(r"\binff\b")
+
+
 def _cuda_source(rt) -> str:
     stack = [rt]
     while stack:
         m = stack.pop()
         if m.kind == "cuda":
-            return m.inspect_source()
+            return _BARE_INFINITY.sub("__int_as_float(0x7f800000)", m.inspect_source())
         stack.extend(m.imports)
     raise LoweringError("TVM produced no CUDA module")
 
