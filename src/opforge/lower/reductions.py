@@ -46,9 +46,7 @@ def legalize(kind: str):
         # An empty axis list reduces nothing (Relax's max(x, axis=[]) is x): no identity involved either.
         axis = call.attrs.axis
         code = tvm.DataType(str(call.args[0].ty.dtype)).type_code
-        if code not in (tvm.DataTypeCode.FLOAT, tvm.DataTypeCode.BFLOAT) or (
-            axis is not None and len(axis) == 0
-        ):
+        if code not in (tvm.DataTypeCode.FLOAT, tvm.DataTypeCode.BFLOAT) or (axis is not None and len(axis) == 0):
             return default(bb, call)
         axes = [int(a) for a in axis] if axis is not None else None
         return bb.call_te(reduce_te, call.args[0], axes, bool(call.attrs.keepdims), kind, primfunc_name_hint=kind)
