@@ -132,6 +132,21 @@ def test_resize_is_one_row_vector_kernel(mode, dtype):
     assert "__shared__" in plan.cuda_source and f"*({vector}*)(out_buf_ptr" in plan.cuda_source
 
 
+@pytest.mark.parametrize("rows", [2, 4])
+def test_resize_rows_per_thread_follow_the_tuned_config(rows):
+    """A tuned per_thread gives each thread that many output rows: a grid that many times smaller, one 16-byte
+    store per row, and column reuse's saturated tap weights read once for all of them."""
+    from opforge.tune.space import ScheduleConfig
+
+    name = "resize_linear_32x32x44x50_to_176x200_float16"
+    one, many = _plan(name, ScheduleConfig(256, 1, "strided")), _plan(name, ScheduleConfig(256, rows, "strided"))
+    grid = [expr.evaluate(p.launches[0].grid[0], {}) for p in (one, many)]
+    assert grid[0] == rows * grid[1]
+    for plan, n in ((one, 1), (many, rows)):
+        assert plan.cuda_source.count("*(uint4*)(out_buf_ptr") == n
+        assert plan.cuda_source.count("__saturatef(") == 8 * 3  # 8 columns x (4 window taps - 1)
+
+
 def _fold(e) -> float:
     """Evaluates a constant TIR expression the way CUDA does (float32 arithmetic, truncating int casts)."""
     import math
