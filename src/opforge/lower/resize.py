@@ -7,14 +7,16 @@ of the copy bandwidth on the H100. Here one kernel does:
   1. per block, a table over the output width in shared memory, stored lane-major (column x at
      (x % vec) * (width / vec) + x / vec) so that the threads of a warp, which read columns `vec` apart, hit
      consecutive banks instead of `vec`-way conflicts;
-  2. per thread, `vec` adjacent outputs of one row (16 bytes), the source row(s) and weight computed once;
-  3. one 16-byte store when the width is a multiple of `vec`.
+  2. per thread, `vec` adjacent outputs (16 bytes) in each of `rows` consecutive rows of a plane (the tuned
+     per_thread): what depends on the columns only is read from the table once for all rows;
+  3. per row, the source row(s) and weight once, then one 16-byte store when the width is a multiple of `vec`.
 
-Nearest reads one table entry (the source column) and one input element per output. Linear, when upsampling, reuses
-columns: a thread's `vec` outputs touch only a few source columns (`chunk_taps`), so it loads those from both source
-rows once, blends them vertically, and then per output reads one table entry (the tap's offset from the chunk's
-first column plus the weight, in one float) and blends horizontally from registers. That is 1 shared and about
-2·taps/vec global loads per output instead of 3 and 4, and the kernel was bound by those loads. Downscales, whose
+Nearest loads one input element per output. Linear, when upsampling, reuses columns: a thread's `vec` outputs touch
+only a few source columns (`chunk_taps`), so per row it loads that window from both source rows once and blends it
+vertically into v[0..taps). The table holds, per output, e = r + w: its first tap's offset r in the window and the
+second tap's weight w. Output = v[0] + sum_q sat(e - q) * (v[q+1] - v[q]), since sat(e - q) is 1 below r, w at r
+and 0 above: per tap one saturating add and one FMA, with no register indexing, selects or integer work. Per output
+that is about 2·taps/vec global loads instead of 4 (and 3 table reads), which bound the kernel. Downscales, whose
 chunks span many columns, load the four taps of each output.
 
 Coordinates follow ONNX: x_in = f(x_out, scale) with scale = out / in in float32, divided rather than multiplied by
@@ -38,7 +40,7 @@ COORDINATE_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymme
 ROUNDING = ("round", "round_prefer_floor", "round_prefer_ceil", "floor", "ceil", "")
 # The width table lives in shared memory: at most 12 bytes per output column.
 MAX_TABLE_WIDTH = 4096
-# Column reuse pays while its select chains (taps - 1 per output) stay short.
+# Column reuse costs taps - 1 saturating adds and FMAs per output: it pays while the window stays short.
 MAX_CHUNK_TAPS = 6
 
 
