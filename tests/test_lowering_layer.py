@@ -294,3 +294,33 @@ def test_bfloat16_infinity_compiles(tmp_path):
     src = tmp_path / "k.cu"
     src.write_text(plan.cuda_source)
     assert compile_fatbin(src, tmp_path / "k.fatbin").stat().st_size > 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_float_floor_mod_is_numpy_mod(dtype):
+    """ONNX Mod with fmod=0 on floats against NumPy's mod (ONNX's reference), with broadcasting: infinite and zero
+    divisors and signed zeros included, where TVM's x - floor(x / y) * y gives NaN for an infinite y."""
+    import tvm
+    from tvm import relax
+
+    from opforge.lower import float_mod
+
+    rng = np.random.default_rng()
+    edge = np.array([0.0, -0.0, -3.0, 3.0, -1.0, 1.0, np.inf, -np.inf, 1.0, np.nan, 5.5, -5.5])
+    x = np.concatenate([edge, rng.uniform(-50, 50, 20)]).astype(dtype)
+    y = np.concatenate([[-2, 2, np.inf, np.inf, -np.inf, -np.inf, 2, 2, 0.0, 2, -2.5, 2.5], rng.uniform(-9, 9, 20)])
+    y = y.astype(dtype)
+    bb = relax.BlockBuilder()
+    vx, vy = relax.Var("x", relax.TensorType((2, 32), dtype)), relax.Var("y", relax.TensorType((32,), dtype))
+    with bb.function("main", [vx, vy]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.floor_mod(vx, vy))
+        bb.emit_func_output(out)
+    mod = relax.transform.LegalizeOps({"relax.floor_mod": float_mod.legalize()})(bb.get())
+    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    xs = np.stack([x, -x])
+    got = vm["main"](tvm.runtime.tensor(xs), tvm.runtime.tensor(y)).numpy()
+    with np.errstate(all="ignore"):
+        want = np.mod(xs, y)
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))

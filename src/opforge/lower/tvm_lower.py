@@ -46,7 +46,7 @@ _DYN_SMEM = "tirx.use_dyn_shared_memory"
 
 
 # Bumped whenever opforge's lowering changes what plan a subgraph gets (invalidates cached plans).
-LOWERING_REVISION = 10
+LOWERING_REVISION = 11
 
 
 def producer_name(config: ScheduleConfig | None = None) -> str:
@@ -130,7 +130,7 @@ def _from_onnx(model) -> tvm.IRModule:
 def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | None = None) -> tvm.IRModule:
     import tvm.s_tir.dlight as dl
 
-    from opforge.lower import reductions, resize, scatter_nd
+    from opforge.lower import float_mod, reductions, resize, scatter_nd
     from opforge.lower.fusion import mark_gathers_injective, narrow_indices
     from opforge.lower.spatial_rule import MatrixVectorGEMV, Tolerant, TunedSpatial
 
@@ -148,6 +148,7 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
                     "relax.image.resize2d": resize.legalize(threads, config.per_thread if config else 1),
                     "relax.max": reductions.legalize("max"),
                     "relax.min": reductions.legalize("min"),
+                    "relax.floor_mod": float_mod.legalize(),
                 }
             ),
             relax.transform.AnnotateTIROpPattern(),
