@@ -30,6 +30,12 @@ DECOMPOSED = [
     "test_reduce_max_bool_inputs",
     "test_reduce_max_empty_set_bool",
     "test_reduce_min_bool_inputs",
+    "test_l1normalization_axis_0",
+    "test_l2normalization_axis_1",
+    "test_lpnormalization_default",
+    "test_pow_types_float32_int64",
+    "test_pow_types_int32_float32",
+    "test_pow_types_int64_int64",
 ]
 RESIZE_NORMALISED = [
     "test_resize_upsample_scales_nearest_axes_2_3",

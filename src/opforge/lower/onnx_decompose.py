@@ -40,6 +40,10 @@ class _Emitter:
     def to_float(self, x: str) -> str:
         return self.op("Cast", x, to=self.elem)
 
+    def opset(self) -> int:
+        """The model's default-domain opset: the form of the ops emitted depends on it."""
+        return next((o.version for o in self.m.opset_import if o.domain in ("", "ai.onnx")), 1)
+
 
 def attrs(node: onnx.NodeProto) -> dict:
     """The node's attributes as Python values."""
@@ -139,12 +143,42 @@ def _bool_reduce(e: _Emitter, node: onnx.NodeProto, a: dict) -> None:
     e.op("Cast", reduced, to=TensorProto.BOOL, out=node.output[0])
 
 
+def _lp_normalization(e: _Emitter, node: onnx.NodeProto, a: dict) -> None:
+    """x / ||x||_p along `axis` (ONNX allows p = 1 or 2), the norm kept as a dimension of size 1."""
+    op, axis = ("ReduceL1" if a.get("p", 2) == 1 else "ReduceL2"), a.get("axis", -1)
+    x = node.input[0]
+    if e.opset() >= 18:  # reductions take their axes as an input from opset 18
+        norm = e.op(op, x, e.const([axis], TensorProto.INT64), keepdims=1)
+    else:
+        norm = e.op(op, x, axes=[axis], keepdims=1)
+    e.op("Div", x, norm, out=node.output[0])
+
+
+def _mixed_pow(e: _Emitter, node: onnx.NodeProto, _a: dict) -> None:
+    """Pow whose exponent's type differs from the base's, or of an integer base (TVM's power is float-only and wants
+    one type). The result has the base's type. A float base takes the exponent in its type. An integer base goes
+    through float64 and back with a truncating Cast, as ONNX's reference (NumPy's power, then astype) does; results
+    within 1e-9 of an integer snap to it first, so that an exact power off by an ulp does not truncate to one less."""
+    x, y = node.input
+    base = elem_types(e.m)[x]
+    if base in _FLOATS:
+        e.op("Pow", x, e.op("Cast", y, to=base), out=node.output[0])
+        return
+    f64 = TensorProto.DOUBLE
+    r = e.op("Pow", e.op("Cast", x, to=f64), e.op("Cast", y, to=f64))
+    nearest = e.op("Round", r)
+    tol = e.op("Mul", e.op("Max", e.op("Abs", r), e.const(1.0, f64)), e.const(1e-9, f64))
+    exact = e.op("LessOrEqual", e.op("Abs", e.op("Sub", r, nearest)), tol)
+    e.op("Cast", e.op("Where", exact, nearest, r), to=base, out=node.output[0])
+
+
 _DECOMPOSE: dict[tuple[str, str], Callable] = {
     (TRAINING, "Adagrad"): _adagrad,
     (TRAINING, "Momentum"): _momentum,
     (TRAINING, "Adam"): _adam,
     (ML, "Binarizer"): _binarizer,
     (ML, "ArrayFeatureExtractor"): _array_feature_extractor,
+    ("", "LpNormalization"): _lp_normalization,
 }
 
 
@@ -156,6 +190,10 @@ def decompose(m: onnx.ModelProto) -> bool:
         f = _DECOMPOSE.get((node.domain, node.op_type))
         if node.op_type in ("ReduceMax", "ReduceMin") and types.get(node.input[0]) == TensorProto.BOOL:
             f = _bool_reduce
+        if node.op_type == "Pow" and node.domain in ("", "ai.onnx"):
+            tx, ty = types.get(node.input[0]), types.get(node.input[1])
+            if tx is not None and ty is not None and (tx != ty or tx not in _FLOATS):
+                f = _mixed_pow
         if f is None:
             out.append(node)
             continue
