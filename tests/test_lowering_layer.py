@@ -36,6 +36,8 @@ DECOMPOSED = [
     "test_pow_types_float32_int64",
     "test_pow_types_int32_float32",
     "test_pow_types_int64_int64",
+    "test_onehot_negative_indices",
+    "test_onehot_with_negative_axis",
 ]
 RESIZE_NORMALISED = [
     "test_resize_upsample_scales_nearest_axes_2_3",

@@ -67,7 +67,8 @@ SHAPE_LIKE_INPUTS = {
     "noop_with_empty_axes",
     "max_output_boxes_per_class",
 }
-_FLOAT_SHAPE_LIKE = {"scales", "roi"}  # float inputs that decide an output shape (Resize)
+# Float inputs that decide an output shape: Resize's scales and roi, OneHot's depth, Range's bounds.
+_FLOAT_SHAPE_LIKE = {"scales", "roi", "depth", "start", "limit", "delta"}
 _MAX_BAKED_ELEMENTS = 64
 
 

@@ -172,6 +172,29 @@ def _mixed_pow(e: _Emitter, node: onnx.NodeProto, _a: dict) -> None:
     e.op("Cast", e.op("Where", exact, nearest, r), to=base, out=node.output[0])
 
 
+def _onehot(e: _Emitter, node: onnx.NodeProto, a: dict) -> None:
+    """OneHot whose `values` arrive at run time (TVM's frontend wants them constant): on where the index, made
+    non-negative by adding depth, equals the class along `axis`, off elsewhere (out-of-range indices match none)."""
+    indices, depth, values = node.input
+    rank = next(
+        len(vi.type.tensor_type.shape.dim) for vi in [*e.m.graph.input, *e.m.graph.value_info] if vi.name == indices
+    )
+    axis = a.get("axis", -1)
+    axis = axis + rank + 1 if axis < 0 else axis
+    i64 = TensorProto.INT64
+    n = e.op("Cast", e.op("Reshape", depth, e.const([], i64)), to=i64)  # depth: a scalar or one element
+    idx = e.op("Cast", indices, to=i64)
+    idx = e.op("Where", e.op("Less", idx, e.const(0, i64)), e.op("Add", idx, n), idx)
+    # The classes along `axis`, against the indices with a unit dimension there.
+    classes = e.op(
+        "Reshape", e.op("Range", e.const(0, i64), n, e.const(1, i64)), e.const([-1] + [1] * (rank - axis), i64)
+    )
+    new_axis = {"axes": [axis]} if e.opset() < 13 else {}  # an input from opset 13
+    idx = e.op("Unsqueeze", idx, *([] if new_axis else [e.const([axis], i64)]), **new_axis)
+    on, off = (e.op("Gather", values, e.const(k, i64)) for k in (1, 0))
+    e.op("Where", e.op("Equal", idx, classes), on, off, out=node.output[0])
+
+
 _DECOMPOSE: dict[tuple[str, str], Callable] = {
     (TRAINING, "Adagrad"): _adagrad,
     (TRAINING, "Momentum"): _momentum,
@@ -190,6 +213,9 @@ def decompose(m: onnx.ModelProto) -> bool:
         f = _DECOMPOSE.get((node.domain, node.op_type))
         if node.op_type in ("ReduceMax", "ReduceMin") and types.get(node.input[0]) == TensorProto.BOOL:
             f = _bool_reduce
+        constants = {t.name for t in m.graph.initializer}
+        if node.op_type == "OneHot" and node.domain in ("", "ai.onnx") and node.input[2] not in constants:
+            f = _onehot
         if node.op_type == "Pow" and node.domain in ("", "ai.onnx"):
             tx, ty = types.get(node.input[0]), types.get(node.input[1])
             if tx is not None and ty is not None and (tx != ty or tx not in _FLOATS):
