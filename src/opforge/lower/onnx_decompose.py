@@ -1,4 +1,5 @@
-"""Ops TVM's ONNX frontend lacks and ONNX gives no function body for, written as ONNX ops it has.
+"""Ops TVM's ONNX frontend lacks, or takes only in some forms (Pow of one float type, OneHot with constant values),
+and ONNX gives no function body for, written as ONNX ops it has.
 
 Each decomposition follows the op's definition in the ONNX operator documentation; the conformance cases of the op
 check it. The plugin still implements the original node: only its kernels come from the decomposed form.
@@ -144,14 +145,16 @@ def _bool_reduce(e: _Emitter, node: onnx.NodeProto, a: dict) -> None:
 
 
 def _lp_normalization(e: _Emitter, node: onnx.NodeProto, a: dict) -> None:
-    """x / ||x||_p along `axis` (ONNX allows p = 1 or 2), the norm kept as a dimension of size 1."""
+    """x / ||x||_p along `axis` (ONNX allows p = 1 or 2), the norm kept as a dimension of size 1; 0 where the norm
+    is 0, as ONNX's reference gives (rather than 0/0)."""
     op, axis = ("ReduceL1" if a.get("p", 2) == 1 else "ReduceL2"), a.get("axis", -1)
     x = node.input[0]
     if e.opset() >= 18:  # reductions take their axes as an input from opset 18
         norm = e.op(op, x, e.const([axis], TensorProto.INT64), keepdims=1)
     else:
         norm = e.op(op, x, axes=[axis], keepdims=1)
-    e.op("Div", x, norm, out=node.output[0])
+    zero = e.const(0.0)
+    e.op("Where", e.op("Equal", norm, zero), zero, e.op("Div", x, norm), out=node.output[0])
 
 
 def _mixed_pow(e: _Emitter, node: onnx.NodeProto, _a: dict) -> None:
