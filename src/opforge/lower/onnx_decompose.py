@@ -211,12 +211,12 @@ _DECOMPOSE: dict[tuple[str, str], Callable] = {
 def decompose(m: onnx.ModelProto) -> bool:
     """Rewrite, in place, every node of the model that has a decomposition; True if any was rewritten."""
     types = elem_types(m)
+    constants = {t.name for t in m.graph.initializer}
     out, changed = [], False
     for node in m.graph.node:
         f = _DECOMPOSE.get((node.domain, node.op_type))
         if node.op_type in ("ReduceMax", "ReduceMin") and types.get(node.input[0]) == TensorProto.BOOL:
             f = _bool_reduce
-        constants = {t.name for t in m.graph.initializer}
         if node.op_type == "OneHot" and node.domain in ("", "ai.onnx") and node.input[2] not in constants:
             f = _onehot
         if node.op_type == "Pow" and node.domain in ("", "ai.onnx"):

@@ -218,7 +218,6 @@ def _resize_ir(data_buf, out_buf, method: str, mode: str, rounding: str, threads
             with T.serial(0, (ow + threads - 1) // threads) as r:
                 j = r * threads + tx
                 with T.If(j < ow), T.Then():
-                    x_in = source_coordinate(j, iw, ow, mode)
                     slot = (j % vec) * per_row + j // vec
                     if reuse:
                         start, rw = chunk_entry(j, vec, taps, iw, ow, mode)
@@ -226,12 +225,12 @@ def _resize_ir(data_buf, out_buf, method: str, mode: str, rounding: str, threads
                         with T.If(j % vec == 0), T.Then():
                             T.buffer_store(window, start, [j // vec])
                     elif linear:
-                        i0, i1, w = _linear(x_in, iw)
+                        i0, i1, w = _linear(source_coordinate(j, iw, ow, mode), iw)
                         T.buffer_store(col0, i0, [slot])
                         T.buffer_store(col1, i1, [slot])
                         T.buffer_store(wcol, w, [slot])
                     else:
-                        T.buffer_store(col0, _nearest(x_in, iw, rounding), [slot])
+                        T.buffer_store(col0, _nearest(source_coordinate(j, iw, ow, mode), iw, rounding), [slot])
             T.evaluate(tvm.ir.Call("tirx.tvm_storage_sync", [tvm.ir.StringImm("shared")], ret_ty="void"))
 
             # 2. Per thread, `vec` adjacent outputs in each of `rows` consecutive rows of one plane: what depends on
