@@ -26,7 +26,9 @@ def main(out: Path) -> int:
         from opforge.tune.space import ScheduleConfig
     from opforge.lower.tvm_lower import lower_subgraph
 
-    tuned = {r["case"]: r.get("tuned_config") for r in json.loads((ROOT / "results/bench-h100.json").read_text())["rows"]}
+    tuned = {
+        r["case"]: r.get("tuned_config") for r in json.loads((ROOT / "results/bench-h100.json").read_text())["rows"]
+    }
     rows = {}
     for case in cases():
         model = case.model()
@@ -35,7 +37,9 @@ def main(out: Path) -> int:
         label = tuned.get(case.name)
         if label and label != "dlight-default":
             threads, rest = label[1:].split("x")
-            configs["tuned"] = ScheduleConfig(int(threads), int(rest[:-1]), "strided" if rest[-1] == "s" else "contiguous")
+            configs["tuned"] = ScheduleConfig(
+                int(threads), int(rest[:-1]), "strided" if rest[-1] == "s" else "contiguous"
+            )
         for kind, config in configs.items():
             plan = lower_subgraph(sub, None, config)
             rows[f"{case.name}/{kind}"] = hashlib.sha256(plan.cuda_source.encode()).hexdigest()

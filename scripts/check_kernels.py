@@ -17,10 +17,11 @@ import numpy as np
 
 
 def build(bundle: Path) -> None:
-    from opforge.errors import OpforgeError
+    from opforge.build.package import build_fatbins
+    from opforge.core.errors import OpforgeError
     from opforge.examples.kernel_cases import CASES
     from opforge.extract import extract_nodes
-    from opforge.planning import plan_subgraphs
+    from opforge.plan.planner import plan_subgraphs
 
     bundle.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -31,6 +32,7 @@ def build(bundle: Path) -> None:
         try:
             subs = extract_nodes(model, [model.graph.node[0]])
             planned = plan_subgraphs(subs, bundle / case.name)[0]
+            build_fatbins(planned.plan_path.parent, [planned.plan_key])
             entry.update(
                 plan=str(planned.plan_path.relative_to(bundle)),
                 fatbin=str(planned.fatbin_path.relative_to(bundle)),
@@ -50,8 +52,8 @@ def build(bundle: Path) -> None:
 
 
 def run(bundle: Path, out: Path) -> int:
-    from opforge.plan import KernelPlan
-    from opforge.planning import load_subgraph
+    from opforge.core.kernel_plan import KernelPlan
+    from opforge.plan.planner import load_subgraph
     from opforge.runtime.launcher import Context, PlanRunner
     from opforge.verify.check import check_once
     from opforge.verify.results import run_metadata, write_results

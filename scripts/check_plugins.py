@@ -54,6 +54,7 @@ def build(bundle: Path) -> None:
 
 
 def run(bundle: Path, out: Path) -> int:
+    from opforge.core.manifest import Manifest
     from opforge.runtime.launcher import Context
     from opforge.verify.plugins import default_dims, verify_folder
     from opforge.verify.results import run_metadata, write_results
@@ -63,12 +64,11 @@ def run(bundle: Path, out: Path) -> int:
     rows = []
     for variant in ("dynamic", "static", "example"):
         folder = bundle / variant
-        manifest = json.loads((folder / "manifest.json").read_text())
-        fallback = default_dims(manifest)
+        fallback = default_dims(Manifest.load(folder))
 
-        def dims_for(entry: dict, plan, variant=variant, fallback=fallback) -> list[dict[str, int]]:
+        def dims_for(entry, plan, variant=variant, fallback=fallback) -> list[dict[str, int]]:
             if variant == "dynamic":
-                case = entry["nodes"][0].split("__")[0]
+                case = entry.nodes[0].split("__")[0]
                 return [{d.name: b for d in plan.dims} for b in info["cases"][case]["batches"]]
             return fallback(entry, plan)
 

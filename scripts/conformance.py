@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The ONNX conformance suite (1884 node cases) through opforge (see opforge.conformance).
+"""The ONNX conformance suite (1884 node cases) through opforge (see opforge.testing.conformance).
 
 python scripts/conformance.py build .gpu_bundle/conformance    # CPU machine: classify, lower, nvcc, case data
 python scripts/conformance.py run .gpu_bundle/conformance OUT  # GPU machine: run, compare, write OUT/conformance.*
@@ -15,7 +15,8 @@ from pathlib import Path
 
 
 def build(bundle: Path) -> None:
-    from opforge import conformance, trt_parser
+    from opforge import trt_parser
+    from opforge.testing import conformance
     from opforge.verify.results import bundle_commit
 
     cases = conformance.load_cases()
@@ -39,8 +40,8 @@ def build(bundle: Path) -> None:
 
 
 def run(bundle: Path, out: Path) -> int:
-    from opforge import conformance
     from opforge.runtime.launcher import Context
+    from opforge.testing import conformance
     from opforge.verify.results import run_metadata, write_results
 
     device = Context(0).name

@@ -19,7 +19,7 @@ def _isolated_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def planned_cases(tmp_path_factory):
     """Every kernel case: (case, subgraph, plan or LoweringError) — lowered once."""
-    from opforge.errors import LoweringError
+    from opforge.core.errors import LoweringError
     from opforge.examples.kernel_cases import CASES
     from opforge.extract import extract_nodes
     from opforge.lower import lower_subgraph

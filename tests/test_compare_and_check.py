@@ -1,6 +1,6 @@
 import numpy as np
 
-from opforge import tolerances
+from opforge.core import tolerances
 from opforge.verify.check import POISONS, check_once
 from opforge.verify.compare import compare
 from opforge.verify.reference import reference_outputs

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from opforge import conformance
+from opforge.build.package import HARNESS_PATH
+from opforge.testing import conformance
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def test_plugins_load_and_pass_the_build_sequence(built):
     from opforge.verify.harness import Harness
 
     _, rows, bundle = built
-    harness = Harness(bundle / conformance.HARNESS_NAME)
+    harness = Harness(bundle / HARNESS_PATH)
     declared: dict = {}
     done = 0
     for r in rows:

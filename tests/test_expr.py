@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from opforge import expr
+from opforge.core import expr
 
 
 def test_evaluate_floor_semantics():
@@ -45,7 +45,7 @@ def test_cpp_printer_matches_python(tmp_path: Path):
     """The C++ arithmetic the plugins compile agrees with the Python evaluator on random expressions."""
     rng = random.Random(1234)
     cases = [(_random_expr(rng), {"B": rng.randint(0, 50), "N": rng.randint(-20, 20)}) for _ in range(300)]
-    header = Path(expr.__file__).parent / "templates"
+    header = Path(expr.__file__).parent.parent / "templates"
     lines = []
     for e, env in cases:
         value = expr.to_cpp(e, lambda n: "dim_" + n)

@@ -3,7 +3,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from opforge.errors import OpforgeError, UsageError
+from opforge.core.errors import OpforgeError, UsageError
 from opforge.extract import extract_nodes, load_model, select_nodes
 from opforge.extract.subgraph import parse_shape_arg
 

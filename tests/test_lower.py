@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from opforge import expr
 from opforge.build.nvcc import compile_fatbin, find_nvcc, gencode_flags, parallel
-from opforge.errors import LoweringError
+from opforge.core import expr
+from opforge.core.errors import LoweringError
+from opforge.core.kernel_plan import KernelPlan
 from opforge.examples.kernel_cases import CASES
-from opforge.plan import KernelPlan
 
 REQUIRED = {
     "OneHot",

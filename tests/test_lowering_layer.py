@@ -8,13 +8,12 @@ import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from opforge import expr
 from opforge.bench import suite
-from opforge.conformance import case_subgraph, load_cases
+from opforge.core import expr
 from opforge.extract.fold import expand_functions, fold_graph
 from opforge.extract.subgraph import extract_nodes
-from opforge.lower.onnx_decompose import decompose
 from opforge.lower.onnx_rewrites import prepare_for_tvm
+from opforge.testing.conformance import case_subgraph, load_cases
 from opforge.verify.compare import compare
 
 DECOMPOSED = [
@@ -66,9 +65,7 @@ def _reference_matches_expected(case, model: onnx.ModelProto) -> None:
 @pytest.mark.parametrize("name", DECOMPOSED)
 def test_decompositions_compute_the_op(name):
     (case,) = load_cases({name})
-    m = onnx.ModelProto()
-    m.CopyFrom(case.model)
-    assert decompose(m)
+    m = prepare_for_tvm(case.model)
     assert case.model.graph.node[0] not in m.graph.node  # the node itself is gone
     _reference_matches_expected(case, m)
 
@@ -144,7 +141,7 @@ def test_resize_is_one_row_vector_kernel(mode, dtype):
 def test_resize_rows_per_thread_follow_the_tuned_config(rows):
     """A tuned per_thread gives each thread that many output rows: a grid that many times smaller, one 16-byte
     store per row, and column reuse's saturated tap weights read once for all of them."""
-    from opforge.tune.space import ScheduleConfig
+    from opforge.core.schedule import ScheduleConfig
 
     name = "resize_linear_32x32x44x50_to_176x200_float16"
     one, many = _plan(name, ScheduleConfig(256, 1, "strided")), _plan(name, ScheduleConfig(256, rows, "strided"))
@@ -197,7 +194,7 @@ def test_resize_tables_match_onnx(mode, rounding, in_len, out_len):
     resizing arange(in_len) to out_len."""
     from tvm import tirx
 
-    from opforge.lower import resize
+    from opforge.lower.kernels import resize
 
     for method in ("nearest", "linear"):
         x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 1, in_len])
@@ -243,7 +240,7 @@ def _reduce_on_cpu(x: np.ndarray, kind: str, axis: list[int] | None = (1,)) -> n
     import tvm
     from tvm import relax
 
-    from opforge.lower import reductions
+    from opforge.lower.kernels import reductions
 
     bb = relax.BlockBuilder()
     v = relax.Var("x", relax.TensorType(x.shape, "float32"))
@@ -311,7 +308,7 @@ def test_float_floor_mod_is_numpy_mod(dtype):
     import tvm
     from tvm import relax
 
-    from opforge.lower import float_mod
+    from opforge.lower.kernels import float_mod
 
     rng = np.random.default_rng()
     edge = np.array([0.0, -0.0, -3.0, 3.0, -1.0, 1.0, np.inf, -np.inf, 1.0, np.nan, 5.5, -5.5])

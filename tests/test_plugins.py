@@ -10,11 +10,12 @@ import numpy as np
 import onnx
 import pytest
 
-from opforge import expr, trt_parser
-from opforge.emit.fields import parser_fields
+from opforge import trt_parser
+from opforge.core import expr
+from opforge.core.fields import parser_fields
+from opforge.core.kernel_plan import KernelPlan
 from opforge.emit.onnx_rewrite import PLUGIN_DOMAIN
 from opforge.examples.example_model import REJECTED_OP_TYPES
-from opforge.plan import KernelPlan
 from opforge.verify.check import input_shapes
 from opforge.verify.harness import Harness, HarnessError
 from opforge.verify.inputs import make_inputs

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from opforge.core.schedule import ScheduleConfig, label
 from opforge.tune.records import Record, TuningRecords
-from opforge.tune.space import ScheduleConfig, candidates, label
+from opforge.tune.space import candidates
 
 CONFIGS = [
     None,
@@ -139,9 +140,9 @@ def test_candidate_bundle_builds_one_library(tmp_path):
 
 
 def test_generate_builds_the_recorded_winner(tmp_path):
+    from opforge.core.fsutil import atomic_write_bytes
     from opforge.examples.onnx_build import single_node_model  # noqa: F401
     from opforge.extract.subgraph import extract_nodes
-    from opforge.fsutil import atomic_write_bytes
     from opforge.generate import generate
     from opforge.tune.records import workload_key
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from opforge.errors import UsageError
+from opforge.core.errors import UsageError
 from opforge.generate import DynamicBatch, GenerateResult, generate
 
 

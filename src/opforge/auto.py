@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from opforge import trt_parser
-from opforge.errors import OpforgeError
+from opforge.core.errors import OpforgeError
+from opforge.core.fsutil import atomic_write_bytes, atomic_write_text
+from opforge.core.manifest import Manifest
 from opforge.extract import load_model
 from opforge.extract.subgraph import Dim
-from opforge.fsutil import atomic_write_bytes, atomic_write_text
 from opforge.generate import DynamicBatch, generate
 from opforge.inspect_model import check_graph_input_shapes, inspect_model, name_nodes
 
@@ -108,23 +109,23 @@ def complete_report(out_dir: Path, progress=None) -> dict:
 
 
 def _verify_and_time(out_dir: Path) -> list[dict]:
-    from opforge.plan import KernelPlan
-    from opforge.planning import load_subgraph
+    from opforge.core.kernel_plan import KernelPlan
+    from opforge.plan.planner import load_subgraph
     from opforge.runtime.launcher import Context, PlanRunner
     from opforge.verify.check import input_shapes
     from opforge.verify.inputs import make_inputs
     from opforge.verify.plugins import default_dims, verify_folder
 
-    manifest = json.loads((out_dir / "manifest.json").read_text())
+    manifest = Manifest.load(out_dir)
     dims_for = default_dims(manifest)
     rows = verify_folder(out_dir, dims_for)
     device = Context(0).name
     rng = np.random.default_rng()
-    for row, entry in zip(rows, manifest["plugins"]):
-        plan = KernelPlan.load(out_dir / entry["plan"])
+    for row, entry in zip(rows, manifest.plugins):
+        plan = KernelPlan.load(out_dir / entry.plan)
         dims = dims_for(entry, plan)[-1]  # the largest profile point
-        runner = PlanRunner(plan, (out_dir / entry["fatbin"]).read_bytes())
-        inputs = make_inputs(load_subgraph(out_dir / entry["subgraph"]), input_shapes(plan, dims), rng)
+        runner = PlanRunner(plan, (out_dir / entry.fatbin).read_bytes())
+        inputs = make_inputs(load_subgraph(out_dir / entry.subgraph), input_shapes(plan, dims), rng)
         row["time_us"] = round(runner.time_ms(inputs) * 1000, 2)
         row["time_dims"] = dims
         row["device"] = device

@@ -6,7 +6,6 @@ interrupted or failed run leaves the output folder as it was. The input model is
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import tempfile
@@ -17,19 +16,19 @@ import onnx
 
 from opforge import __version__
 from opforge.build.nvcc import find_nvcc, gencode_flags
-from opforge.emit.fields import plugin_attrs
+from opforge.core.errors import OpforgeError, UsageError
+from opforge.core.fields import plugin_attrs
+from opforge.core.fsutil import atomic_write_bytes
+from opforge.core.manifest import MANIFEST_FILE, Manifest, PluginEntry
 from opforge.emit.onnx_rewrite import rewrite_model
-from opforge.emit.plugin_cpp import PluginSpec, write_sources
-from opforge.errors import OpforgeError, UsageError
+from opforge.emit.plugin_cpp import PluginSpec
 from opforge.extract import extract_nodes, load_model, select_nodes
 from opforge.extract.model_io import opset_of
 from opforge.extract.subgraph import Dim
-from opforge.fsutil import atomic_write_bytes, atomic_write_text
 from opforge.lower.target import CudaTarget
 from opforge.tune.records import TuningRecords
 
 LIBRARY_NAME = "libopforge_plugins.so"
-HARNESS_NAME = "libopforge_harness.so"
 _PLUGIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -113,8 +112,8 @@ def generate(
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".opforge-staging-", dir=out_dir))
     try:
-        from opforge.build.plugin_build import build_harness, build_library
-        from opforge.planning import plan_subgraphs
+        from opforge.build.package import LibraryGroup, build_fatbins, package
+        from opforge.plan.planner import plan_subgraphs
 
         say("lowering with TVM and compiling kernels")
         planned = plan_subgraphs(subs, staging, target, config_for=_tuned_configs(target, tuning_records))
@@ -139,16 +138,13 @@ def generate(
             node_plugin[node.name] = name
 
         say(f"emitting and building {len(specs)} plugin(s)")
-        libraries: dict[str, list[str]] = {}
-        groups = [[s] for s in specs.values()] if library_per_plugin else [list(specs.values())]
-        for group in groups:
-            lib_name = f"lib{group[0].name}.so" if library_per_plugin else LIBRARY_NAME
-            src_dir = staging / "src" / (group[0].name if library_per_plugin else "")
-            files = write_sources(group, src_dir)
-            build_library(files, staging / lib_name, target.arch)
-            libraries[lib_name] = [s.name for s in group]
-            shutil.rmtree(src_dir / "obj", ignore_errors=True)
-        build_harness(staging / "harness" / HARNESS_NAME)
+        build_fatbins(staging / "plans", [s.plan.key for s in specs.values()], target.arch)
+        if library_per_plugin:
+            groups = [LibraryGroup(f"lib{s.name}.so", [s]) for s in specs.values()]
+        else:
+            groups = [LibraryGroup(LIBRARY_NAME, list(specs.values()))]
+        built = package(groups, staging, target.arch, keep_sources=True)
+        libraries = built.libraries
 
         rewritten = rewrite_model(model, replacements)
         try:
@@ -157,35 +153,35 @@ def generate(
             raise OpforgeError(f"the rewritten model fails onnx.checker: {str(e).splitlines()[0]}") from None
         atomic_write_bytes(staging / out_model_name, rewritten.SerializeToString())
 
-        manifest = {
-            "opforge_version": __version__,
-            "input_model": str(model_path),
-            "output_model": out_model_name,
-            "libraries": libraries,
-            "harness": f"harness/{HARNESS_NAME}",
-            "dynamic_batch": vars(dynamic_batch) if dynamic_batch else None,
-            "build": {"nvcc": find_nvcc(), "arch": target.arch, "gencode": gencode_flags(target.arch)},
-            "nodes": node_plugin,
-            "plugins": [
-                {
-                    "name": s.name,
-                    "op_type": s.plan.op_type,
-                    "nodes": s.nodes,
-                    "plan": f"plans/{s.plan.key}.json",
-                    "fatbin": f"plans/{s.plan.key}.fatbin",
-                    "subgraph": f"plans/{s.plan.key}.onnx",
-                    "library": next(k for k, v in libraries.items() if s.name in v),
-                    "inputs": [vars(t) for t in s.plan.inputs],
-                    "outputs": [vars(t) for t in s.plan.outputs],
-                    "dims": [vars(d) for d in s.plan.dims],
-                    "fields": [{"name": a.name, "type": a.field_type} for a in s.attrs],
-                    "launches": len(s.plan.launches),
-                    "workspace": s.plan.workspace,
-                }
+        manifest = Manifest(
+            opforge_version=__version__,
+            input_model=str(model_path),
+            output_model=out_model_name,
+            libraries=libraries,
+            harness=built.harness or "",
+            dynamic_batch=vars(dynamic_batch) if dynamic_batch else None,
+            build={"nvcc": find_nvcc(), "arch": target.arch, "gencode": gencode_flags(target.arch)},
+            nodes=node_plugin,
+            plugins=[
+                PluginEntry(
+                    name=s.name,
+                    op_type=s.plan.op_type,
+                    nodes=s.nodes,
+                    plan=f"plans/{s.plan.key}.json",
+                    fatbin=f"plans/{s.plan.key}.fatbin",
+                    subgraph=f"plans/{s.plan.key}.onnx",
+                    library=built.library_of(s.name) or "",
+                    inputs=[vars(t) for t in s.plan.inputs],
+                    outputs=[vars(t) for t in s.plan.outputs],
+                    dims=[vars(d) for d in s.plan.dims],
+                    fields=[{"name": a.name, "type": a.field_type} for a in s.attrs],
+                    launches=len(s.plan.launches),
+                    workspace=s.plan.workspace,
+                )
                 for s in specs.values()
             ],
-        }
-        atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=1))
+        )
+        manifest.save(staging)
         for entry in sorted(staging.iterdir()):
             dest = out_dir / entry.name
             if dest.is_dir() and not dest.is_symlink():
@@ -197,6 +193,6 @@ def generate(
         out_dir,
         out_dir / out_model_name,
         [out_dir / k for k in libraries],
-        out_dir / "manifest.json",
+        out_dir / MANIFEST_FILE,
         list(specs.values()),
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 
 from opforge import trt_parser
-from opforge.errors import OpforgeError
+from opforge.core.errors import OpforgeError
 from opforge.extract import extract_nodes, load_model
 from opforge.extract.subgraph import Dim
 

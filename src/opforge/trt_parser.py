@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from opforge.errors import OpforgeError
+from opforge.core.errors import OpforgeError
 
 PLUGIN_NOT_FOUND = "Plugin not found"
 

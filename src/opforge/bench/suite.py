@@ -1,6 +1,6 @@
 """The speed benchmark's cases: TPAT's published shapes, fp32 and fp16, each as a one-node ONNX model, the bytes the
-op must move (for the roofline), and the same ONNX semantics written in PyTorch for the eager and torch.compile
-contenders (torch is imported only on the GPU host, inside `torch_fn`)."""
+op must move (for the roofline). The PyTorch contenders (eager, torch.compile) are the op registry's counterparts
+(opforge.ops, each rule's `torch`); torch is imported only on the GPU host."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
-from opforge import dtypes
+from opforge.core import dtypes
 from opforge.examples.onnx_build import single_node_model as m
+from opforge.ops import rule_for
 
 F32, F16, I64 = "float32", "float16", "int64"
 
@@ -22,13 +24,27 @@ class BenchCase:
     dtype: str  # the float dtype of the data
     build: Callable[[str], onnx.ModelProto]  # dtype -> model
     moved_bytes: int  # what the op must read and write at least
-    torch_fn: Callable  # (torch, inputs as tensors, dtype) -> callable of the inputs implementing the node
 
     def model(self) -> onnx.ModelProto:
         return self.build(self.dtype)
 
+    def torch_fn(self, torch, _inputs=None, _dtype: str | None = None) -> Callable:
+        """The op registry's PyTorch counterpart of the case's node, specialised to its constant inputs."""
+        return torch_counterpart(torch, self.model())
+
     def reference_model(self) -> onnx.ModelProto:
         return self.build(F32)
+
+
+def torch_counterpart(torch, model: onnx.ModelProto) -> Callable:
+    """The registry's PyTorch counterpart of a one-node model's node: a callable of its runtime inputs."""
+    node = model.graph.node[0]
+    rule = rule_for(node)
+    if rule.torch is None:
+        raise NotImplementedError(f"{node.op_type}: no PyTorch counterpart in the op registry")
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    consts = {k: inits[name] for k, name in enumerate(node.input) if name in inits}
+    return rule.torch(torch, node, consts)
 
 
 def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
@@ -40,9 +56,6 @@ def _gathernd(data_shape, idx_shape):
     def build(dt):
         return m("GatherND", [("data", dt, list(data_shape)), ("idx", I64, list(idx_shape))])
 
-    def torch_fn(torch, _inputs, _dt):
-        return lambda data, idx: data[tuple(idx.unbind(-1))]
-
     k = idx_shape[-1]
     slice_elems = int(np.prod(data_shape[k:]))
     n = int(np.prod(idx_shape[:-1]))
@@ -50,7 +63,7 @@ def _gathernd(data_shape, idx_shape):
     def moved(dt):
         return 2 * n * slice_elems * dtypes.by_name(dt).itemsize + _nbytes(idx_shape, I64)
 
-    return build, torch_fn, moved
+    return build, moved
 
 
 # -- ScatterND ------------------------------------------------------------------------------------------------------
@@ -65,16 +78,10 @@ def _scatternd(data_shape, idx_shape, reduction):
             attrs=attrs,
         )
 
-    def torch_fn(torch, _inputs, _dt):
-        def f(data, idx, upd):
-            return data.index_put(tuple(idx.unbind(-1)), upd, accumulate=reduction == "add")
-
-        return f
-
     def moved(dt):
         return 2 * _nbytes(data_shape, dt) + _nbytes(upd_shape, dt) + _nbytes(idx_shape, I64)
 
-    return build, torch_fn, moved
+    return build, moved
 
 
 # -- OneHot ---------------------------------------------------------------------------------------------------------
@@ -88,23 +95,10 @@ def _onehot(n, depth):
             attrs={"axis": -1},
         )
 
-    def torch_fn(torch, inputs, dt_name):
-        dev = inputs[0].device
-        cols = torch.arange(depth, device=dev)
-        dtype = getattr(torch, dt_name)
-        on = torch.tensor(2.5, dtype=dtype, device=dev)
-        off = torch.tensor(-1.5, dtype=dtype, device=dev)
-
-        def f(idx):
-            idx = torch.where(idx < 0, idx + depth, idx)
-            return torch.where(idx[:, None] == cols, on, off)
-
-        return f
-
     def moved(dt):
         return n * depth * dtypes.by_name(dt).itemsize + n * 8
 
-    return build, torch_fn, moved
+    return build, moved
 
 
 # -- Resize (ONNX defaults: half_pixel; nearest rounds half down) ------------------------------------------------------
@@ -120,25 +114,10 @@ def _resize(in_shape, out_hw, mode):
             attrs={"mode": mode},
         )
 
-    def torch_fn(torch, inputs, dt_name):
-        if mode == "linear":
-            import torch.nn.functional as F
-
-            return lambda x: F.interpolate(x, size=out_hw, mode="bilinear", align_corners=False)
-        dev = inputs[0].device
-
-        def table(n_in, n_out):
-            # ONNX half_pixel + round_prefer_floor, the source index of each output index (a shape-only constant)
-            src = (torch.arange(n_out, device=dev, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5
-            return torch.clamp(torch.ceil(src - 0.5), 0, n_in - 1).long()
-
-        ih, iw = table(in_shape[2], out_hw[0]), table(in_shape[3], out_hw[1])
-        return lambda x: x[:, :, ih[:, None], iw[None, :]]
-
     def moved(dt):
         return _nbytes(in_shape, dt) + _nbytes(out_shape, dt)
 
-    return build, torch_fn, moved
+    return build, moved
 
 
 # -- ReduceMax ------------------------------------------------------------------------------------------------------
@@ -154,13 +133,10 @@ def _reducemax(shape, axis):
             attrs={"keepdims": 0},
         )
 
-    def torch_fn(torch, _inputs, _dt):
-        return lambda x: torch.amax(x, dim=axis)
-
     def moved(dt):
         return _nbytes(shape, dt) + _nbytes(out_shape, dt)
 
-    return build, torch_fn, moved
+    return build, moved
 
 
 _DEFS = {
@@ -180,6 +156,6 @@ _DEFS = {
 def cases(dtypes_: tuple[str, ...] = (F32, F16)) -> list[BenchCase]:
     out = []
     for dt in dtypes_:
-        for name, (build, torch_fn, moved) in _DEFS.items():
-            out.append(BenchCase(f"{name}_{dt}", dt, build, moved(dt), torch_fn))
+        for name, (build, moved) in _DEFS.items():
+            out.append(BenchCase(f"{name}_{dt}", dt, build, moved(dt)))
     return out

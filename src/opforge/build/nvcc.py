@@ -8,7 +8,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from opforge.errors import OpforgeError
+from opforge.core.errors import OpforgeError
 
 
 class BuildError(OpforgeError):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from opforge.build.nvcc import find_nvcc, gencode_flags, parallel, run_nvcc
 from opforge.build.trt_headers import trt_include_dir
-from opforge.fsutil import atomic_write_bytes, atomic_write_text
+from opforge.core.fsutil import atomic_write_bytes, atomic_write_text
 
 CXX_FLAGS = ["-std=c++17", "-O3", "-Xcompiler", "-fPIC", "-Xcompiler", "-Wno-deprecated-declarations"]
 

@@ -14,7 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from opforge.errors import OpforgeError
+from opforge.core.errors import OpforgeError
 
 HEADER_WHEEL = "kernel-lens==2.0.1"
 _WHEEL_DIR = "kernel_lens/include/tensorrt/"
@@ -28,7 +28,7 @@ def trt_include_dir(cache_dir: Path | None = None) -> Path:
         if not (p / _MARKER).is_file():
             raise OpforgeError(f"TENSORRT_INCLUDE_DIR={env} has no {_MARKER}")
         return p
-    from opforge.planning import default_cache_dir
+    from opforge.core.cache import default_cache_dir
 
     target = (cache_dir or default_cache_dir()) / "tensorrt-include-10.14"
     if (target / _MARKER).is_file():

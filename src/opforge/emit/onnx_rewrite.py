@@ -1,7 +1,7 @@
 """The rewritten model: each selected node becomes a node of its plugin's type, everything else is untouched.
 
 The plugin node keeps the node's name, outputs and non-constant inputs; its constant inputs (which the plugin was
-specialised for) become attributes, as do the node's own attributes (see opforge.emit.fields).
+specialised for) become attributes, as do the node's own attributes (see opforge.core.fields).
 
 Plugin nodes live in the ONNX domain "opforge" so that onnx.checker accepts the model; TensorRT's ONNX parser sends
 a node of any domain whose op type it does not know to its plugin lookup (checked with the TensorRT-RTX parser).
@@ -12,7 +12,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from opforge.emit.fields import PluginAttr
+from opforge.core.fields import PluginAttr
 
 PLUGIN_DOMAIN = "opforge"
 

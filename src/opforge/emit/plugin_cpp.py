@@ -8,9 +8,10 @@ from pathlib import Path
 
 import jinja2
 
-from opforge import __version__, dtypes, expr
-from opforge.emit.fields import PluginAttr
-from opforge.plan.kernel_plan import KernelPlan
+from opforge import __version__
+from opforge.core import dtypes, expr
+from opforge.core.fields import PluginAttr
+from opforge.core.kernel_plan import KernelPlan
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 HEADERS = ("opforgePluginCommon.h", "opforgeShapeMath.h")
@@ -200,7 +201,7 @@ def render_library(specs: list[PluginSpec]) -> str:
 
 def write_sources(specs: list[PluginSpec], src_dir: Path) -> dict[str, list[Path]]:
     """All sources of one library: {"kernels": [...], "plugins": [...], "library": [...]} (header copied along)."""
-    from opforge.fsutil import atomic_write_text
+    from opforge.core.fsutil import atomic_write_text
 
     src_dir.mkdir(parents=True, exist_ok=True)
     for header in HEADERS:

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from opforge import dtypes
+from opforge.core import dtypes
 
 
 def single_node_model(

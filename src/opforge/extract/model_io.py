@@ -6,7 +6,7 @@ from pathlib import Path
 
 import onnx
 
-from opforge.errors import OpforgeError
+from opforge.core.errors import OpforgeError
 
 
 def load_model(path: str | Path) -> onnx.ModelProto:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import onnx
 
-from opforge.errors import UsageError
+from opforge.core.errors import UsageError
 
 
 def select_nodes(

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from opforge.errors import OpforgeError
+from opforge.core.errors import OpforgeError
 from opforge.extract.fold import constant_values, infer_types
 from opforge.extract.model_io import opset_of
 

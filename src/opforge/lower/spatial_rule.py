@@ -1,4 +1,4 @@
-"""A DLight schedule rule for spatial kernels with tunable parameters (opforge.tune.space.ScheduleConfig).
+"""A DLight schedule rule for spatial kernels with tunable parameters (opforge.core.schedule.ScheduleConfig).
 
 DLight's Fallback gives every spatial kernel one element per thread and the target's maximum block size. This
 rule makes both tunable: block size, elements per thread, and whether a thread's elements are strided by the
@@ -13,7 +13,7 @@ from tvm.s_tir.dlight.base import try_inline
 from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
 from tvm.tirx.analysis import undefined_vars
 
-from opforge.tune.space import ScheduleConfig
+from opforge.core.schedule import ScheduleConfig
 
 
 class TunedSpatial(GPUScheduleRule):

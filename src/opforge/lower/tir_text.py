@@ -1,15 +1,15 @@
-"""TIR integer expressions -> opforge.expr strings."""
+"""TIR integer expressions -> opforge.core.expr strings."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from opforge import expr
-from opforge.errors import LoweringError
+from opforge.core import expr
+from opforge.core.errors import LoweringError
 
 
 def tir_text(e, names: Mapping) -> str:
-    """The expression `e` as an opforge.expr string, with each free TIR variable replaced by names[var]."""
+    """The expression `e` as an opforge.core.expr string, with each free TIR variable replaced by names[var]."""
     from tvm import tirx as T
 
     def go(x) -> str:

@@ -7,7 +7,7 @@ is checked by the op's conformance cases.
 
 from __future__ import annotations
 
-from opforge import dtypes
+from opforge.core import dtypes
 
 _installed = False
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import logging
 import re
 import time
@@ -22,13 +23,10 @@ from tvm import tirx as T
 from tvm.ir.expr import Call
 from tvm.relax.frontend.onnx import from_onnx
 
-from opforge import dtypes, expr
-from opforge.errors import LoweringError
-from opforge.extract.subgraph import NodeSubgraph
-from opforge.lower.onnx_rewrites import append_casts, tvm_candidates, unsupported_reason
-from opforge.lower.target import CudaTarget
-from opforge.lower.tir_text import dtype_of, tir_text
-from opforge.plan.kernel_plan import (
+from opforge import ops
+from opforge.core import dtypes, expr
+from opforge.core.errors import LoweringError
+from opforge.core.kernel_plan import (
     WORKSPACE_ALIGNMENT,
     ConstantSpec,
     DimSource,
@@ -37,7 +35,11 @@ from opforge.plan.kernel_plan import (
     Launch,
     TensorSpec,
 )
-from opforge.tune.space import ScheduleConfig
+from opforge.core.schedule import ScheduleConfig
+from opforge.extract.subgraph import NodeSubgraph
+from opforge.lower.onnx_rewrites import append_casts, tvm_candidates, unsupported_reason
+from opforge.lower.target import CudaTarget
+from opforge.lower.tir_text import dtype_of, tir_text
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,6 @@ def _from_onnx(model) -> tvm.IRModule:
 def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | None = None) -> tvm.IRModule:
     import tvm.s_tir.dlight as dl
 
-    from opforge.lower import float_mod, reductions, resize, scatter_nd
     from opforge.lower.fusion import mark_gathers_injective, narrow_indices
     from opforge.lower.spatial_rule import MatrixVectorGEMV, Tolerant, TunedSpatial
 
@@ -142,15 +143,7 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
             relax.transform.DecomposeOpsForInference(),
             # Sort, scan and top-k have GPU-specific implementations chosen by target.
             relax.backend.DispatchSortScan(),
-            relax.transform.LegalizeOps(
-                {
-                    "relax.scatter_nd": scatter_nd.legalize(threads),
-                    "relax.image.resize2d": resize.legalize(threads, config.per_thread if config else 1),
-                    "relax.max": reductions.legalize("max"),
-                    "relax.min": reductions.legalize("min"),
-                    "relax.floor_mod": float_mod.legalize(),
-                }
-            ),
+            relax.transform.LegalizeOps(kernel_overrides(threads, config)),
             relax.transform.AnnotateTIROpPattern(),
             mark_gathers_injective,
             relax.transform.FoldConstant(),
@@ -168,6 +161,15 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
         if config is not None:
             rules.append(TunedSpatial(config))
         return dl.ApplyDefaultSchedule(*rules, dl.gpu.Fallback())(mod)
+
+
+def kernel_overrides(threads: int, config: ScheduleConfig | None) -> dict:
+    """The LegalizeOps overrides of opforge's own kernels, as the op registry names them."""
+    out = {}
+    for relax_op, ref in ops.kernel_overrides().items():
+        module, _, function = ref.partition(":")
+        out[relax_op] = getattr(importlib.import_module(module), function)(threads, config)
+    return out
 
 
 # --- buffers of the Relax main function -------------------------------------------------------------------

@@ -1,13 +1,4 @@
-"""The kernel plan: what every stage after lowering consumes."""
+"""Planning: lower each distinct node subgraph once (cached by content hash) into a KernelPlan on disk.
 
-from opforge.plan.kernel_plan import (
-    PLAN_VERSION,
-    ConstantSpec,
-    DimSource,
-    KernelArg,
-    KernelPlan,
-    Launch,
-    TensorSpec,
-)
-
-__all__ = ["PLAN_VERSION", "ConstantSpec", "DimSource", "KernelArg", "KernelPlan", "Launch", "TensorSpec"]
+The KernelPlan type itself lives in opforge.core.kernel_plan, below every stage.
+"""

@@ -11,8 +11,8 @@ import ctypes
 
 import numpy as np
 
-from opforge import dtypes, expr
-from opforge.plan.kernel_plan import KernelPlan
+from opforge.core import dtypes, expr
+from opforge.core.kernel_plan import KernelPlan
 
 _SMEM_DEFAULT_LIMIT = 48 * 1024
 

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from pathlib import Path
 
 import onnx
 
-from opforge.errors import OpforgeError
+from opforge.core.errors import OpforgeError
+from opforge.core.schedule import ScheduleConfig, label
 from opforge.extract.subgraph import NodeSubgraph
 from opforge.lower.target import CudaTarget
 from opforge.tune.records import TuningRecords, workload_key
-from opforge.tune.space import ScheduleConfig, candidates, label
+from opforge.tune.space import candidates
 
 BUNDLE_FILE = "tune.json"
-HARNESS_NAME = "libopforge_harness.so"
 
 
 def bundles_under(folder: Path) -> list[Path]:
@@ -45,13 +44,11 @@ def build_bundle(
     """Build the candidates not yet in `records` for this workload; returns the bundle's description.
     reference_model: a float32 twin of a float16/bfloat16 subgraph to check candidates against (the CPU
     reference runtimes lack most half-precision kernels); its outputs are rounded to the plan's dtypes."""
-    from opforge.build.nvcc import BuildError
-    from opforge.build.plugin_build import build_harness, build_library
-    from opforge.emit.fields import plugin_attrs
+    from opforge.build.package import LibraryGroup, package
+    from opforge.core.fields import plugin_attrs
     from opforge.emit.onnx_rewrite import PLUGIN_DOMAIN
-    from opforge.emit.plugin_cpp import PluginSpec, write_sources
+    from opforge.emit.plugin_cpp import PluginSpec
     from opforge.lower.tvm_lower import lower_subgraph
-    from opforge.planning import default_cache_dir
 
     say = progress or (lambda _m: None)
     target = target or CudaTarget()
@@ -85,35 +82,19 @@ def build_bundle(
         entries.append({**entry, "plugin": name, "plan": f"plans/{plan.key}.json"})
     lowered_s = time.perf_counter() - t0
     say(f"{len(todo)} candidates lowered ({len(specs)} distinct) in {lowered_s:.1f}s")
-    library = ""
-    if specs:
-        files = write_sources(specs, out / "src")
-        try:
-            build_library(files, out / "libcandidates.so", target.arch, default_cache_dir() / "objects", unity=True)
-            library = "libcandidates.so"
-        except BuildError:
-            # One candidate's kernels do not compile: build them one library each, keep the ones that do.
-            by_plugin = {e["plugin"]: e for e in entries if "plugin" in e}
-            for k, s in enumerate(specs):
-                lib = f"libcandidate{k}.so"
-                try:
-                    f1 = write_sources([s], out / f"src{k}")
-                    build_library(f1, out / lib, target.arch, default_cache_dir() / "objects", unity=True)
-                    by_plugin[s.name]["library"] = lib
-                except BuildError as e:
-                    by_plugin[s.name]["error"] = str(e)[:300]
-        build_harness(out / HARNESS_NAME)
+    built = package([LibraryGroup("libcandidates.so", specs)], out, target.arch, isolate=True, harness=bool(specs))
     for e_ in entries:
-        if "plugin" in e_ and "error" not in e_:
-            e_.setdefault("library", library)
+        if "plugin" in e_:
+            if e_["plugin"] in built.failed:
+                e_["error"] = built.failed[e_["plugin"]][:300]
+            else:
+                e_["library"] = built.library_of(e_["plugin"])
     plugin_node = onnx.helper.make_node("candidate", [], [], name=node.name, domain=PLUGIN_DOMAIN)
     plugin_node.attribute.extend(a.onnx_attribute() for a in attrs)
     (out / "plugin_node.onnx").write_bytes(plugin_node.SerializeToString())
     (out / "subgraph.onnx").write_bytes(sub.model.SerializeToString())
     if reference_model is not None:
         (out / "reference.onnx").write_bytes(reference_model.SerializeToString())
-    for scratch in out.glob("src*"):  # the GPU side needs the libraries only
-        shutil.rmtree(scratch, ignore_errors=True)
     info = {
         "workload": workload,
         "op_type": sub.op_type,

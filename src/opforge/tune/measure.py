@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from opforge.tune.candidates import BUNDLE_FILE, HARNESS_NAME
+from opforge.build.package import HARNESS_PATH
+from opforge.tune.candidates import BUNDLE_FILE
 from opforge.tune.records import Record
 
 CALLS_PER_GRAPH = 20
@@ -31,8 +32,8 @@ UNCHECKED = "timed, not checked: slower than the checked finalists"
 
 
 def measure_bundle(bundle: Path, part: tuple[int, int] = (0, 1), progress=None) -> list[Record]:
-    from opforge.emit.fields import parser_fields
-    from opforge.plan.kernel_plan import KernelPlan
+    from opforge.core.fields import parser_fields
+    from opforge.core.kernel_plan import KernelPlan
     from opforge.runtime.launcher import Context
     from opforge.verify.check import POISONS, input_shapes
     from opforge.verify.compare import compare_contexts
@@ -51,7 +52,7 @@ def measure_bundle(bundle: Path, part: tuple[int, int] = (0, 1), progress=None) 
     out: list[Record] = [record(e, ok=False, us=None, error=e["error"]) for e in mine if "error" in e]
     if not runnable:
         return out
-    harness = Harness(bundle / HARNESS_NAME)
+    harness = Harness(bundle / HARNESS_PATH)
     model = onnx.load(str(bundle / "subgraph.onnx"))
     node = onnx.NodeProto.FromString((bundle / "plugin_node.onnx").read_bytes())
     first = KernelPlan.load(bundle / runnable[0]["plan"])
@@ -114,7 +115,7 @@ def measure_bundle(bundle: Path, part: tuple[int, int] = (0, 1), progress=None) 
 
 def reference(bundle: Path, model: onnx.ModelProto, inputs: list[np.ndarray], out_dtypes: list[str]) -> list:
     """The ONNX reference outputs; through the bundle's float32 twin (reference.onnx) when it has one."""
-    from opforge import dtypes
+    from opforge.core import dtypes
     from opforge.verify.reference import reference_outputs
 
     twin = bundle / "reference.onnx"

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from opforge.tune.space import ScheduleConfig, label
+from opforge.core.schedule import ScheduleConfig, label
 
 RECORDS_FILE = "tuning-records.jsonl"
 
@@ -21,7 +21,7 @@ RECORDS_FILE = "tuning-records.jsonl"
 @dataclass
 class Record:
     workload: str  # subgraph key @ target arch
-    label: str  # opforge.tune.space.label(config)
+    label: str  # opforge.core.schedule.label(config)
     config: dict | None  # None: DLight's defaults
     ok: bool  # correct against the ONNX reference under every poison tried
     us: float | None  # median µs per call
@@ -46,7 +46,7 @@ class TuningRecords:
 
     @classmethod
     def default(cls) -> TuningRecords:
-        from opforge.planning import default_cache_dir
+        from opforge.core.cache import default_cache_dir
 
         return cls(default_cache_dir() / RECORDS_FILE)
 

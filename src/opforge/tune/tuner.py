@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from opforge.core.schedule import ScheduleConfig
 from opforge.tune.candidates import BUNDLE_FILE, build_bundle, bundles_under
 from opforge.tune.records import Record, TuningRecords
-from opforge.tune.space import ScheduleConfig
 
 # (bundle, on_record) -> records; on_record is called as each candidate's result is known
 Measurer = Callable[[Path, Callable[[Record], None]], list[Record]]

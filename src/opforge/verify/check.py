@@ -8,8 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from opforge import expr
-from opforge.plan.kernel_plan import KernelPlan
+from opforge.core import expr
+from opforge.core.kernel_plan import KernelPlan
 from opforge.verify.compare import compare
 from opforge.verify.inputs import make_inputs
 from opforge.verify.reference import reference_outputs

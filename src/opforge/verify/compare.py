@@ -1,4 +1,4 @@
-"""Comparing one output with its reference under the tolerance of its dtype (opforge.tolerances)."""
+"""Comparing one output with its reference under the tolerance of its dtype (opforge.core.tolerances)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from opforge import tolerances
+from opforge.core import tolerances
 
 
 @dataclass

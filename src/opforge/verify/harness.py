@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from opforge import dtypes
-from opforge.emit.fields import FIELD_TYPES
+from opforge.core import dtypes
+from opforge.core.fields import FIELD_TYPES
 
 
 class _Tensor(ctypes.Structure):
@@ -89,7 +89,7 @@ class Harness:
     ) -> list[list[np.ndarray]]:
         """run() for the plugin of `plan` (an opforge KernelPlan): which axes are symbolic, the output dtypes and
         the output shapes for these inputs all come from the plan."""
-        from opforge import expr
+        from opforge.core import expr
 
         env = plan.bind_dims([a.shape for a in inputs])
         symbolic = [[not expr.is_constant(e) for e in spec.shape] for spec in plan.inputs]

@@ -1,4 +1,5 @@
-"""Fresh random inputs that are valid for the op: in-range indices, positive values where a log/sqrt needs them.
+"""Fresh random inputs that are valid for the op, drawn from its input domain in the op registry (opforge.ops):
+in-range indices, positive values where a log/sqrt needs them, distinct values where ties make outputs ambiguous.
 
 Never zeros: zeros hide unwritten outputs and wrong indexing.
 """
@@ -7,22 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper
 
-from opforge import dtypes
-
-_POSITIVE_OPS = {"Log", "Sqrt", "Reciprocal", "Pow", "ReduceLogSum", "ReduceLogSumExp", "Rsqrt"}
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
+from opforge.core import dtypes
+from opforge.ops import rule_for
+from opforge.ops.base import InputDomain
 
 
-def random_tensor(rng: np.random.Generator, shape: tuple[int, ...], dtype: str, positive: bool = False) -> np.ndarray:
+def random_tensor(
+    rng: np.random.Generator, shape: tuple[int, ...], dtype: str, value_range: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Uniform values without zeros: floats in value_range (default [-2, 2]); integers in [-100, 100] clipped to
+    the type, or [1, 100] when value_range is positive; bools half true."""
     np_dtype = dtypes.numpy_dtype(dtype)
+    positive = value_range is not None and value_range[0] > 0
     if dtype == "bool":
         return rng.random(shape) < 0.5
     if np.issubdtype(np_dtype, np.integer):
@@ -31,8 +29,10 @@ def random_tensor(rng: np.random.Generator, shape: tuple[int, ...], dtype: str, 
         out = rng.integers(lo, hi + 1, size=shape, dtype=np.int64)
         out[out == 0] = 1  # no accidental zeros
         return out.astype(np_dtype)
-    if positive:
-        return rng.uniform(0.1, 4.0, size=shape).astype(np_dtype)
+    if value_range is not None:
+        vals = rng.uniform(*value_range, size=shape)
+        vals[np.abs(vals) < 1e-3] = 0.5 * (value_range[0] + value_range[1]) or 0.5
+        return vals.astype(np_dtype)
     vals = rng.uniform(-2.0, 2.0, size=shape)
     vals[np.abs(vals) < 1e-3] = 0.5
     return vals.astype(np_dtype)
@@ -45,53 +45,8 @@ def make_inputs(model: onnx.ModelProto, shapes: list[tuple[int, ...]], rng: np.r
     names = [i.name for i in model.graph.input if i.name not in inits]
     types = {i.name: dtypes.from_onnx(i.type.tensor_type.elem_type).name for i in model.graph.input}
     by_name = dict(zip(names, shapes))
-    values: dict[str, np.ndarray] = {}
-    positive = node.op_type in _POSITIVE_OPS
-    for name in names:
-        values[name] = random_tensor(rng, by_name[name], types[name], positive)
-    _fix_indices(node, values, inits, rng)
+    rule = rule_for(node)
+    values = {name: random_tensor(rng, by_name[name], types[name], rule.value_range) for name in names}
+    if rule.inputs is not None:
+        rule.inputs(InputDomain(node, values, inits, rng))
     return [values[n] for n in names]
-
-
-def _shape(name: str, values: dict, inits: dict) -> tuple[int, ...]:
-    return (values[name] if name in values else inits[name]).shape
-
-
-def _fix_indices(node: onnx.NodeProto, values: dict, inits: dict, rng: np.random.Generator) -> None:
-    """Overwrite index-like inputs with values valid for the data they index."""
-    op, ins = node.op_type, list(node.input)
-
-    def free(pos: int) -> str | None:
-        return ins[pos] if len(ins) > pos and ins[pos] in values else None
-
-    if op == "GatherND" and free(1):
-        data = _shape(ins[0], values, inits)
-        idx = values[ins[1]]
-        b = _attr(node, "batch_dims", 0)
-        k = idx.shape[-1]
-        cols = [rng.integers(-data[b + j], data[b + j], size=idx.shape[:-1]) for j in range(k)]
-        values[ins[1]] = np.stack(cols, axis=-1).astype(idx.dtype)
-    elif op == "ScatterND" and free(1):
-        data = _shape(ins[0], values, inits)
-        idx = values[ins[1]]
-        k = idx.shape[-1]
-        n = int(np.prod(idx.shape[:-1]))
-        space = int(np.prod(data[:k]))
-        # Unique targets: with duplicates, reduction="none" leaves the result order-dependent.
-        flat = rng.choice(space, size=n, replace=False) if n <= space else rng.integers(0, space, size=n)
-        values[ins[1]] = np.stack(np.unravel_index(flat, data[:k]), axis=-1).reshape(idx.shape).astype(idx.dtype)
-    elif op in ("Gather", "GatherElements") and free(1):
-        data = _shape(ins[0], values, inits)
-        axis = _attr(node, "axis", 0) % len(data)
-        idx = values[ins[1]]
-        values[ins[1]] = rng.integers(-data[axis], data[axis], size=idx.shape).astype(idx.dtype)
-    elif op == "OneHot" and free(0):
-        depth = int(np.asarray(values.get(ins[1], inits.get(ins[1]))).reshape(-1)[0])
-        idx = values[ins[0]]
-        values[ins[0]] = rng.integers(-depth, depth, size=idx.shape).astype(idx.dtype)
-    elif op in ("TopK", "ArgMax", "ArgMin", "Sort") and free(0):
-        # Distinct values: ties make the index outputs implementation-defined.
-        x = values[ins[0]]
-        if np.issubdtype(x.dtype, np.floating):
-            perm = rng.permutation(x.size).reshape(x.shape)
-            values[ins[0]] = (perm.astype(np.float64) / max(x.size, 1) * 4 - 2).astype(x.dtype)

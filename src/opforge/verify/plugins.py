@@ -3,28 +3,27 @@ two execution contexts) against the ONNX reference on fresh random inputs."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from opforge.emit.fields import parser_fields
-from opforge.errors import OpforgeError
-from opforge.plan.kernel_plan import KernelPlan
+from opforge.core.fields import parser_fields
+from opforge.core.kernel_plan import KernelPlan
+from opforge.core.manifest import Manifest, PluginEntry
 from opforge.verify.check import check_once
 from opforge.verify.harness import Harness, HarnessError
 
-DimsFor = Callable[[dict, KernelPlan], list[dict[str, int]]]
+DimsFor = Callable[[PluginEntry, KernelPlan], list[dict[str, int]]]
 
 
-def default_dims(manifest: dict, values: dict[str, list[int]] | None = None) -> DimsFor:
+def default_dims(manifest: Manifest, values: dict[str, list[int]] | None = None) -> DimsFor:
     """Dimension values to verify at: given ones, else the dynamic-batch profile for `batch`, else 1 and 7."""
-    profile = manifest.get("dynamic_batch") or {}
+    profile = manifest.dynamic_batch or {}
     given = values or {}
 
-    def dims_for(entry: dict, plan: KernelPlan) -> list[dict[str, int]]:
+    def dims_for(entry: PluginEntry, plan: KernelPlan) -> list[dict[str, int]]:
         choices = []
         for d in plan.dims:
             if d.name in given:
@@ -47,26 +46,23 @@ def verify_folder(
     dim_values: dict[str, list[int]] | None = None,
 ) -> list[dict]:
     """dims_for chooses the dimension values per plugin; by default default_dims(manifest, dim_values)."""
-    manifest_path = out_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise OpforgeError(f"{out_dir}: no manifest.json (not an `opforge generate` output folder)")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = Manifest.load(out_dir)
     dims_for = dims_for or default_dims(manifest, dim_values)
-    harness = Harness(out_dir / manifest["harness"])
-    rewritten = onnx.load(str(out_dir / manifest["output_model"]))
+    harness = Harness(out_dir / manifest.harness)
+    rewritten = onnx.load(str(out_dir / manifest.output_model))
     nodes = {n.name: n for n in rewritten.graph.node}
     rng = np.random.default_rng()
     rows = []
-    for entry in manifest["plugins"]:
-        if only and entry["name"] not in only:
+    for entry in manifest.plugins:
+        if only and entry.name not in only:
             continue
-        plan = KernelPlan.load(out_dir / entry["plan"])
-        sub = onnx.load(str(out_dir / entry["subgraph"]))
-        lib = out_dir / entry["library"]
-        row = {"plugin": entry["name"], "op_type": entry["op_type"], "nodes": entry["nodes"], "runs": []}
+        plan = KernelPlan.load(out_dir / entry.plan)
+        sub = onnx.load(str(out_dir / entry.subgraph))
+        lib = out_dir / entry.library
+        row = {"plugin": entry.name, "op_type": entry.op_type, "nodes": entry.nodes, "runs": []}
         try:
-            declared = harness.declared_fields(lib, entry["name"])
-            fields = parser_fields(nodes[entry["nodes"][0]], declared)
+            declared = harness.declared_fields(lib, entry.name)
+            fields = parser_fields(nodes[entry.nodes[0]], declared)
             row["fields"] = [f[0] for f in fields]
         except HarnessError as e:
             rows.append({**row, "ok": False, "error": str(e)})
@@ -75,7 +71,7 @@ def verify_folder(
         def run(
             inputs: list[np.ndarray], poison: int, plan=plan, lib=lib, entry=entry, fields=fields
         ) -> list[list[np.ndarray]]:
-            return harness.run_plan(lib, entry["name"], fields, plan, inputs, poison)
+            return harness.run_plan(lib, entry.name, fields, plan, inputs, poison)
 
         for dims in dims_for(entry, plan):
             try:

@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from opforge.fsutil import atomic_write_text
+from opforge.core.fsutil import atomic_write_text
 
 
 def run_metadata(device: str, extra: dict | None = None) -> dict:

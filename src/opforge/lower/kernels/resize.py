@@ -33,7 +33,7 @@ from tvm import te, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from opforge.lower.kernel_ir import as_index, index_dtype, static, vec_lanes
+from opforge.lower.kernels.kernel_ir import as_index, index_dtype, static, vec_lanes
 
 METHODS = ("nearest_neighbor", "linear")
 COORDINATE_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_half_pixel_for_nn")
@@ -314,3 +314,8 @@ def legalize(threads: int, rows: int = 1):
         )
 
     return f
+
+
+def override(threads: int, config=None):
+    """The op registry's entry point (opforge.ops.resize): rows per thread follow the tuned elements per thread."""
+    return legalize(threads, config.per_thread if config else 1)

@@ -1,4 +1,6 @@
-"""Extract -> lower -> compile: kernel plans and their fatbins for the selected nodes of a model.
+"""Planning: the kernel plan of each selected node, lowered once per distinct subgraph and written under
+<out>/plans/<key>.{json,cu,onnx} (the plan, its CUDA source, its one-node subgraph). Fatbins are built by
+opforge.build.fatbin.
 
 Plans are cached by content hash (the subgraph's bytes + TVM version + target): identical nodes share one plan,
 and a re-run reuses what an earlier (even interrupted) run finished.
@@ -9,26 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
-from opforge.build.nvcc import compile_fatbin, parallel
-from opforge.errors import OpforgeError
+from opforge.core.cache import default_cache_dir
+from opforge.core.errors import OpforgeError
+from opforge.core.fsutil import atomic_write_bytes, atomic_write_text
+from opforge.core.kernel_plan import KernelPlan
+from opforge.core.schedule import ScheduleConfig
 from opforge.extract.subgraph import NodeSubgraph
-from opforge.fsutil import atomic_write_bytes, atomic_write_text
 from opforge.lower.target import CudaTarget
-from opforge.plan.kernel_plan import KernelPlan
-from opforge.tune.space import ScheduleConfig
 
 log = logging.getLogger(__name__)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("OPFORGE_CACHE", Path.home() / ".cache" / "opforge"))
 
 
 @dataclass
@@ -56,10 +53,9 @@ def plan_subgraphs(
     target: CudaTarget | None = None,
     cache_dir: Path | None = None,
     on_progress=None,
-    build_fatbins: bool = True,
     config_for: Callable[[NodeSubgraph], ScheduleConfig | None] | None = None,
 ) -> list[PlannedNode]:
-    """Lower each distinct subgraph once, compile its kernels, and write under out_dir/plans/<key>.*
+    """Lower each distinct subgraph once and write its plan under out_dir/plans/<key>.*
     config_for gives a subgraph's tuned schedule configuration (None: DLight's defaults)."""
     from opforge.lower.tvm_lower import lower_subgraph
 
@@ -89,16 +85,6 @@ def plan_subgraphs(
         if on_progress:
             on_progress(i + 1, len(subs), sub)
 
-    def build(sub_key: str) -> None:
-        plan = by_key[sub_key]
-        fatbin = plans_dir / f"{plan.key}.fatbin"
-        cached = cache / f"{plan.key}-{hashlib.sha256(plan.cuda_source.encode()).hexdigest()[:16]}.fatbin"
-        if not cached.is_file():
-            compile_fatbin(plans_dir / f"{plan.key}.cu", cached, target.arch)
-        atomic_write_bytes(fatbin, cached.read_bytes())
-
-    if build_fatbins:
-        parallel(sorted(by_key), build)
     out = []
     for s in subs:
         plan = by_key[s.key]

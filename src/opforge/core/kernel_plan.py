@@ -2,7 +2,7 @@
 
 Plain data, JSON-serialisable and versioned. It is produced by opforge.lower (with TVM) and consumed without TVM by
 the launcher (opforge.runtime), the plugin emitter (opforge.emit) and the checks. Every size is an expression of
-opforge.expr over the dimension names in `dims`, each read at run time from one axis of one input.
+opforge.core.expr over the dimension names in `dims`, each read at run time from one axis of one input.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from opforge import dtypes, expr
+from opforge.core import dtypes, expr
 
 PLAN_VERSION = 1
 WORKSPACE_ALIGNMENT = 256  # bytes; every workspace slice starts on this boundary
@@ -126,7 +126,7 @@ class KernelPlan:
         )
 
     def save(self, path: str | Path) -> None:
-        from opforge.fsutil import atomic_write_text
+        from opforge.core.fsutil import atomic_write_text
 
         atomic_write_text(Path(path), self.to_json())
 

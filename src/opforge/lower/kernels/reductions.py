@@ -52,3 +52,13 @@ def legalize(kind: str):
         return bb.call_te(reduce_te, call.args[0], axes, bool(call.attrs.keepdims), kind, primfunc_name_hint=kind)
 
     return f
+
+
+def override_max(threads: int, config=None):
+    """The op registry's entry point for relax.max (opforge.ops.reduce_extremes)."""
+    return legalize("max")
+
+
+def override_min(threads: int, config=None):
+    """The op registry's entry point for relax.min (opforge.ops.reduce_extremes)."""
+    return legalize("min")

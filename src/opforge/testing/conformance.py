@@ -7,7 +7,7 @@ Every case ends in exactly one class:
   pass | wrong (max errors recorded) | lower-failed | build-failed | runtime-failed | ineligible.
 
 Eligibility (the one place the rule lives, `ineligible_reason`): every graph input and output is a tensor (no
-sequence, optional or map) of a dtype a TensorRT tensor can hold (opforge.dtypes: no strings, no float64, no
+sequence, optional or map) of a dtype a TensorRT tensor can hold (opforge.core.dtypes: no strings, no float64, no
 16/32/64-bit unsigned or int16, no sub-byte or fp8 types), and no node draws random numbers (RandomNormal,
 RandomUniform(Like), Bernoulli, Multinomial, Dropout in training mode): a recorded expected output of a random op
 cannot be compared.
@@ -30,8 +30,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from opforge import dtypes
-from opforge.errors import OpforgeError
+from opforge.core import dtypes
+from opforge.core.errors import OpforgeError
 from opforge.extract.model_io import opset_of
 from opforge.extract.subgraph import NodeSubgraph
 
@@ -185,7 +185,7 @@ PLUGINS_PER_LIBRARY = 48
 def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
     """CPU side: classify and lower every case, emit one plugin per distinct plan, compile them into plugin
     libraries of PLUGINS_PER_LIBRARY plugins each, build the harness; write the bundle the GPU side runs."""
-    from opforge.planning import default_cache_dir, plan_subgraphs
+    from opforge.plan.planner import plan_subgraphs
 
     say = progress or (lambda _msg: None)
     bundle.mkdir(parents=True, exist_ok=True)
@@ -208,7 +208,7 @@ def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
     planned: dict[str, tuple[dict, NodeSubgraph, object]] = {}
     for k, (row, sub) in enumerate(subs):
         try:
-            p = plan_subgraphs([sub], bundle / "plans_tmp", build_fatbins=False)[0]
+            p = plan_subgraphs([sub], bundle / "plans_tmp")[0]
             planned[row["case"]] = (row, sub, p)
         except OpforgeError as e:
             row.update({"class": "lower-failed", "reason": str(e).split(": ", 1)[-1][:300]})
@@ -220,10 +220,20 @@ def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
     by_name = {c.name: c for c in cases}
     specs = _plugin_specs(planned, by_name)
     say(f"{len(planned)} cases planned: {len(specs)} distinct plugins; compiling")
-    failed = _build_libraries(bundle, list(specs.values()), default_cache_dir() / "objects", say)
-    from opforge.build.plugin_build import build_harness
+    from opforge.build.package import LibraryGroup, package
 
-    build_harness(bundle / HARNESS_NAME)
+    good = list(specs.values())
+    groups = [
+        LibraryGroup(f"libopforge_conformance_{k // PLUGINS_PER_LIBRARY:02d}.so", [s.plugin for s in batch])
+        for k in range(0, len(good), PLUGINS_PER_LIBRARY)
+        for batch in [good[k : k + PLUGINS_PER_LIBRARY]]
+    ]
+    t1 = time.perf_counter()
+    built = package(groups, bundle, isolate=True, lib_subdir="lib")
+    failed = built.failed
+    for s in good:
+        s.library = built.library_of(s.name) or ""
+    say(f"{len(built.libraries)} libraries built in {time.perf_counter() - t1:.0f}s ({len(failed)} plugins failed)")
 
     case_dir = bundle / "cases"
     case_dir.mkdir(exist_ok=True)
@@ -259,9 +269,6 @@ def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
     return rows
 
 
-HARNESS_NAME = "libopforge_harness.so"
-
-
 @dataclass
 class _Spec:
     name: str
@@ -271,7 +278,7 @@ class _Spec:
 
 def _plugin_specs(planned: dict, by_name: dict[str, Case]) -> dict[str, _Spec]:
     """One plugin per distinct plan; a one-node case's plugin carries the node's attributes as its fields."""
-    from opforge.emit.fields import plugin_attrs
+    from opforge.core.fields import plugin_attrs
     from opforge.emit.plugin_cpp import PluginSpec
 
     specs: dict[str, _Spec] = {}
@@ -299,53 +306,6 @@ def _plugin_node(spec: _Spec) -> onnx.NodeProto:
     node = helper.make_node(spec.name, [], [], name=spec.name, domain="opforge")
     node.attribute.extend(a.onnx_attribute() for a in spec.plugin.attrs)
     return node
-
-
-def _build_libraries(bundle: Path, specs: list[_Spec], cache: Path, say) -> dict[str, str]:
-    """Kernel TUs first, one by one (a failure marks only its plugin), then libraries of the ones that built."""
-    import shutil
-
-    from opforge.build.nvcc import BuildError, parallel
-    from opforge.build.plugin_build import build_library, compile_objects
-    from opforge.build.trt_headers import trt_include_dir
-    from opforge.emit.plugin_cpp import write_sources
-
-    failed: dict[str, str] = {}
-    src_root = bundle / "src"
-    lib_dir = bundle / "lib"
-    lib_dir.mkdir(parents=True, exist_ok=True)
-    files_of: dict[str, dict] = {}
-    for s in specs:
-        files_of[s.name] = write_sources([s.plugin], src_root / s.name)
-
-    def kernel_tu(s: _Spec) -> None:
-        files = files_of[s.name]
-        try:
-            compile_objects(files["kernels"], files["library"][0].parent / "obj", "sm_90", [trt_include_dir()], cache)
-        except BuildError as e:
-            failed[s.name] = str(e)
-
-    t0 = time.perf_counter()
-    parallel(specs, kernel_tu)
-    say(f"{len(specs)} kernel TUs compiled in {time.perf_counter() - t0:.0f}s ({len(failed)} failed)")
-    good = [s for s in specs if s.name not in failed]
-    for i in range(0, len(good), PLUGINS_PER_LIBRARY):
-        batch = good[i : i + PLUGINS_PER_LIBRARY]
-        lib_name = f"libopforge_conformance_{i // PLUGINS_PER_LIBRARY:02d}.so"
-        files = write_sources([s.plugin for s in batch], src_root / f"lib{i // PLUGINS_PER_LIBRARY:02d}")
-        try:
-            build_library(files, lib_dir / lib_name, cache_dir=cache, unity=True)
-        except BuildError as e:
-            for s in batch:
-                failed[s.name] = f"library: {e}"
-            continue
-        for s in batch:
-            s.library = f"lib/{lib_name}"
-    say(
-        f"{len(good) and (len(good) - 1) // PLUGINS_PER_LIBRARY + 1} libraries linked ({time.perf_counter() - t0:.0f}s)"
-    )
-    shutil.rmtree(src_root, ignore_errors=True)
-    return failed
 
 
 def save_arrays(stem: Path, arrays: dict[str, np.ndarray], declared: list | None = None) -> None:
@@ -393,8 +353,8 @@ class BuiltCase:
 
 def load_built_case(bundle: Path, row: dict, harness, declared: dict) -> BuiltCase:
     """Plan, case data and plugin fields of a built row; `declared` caches the creators' field lists."""
-    from opforge.emit.fields import parser_fields
-    from opforge.plan import KernelPlan
+    from opforge.core.fields import parser_fields
+    from opforge.core.kernel_plan import KernelPlan
 
     d = bundle / "cases" / row["case"]
     lib = bundle / row["library"]
@@ -417,12 +377,13 @@ def load_built_case(bundle: Path, row: dict, harness, declared: dict) -> BuiltCa
 def run(bundle: Path, progress=None) -> list[dict]:
     """GPU side: every built case's plugin through the harness (TensorRT's IPluginV3 call sequence, two
     execution contexts), on the case's own inputs, against its expected outputs, under two output poisons."""
+    from opforge.build.package import HARNESS_PATH
     from opforge.verify.check import POISONS
     from opforge.verify.compare import compare_contexts
     from opforge.verify.harness import Harness
 
     info = json.loads((bundle / "conformance-build.json").read_text())
-    harness = Harness(bundle / HARNESS_NAME)
+    harness = Harness(bundle / HARNESS_PATH)
     declared: dict = {}
     rows = info["rows"]
     for row in rows:

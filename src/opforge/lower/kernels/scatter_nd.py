@@ -19,7 +19,7 @@ from tvm import relax, te, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from opforge.lower.kernel_ir import as_index, index_dtype, prod, static, vec_lanes
+from opforge.lower.kernels.kernel_ir import as_index, index_dtype, prod, static, vec_lanes
 
 PARALLEL_MODES = ("update", "add")
 # A device helper the kernel template defines for sources that call it: atomicAdd on a __half2.
@@ -117,3 +117,8 @@ def legalize(threads: int):
         return bb.call_te(scatter_nd_te, call.args[0], call.args[1], call.args[2], k, mode, threads)
 
     return f
+
+
+def override(threads: int, config=None):
+    """The op registry's entry point (opforge.ops.scatter_nd)."""
+    return legalize(threads)

@@ -1,0 +1,50 @@
+"""`opforge verify` (plugins through the IPluginV3 harness) and `opforge check` (plans through the CUDA driver
+API), both on a GPU against the ONNX reference."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from opforge.cli import args as a
+from opforge.cli.output import rows_table, say
+from opforge.core.errors import EXIT_FAILED, EXIT_OK
+
+
+def add_parsers(sub, common: argparse.ArgumentParser) -> None:
+    for name, helptext in (
+        ("check", "GPU: run kernel plans without TVM and compare with the ONNX reference"),
+        ("verify", "GPU: run plugins through the IPluginV3 harness and compare with the reference"),
+    ):
+        c = sub.add_parser(name, parents=[common], help=helptext)
+        c.add_argument("output", type=Path, help="an `opforge generate` output folder")
+        a.add_dims(c)
+        c.add_argument("--plugins", type=a.csv, default=None, help="only these plugins")
+
+
+def _finish(args: argparse.Namespace, rows: list[dict]) -> int:
+    if args.json:
+        print(json.dumps(rows, indent=1, default=str))
+    else:
+        rows_table(rows, "plugin")
+    return EXIT_OK if rows and all(r["ok"] for r in rows) else EXIT_FAILED
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from opforge.verify.plugins import verify_folder
+
+    if (args.output / "report.json").is_file() and not args.dims and not args.plugins:
+        # An `opforge auto` folder made on a machine without a GPU: verify, time, and complete its report.
+        from opforge.auto import complete_report
+
+        rows = complete_report(args.output, say(args))["verification"]
+    else:
+        rows = verify_folder(args.output, only=set(args.plugins or []) or None, dim_values=args.dims)
+    return _finish(args, rows)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from opforge.verify.plans import check_folder
+
+    return _finish(args, check_folder(args.output, set(args.plugins or []) or None, args.dims))

@@ -1,0 +1,44 @@
+"""Compress: TVM lowers it through a run-time nonzero, whose output size no plan can express. With a constant
+condition it selects fixed positions: a Gather with a constant index table."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from opforge.ops.base import Emitter, OpRule
+
+
+def _compress_to_gather(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
+    cond = e.initializer(node.input[1]) if len(node.input) >= 2 else None
+    if cond is None:
+        return False
+    x, axis = node.input[0], a.get("axis")
+    idx = e.const(np.flatnonzero(cond.astype(bool)).astype(np.int64), TensorProto.INT64)
+    if axis is None:  # Compress flattens first
+        x, axis = e.op("Reshape", x, e.const([-1], TensorProto.INT64)), 0
+    e.op("Gather", x, idx, axis=axis, out=node.output[0])
+    return True
+
+
+def _torch(torch, node, consts):
+    axis = next((a.i for a in node.attribute if a.name == "axis"), None)
+    keep = np.flatnonzero(np.asarray(consts[1]).astype(bool))
+
+    def f(x):
+        idx = torch.as_tensor(keep, device=x.device)
+        return torch.index_select(x.reshape(-1) if axis is None else x, 0 if axis is None else axis, idx)
+
+    return f
+
+
+RULES = [
+    OpRule(
+        ("Compress",),
+        lowering="rewrite",
+        summary="constant condition: Gather of the selected positions; a run-time condition is not supported",
+        rewrite=_compress_to_gather,
+        torch=_torch,
+    )
+]

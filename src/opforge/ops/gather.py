@@ -1,0 +1,60 @@
+"""Gather, GatherElements, ScatterElements: indices drawn within the indexed axis (negative ones included)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from opforge.ops.base import InputDomain, OpRule
+
+
+def _axis_indices(d: InputDomain) -> None:
+    name = d.free(1)
+    if not name:
+        return
+    data = d.shape(0)
+    axis = d.a.get("axis", 0) % len(data)
+    idx = d.values[name]
+    d.values[name] = d.rng.integers(-data[axis], data[axis], size=idx.shape).astype(idx.dtype)
+
+
+def _scatter_indices(d: InputDomain) -> None:
+    """In range; without a reduction, targets along the axis are distinct within each line (duplicates would
+    make the result order-dependent)."""
+    name = d.free(1)
+    if not name:
+        return
+    data, idx = d.shape(0), d.values[name]
+    axis = d.a.get("axis", 0) % len(data)
+    reduction = d.a.get("reduction", b"none")
+    if reduction not in (b"none", "none") or idx.shape[axis] > data[axis]:
+        d.values[name] = d.rng.integers(-data[axis], data[axis], size=idx.shape).astype(idx.dtype)
+        return
+    lines = np.moveaxis(np.empty(idx.shape, np.int64), axis, -1)
+    flat = lines.reshape(-1, lines.shape[-1])
+    for r in range(flat.shape[0]):
+        flat[r] = d.rng.choice(data[axis], size=flat.shape[1], replace=False)
+    d.values[name] = np.moveaxis(flat.reshape(lines.shape), -1, axis).astype(idx.dtype)
+
+
+def _torch_gather(torch, node, consts):
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+
+    def f(data, idx):
+        idx = torch.where(idx < 0, idx + data.shape[axis], idx)
+        return torch.index_select(data, axis, idx.reshape(-1)).reshape(
+            (*data.shape[:axis], *idx.shape, *data.shape[axis + 1 :])
+        )
+
+    return f
+
+
+def _torch_gather_elements(torch, node, consts):
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    return lambda data, idx: torch.gather(data, axis, torch.where(idx < 0, idx + data.shape[axis], idx))
+
+
+RULES = [
+    OpRule(("Gather",), summary="TVM", inputs=_axis_indices, torch=_torch_gather),
+    OpRule(("GatherElements",), summary="TVM", inputs=_axis_indices, torch=_torch_gather_elements),
+    OpRule(("ScatterElements", "Scatter"), summary="TVM", inputs=_scatter_indices),
+]

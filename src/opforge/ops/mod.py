@@ -1,0 +1,15 @@
+"""Mod: float Mod with fmod=0 is NumPy's mod (ONNX's reference): opforge's kernel takes fmod, then adds the divisor
+where the signs differ (lower/kernels/float_mod.py). TVM's x - floor(x/y)*y gave NaN for infinite divisors."""
+
+from __future__ import annotations
+
+from opforge.ops.base import OpRule
+
+RULES = [
+    OpRule(
+        ("Mod",),
+        lowering="kernel",
+        summary="float fmod=0: opforge's kernel with the divisor's sign (lower/kernels/float_mod.py); else TVM",
+        kernels={"relax.floor_mod": "opforge.lower.kernels.float_mod:override"},
+    )
+]

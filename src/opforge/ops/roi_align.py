@@ -1,0 +1,59 @@
+"""RoiAlign: TVM's frontend applies the half-pixel offset before scaling, (x - 0.5) * spatial_scale, where ONNX
+computes x * spatial_scale - 0.5 (off by 0.375 at scale 0.25; torchvision agrees with ONNX). opforge scales the
+rois before TVM and passes spatial_scale 1, so TVM's arithmetic becomes ONNX's: (x * s) - 0.5.
+
+Input domain: boxes (x1, y1, x2, y2) in image coordinates (the feature map's size / spatial_scale), x1 <= x2 and
+y1 <= y2, mostly inside the image with some reaching past its edge; batch indices in [0, N).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from opforge.ops.base import Emitter, InputDomain, OpRule
+
+
+def _prescale_rois(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
+    scale = float(a.get("spatial_scale", 1.0))
+    if scale == 1.0:
+        return False
+    x, rois, batch = node.input
+    elem = e.types.get(rois, onnx.TensorProto.FLOAT)
+    scaled = e.op("Mul", rois, e.const(scale, elem))
+    e.op("RoiAlign", x, scaled, batch, out=node.output[0], **{**a, "spatial_scale": 1.0})
+    return True
+
+
+def _boxes(d: InputDomain) -> None:
+    n, _c, h, w = d.shape(0)
+    scale = float(d.a.get("spatial_scale", 1.0))
+    img_h, img_w = h / scale, w / scale
+    if d.free(1):
+        rois = d.values[d.node.input[1]]
+        k = rois.shape[0]
+        # Corners inside the image, widths from a tenth of a pixel to the whole image; a quarter of the boxes
+        # start up to 10% outside (the samples there read zero in ONNX's definition).
+        x1 = d.rng.uniform(0, img_w, k)
+        y1 = d.rng.uniform(0, img_h, k)
+        x2 = x1 + d.rng.uniform(0.1, img_w, k) * d.rng.uniform(0.05, 1.0, k)
+        y2 = y1 + d.rng.uniform(0.1, img_h, k) * d.rng.uniform(0.05, 1.0, k)
+        out = d.rng.random(k) < 0.25
+        x1[out] -= 0.1 * img_w * d.rng.random(out.sum())
+        y1[out] -= 0.1 * img_h * d.rng.random(out.sum())
+        d.values[d.node.input[1]] = np.stack([x1, y1, x2, y2], axis=1).astype(rois.dtype)
+    if d.free(2):
+        idx = d.values[d.node.input[2]]
+        d.values[d.node.input[2]] = d.rng.integers(0, n, size=idx.shape).astype(idx.dtype)
+
+
+RULES = [
+    OpRule(
+        ("RoiAlign",),
+        lowering="rewrite",
+        summary="TVM, rois scaled first so the half-pixel offset follows ONNX (x*s - 0.5)",
+        rewrite=_prescale_rois,
+        inputs=_boxes,
+        torch_note="torchvision.ops.roi_align (avg only) is not on the GPU host",
+    )
+]
