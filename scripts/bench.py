@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import sys
 import time
 from pathlib import Path
-
-CALLS, REPLAYS = 20, 50
 
 
 def build(bundle: Path, dtype_names: list[str]) -> None:
@@ -50,66 +46,13 @@ def build(bundle: Path, dtype_names: list[str]) -> None:
 
 
 # -- GPU side ---------------------------------------------------------------------------------------------------------
-def _graph_time_us(torch, fn, flush) -> float:
-    """Median µs per call of CALLS back-to-back fn() captured in a CUDA graph, REPLAYS replays, L2 flushed."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(CALLS):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    samples = []
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    for _ in range(REPLAYS):
-        flush.zero_()
-        start.record()
-        g.replay()
-        stop.record()
-        stop.synchronize()
-        samples.append(start.elapsed_time(stop) * 1000.0 / CALLS)
-    return statistics.median(samples)
-
-
-def _empty_kernel_us(torch, flush) -> float:
-    import cupy
-
-    kernel = cupy.RawKernel('extern "C" __global__ void opforge_empty() {}', "opforge_empty")
-
-    def launch():
-        with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
-            kernel((1,), (32,), ())
-
-    return _graph_time_us(torch, launch, flush)
-
-
-def _d2d_bandwidth(torch) -> float:
-    """Bytes per second a device-to-device copy moves (read + written), 1 GiB, median of 20."""
-    n = 1 << 30
-    a = torch.empty(n, dtype=torch.uint8, device="cuda")
-    b = torch.empty_like(a)
-    times = []
-    for _ in range(22):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        b.copy_(a)
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop) / 1000.0)
-    return 2 * n / statistics.median(times[2:])
-
-
 def run(bundle: Path, out: Path, dtype_names: list[str], only: str = "") -> int:
     import numpy as np
     import onnx
     import torch
 
     from opforge.bench.suite import cases
+    from opforge.bench.timing import d2d_bandwidth, empty_kernel_us, graph_time_us
     from opforge.runtime.launcher import Context
     from opforge.tune.measure import measure_bundle, reference
     from opforge.tune.records import TuningRecords
@@ -120,8 +63,8 @@ def run(bundle: Path, out: Path, dtype_names: list[str], only: str = "") -> int:
     device = Context(0).name
     built = json.loads((bundle / "bench-build.json").read_text())
     flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
-    bandwidth = _d2d_bandwidth(torch)
-    empty_us = _empty_kernel_us(torch, flush)
+    bandwidth = d2d_bandwidth(torch)
+    empty_us = empty_kernel_us(torch, flush)
     print(f"{device}: D2D {bandwidth / 1e12:.2f} TB/s, empty kernel {empty_us:.2f} µs", flush=True)
     rows = []
     for case in cases(tuple(dtype_names)):
@@ -170,7 +113,7 @@ def run(bundle: Path, out: Path, dtype_names: list[str], only: str = "") -> int:
                 got = f(*tensors).float().cpu().numpy().astype(ref.dtype)
                 c = compare(got, ref, case.dtype)
                 row[f"{label}_matches_onnx"] = bool(c.ok)
-                row[f"{label}_us"] = _graph_time_us(torch, lambda f=f, t=tensors: f(*t), flush)
+                row[f"{label}_us"] = graph_time_us(torch, lambda f=f, t=tensors: f(*t), flush)
             except Exception as e:  # a contender that fails is reported, not hidden
                 row[f"{label}_us"] = None
                 row[f"{label}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
@@ -185,12 +128,8 @@ def run(bundle: Path, out: Path, dtype_names: list[str], only: str = "") -> int:
 
 
 # -- report ---------------------------------------------------------------------------------------------------------
-def _geomean(xs: list[float]) -> float | None:
-    xs = [x for x in xs if x and x > 0]
-    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
-
-
 def report(parts_dir: Path, results: Path) -> int:
+    from opforge.bench.timing import geomean
     from opforge.verify.results import run_metadata, write_results
 
     parts = [json.loads(p.read_text()) for p in sorted(parts_dir.glob("bench-part-*.json"))]
@@ -214,9 +153,9 @@ def report(parts_dir: Path, results: Path) -> int:
     big = [r for r in rows if r["moved_MB"] >= 50]
     summary = {
         "cases": len(rows),
-        "geomean_tuned_vs_eager": round(_geomean([r["tuned_vs_eager"] for r in rows]) or 0, 3),
-        "geomean_tuned_vs_compile": round(_geomean([r["tuned_vs_compile"] for r in rows]) or 0, 3),
-        "geomean_tuned_vs_untuned": round(_geomean([r["tuned_vs_untuned"] for r in rows]) or 0, 3),
+        "geomean_tuned_vs_eager": round(geomean([r["tuned_vs_eager"] for r in rows]) or 0, 3),
+        "geomean_tuned_vs_compile": round(geomean([r["tuned_vs_compile"] for r in rows]) or 0, 3),
+        "geomean_tuned_vs_untuned": round(geomean([r["tuned_vs_untuned"] for r in rows]) or 0, 3),
         "cases_over_50MB": len(big),
         "cases_over_50MB_at_80pct_roofline": sum((r["tuned_pct_roofline"] or 0) >= 80 for r in big),
         "max_tuning_s_per_op": max(r["tuning_total_s"] for r in rows),

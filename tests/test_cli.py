@@ -147,6 +147,8 @@ def test_example_command_json(tmp_path):
     import json
 
     summary = json.loads(proc.stdout)
-    assert len(summary["plugins"]) == 5
+    # BitwiseAnd -> BitwiseXor -> BitwiseNot feed each other: one fused plugin; BitShift and Compress stand alone.
+    assert sorted(len(p["nodes"]) for p in summary["plugins"]) == [1, 1, 1]
+    assert sorted(p["op_type"] for p in summary["plugins"]) == ["BitShift", "BitwiseAnd+BitwiseXor+BitwiseNot", "Compress"]
     assert Path(summary["libraries"][0]).is_file()
     assert np.all([p["kernels"] >= 1 for p in summary["plugins"]])

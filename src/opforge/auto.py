@@ -40,7 +40,9 @@ def auto(
     dynamic_batch: DynamicBatch | None = None,
     verify: str = "auto",
     progress=None,
+    fuse: bool = True,
 ) -> dict:
+    """inspect -> generate (every rejected node opforge can lower, plus the given ones) -> verify -> report."""
     say = progress or (lambda m: None)
     model_path, out_dir = Path(model_path), Path(out_dir)
     model = load_model(model_path)
@@ -68,6 +70,7 @@ def auto(
         dynamic_batch,
         output_name=f"{model_path.stem}.opforge.onnx",
         progress=say,
+        fuse=fuse,
     )
     result["model"] = str(gen.model)
     result["library"] = [str(p) for p in gen.libraries]

@@ -17,14 +17,15 @@ import onnx
 from opforge import __version__
 from opforge.build.nvcc import find_nvcc, gencode_flags
 from opforge.core.errors import OpforgeError, UsageError
-from opforge.core.fields import plugin_attrs
+from opforge.core.fields import group_attrs, plugin_attrs
 from opforge.core.fsutil import atomic_write_bytes
 from opforge.core.manifest import MANIFEST_FILE, Manifest, PluginEntry
-from opforge.emit.onnx_rewrite import rewrite_model
+from opforge.emit.onnx_rewrite import Replacement, rewrite_model
 from opforge.emit.plugin_cpp import PluginSpec
-from opforge.extract import extract_nodes, load_model, select_nodes
+from opforge.extract import load_model, select_nodes
+from opforge.extract.groups import fusion_groups
 from opforge.extract.model_io import opset_of
-from opforge.extract.subgraph import Dim
+from opforge.extract.subgraph import Dim, extract_groups
 from opforge.lower.target import CudaTarget
 from opforge.tune.records import TuningRecords
 
@@ -67,7 +68,10 @@ def _tuned_configs(target: CudaTarget, records: TuningRecords | None):
 
 
 def default_plugin_name(op_type: str, key: str) -> str:
-    return f"{op_type}_opf{key[:8]}"
+    """<op>_opf<key prefix>; a fused group's op types joined by '_' (the first and the count past three)."""
+    ops = op_type.split("+")
+    stem = "_".join(ops) if len(ops) <= 3 else f"{ops[0]}_x{len(ops)}"
+    return f"{re.sub(r'[^0-9A-Za-z_]', '', stem)}_opf{key[:8]}"
 
 
 def check_plugin_name(name: str, node: str) -> None:
@@ -93,7 +97,11 @@ def generate(
     output_name: str | None = None,
     progress=None,
     tuning_records: TuningRecords | None = None,
+    fuse: bool = True,
 ) -> GenerateResult:
+    """Plugins for the selected nodes of the model, the rewritten model and the manifest, in out_dir.
+    With `fuse`, selected nodes that feed each other become one plugin (opforge.extract.groups); nodes given a
+    plugin name in plugin_name_dict stay single."""
     target = target or CudaTarget()
     model_path = Path(model_path)
     out_dir = Path(out_dir)
@@ -106,8 +114,19 @@ def generate(
     find_nvcc()  # fail before the slow steps when there is no compiler
     model = load_model(model_path)
     nodes = select_nodes(model, node_names, node_types, plugin_name_dict)
-    say(f"extracting {len(nodes)} node(s)")
-    subs = extract_nodes(model, nodes, input_shapes, dynamic_batch is not None)
+    named = set(plugin_name_dict or {})
+    if fuse:
+        groups = fusion_groups(model, [n for n in nodes if n.name not in named]) + [
+            [n] for n in nodes if n.name in named
+        ]
+    else:
+        groups = [[n] for n in nodes]
+    fused = sum(len(g) for g in groups if len(g) > 1)
+    say(
+        f"extracting {len(nodes)} node(s)"
+        + (f" ({fused} fused into {sum(len(g) > 1 for g in groups)})" if fused else "")
+    )
+    subs = extract_groups(model, groups, input_shapes, dynamic_batch is not None)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".opforge-staging-", dir=out_dir))
@@ -119,12 +138,16 @@ def generate(
         planned = plan_subgraphs(subs, staging, target, config_for=_tuned_configs(target, tuning_records))
         opset = opset_of(model)
         specs: dict[str, PluginSpec] = {}
-        replacements = {}
+        replacements = []
         node_plugin = {}
-        for node, sub, p in zip(nodes, subs, planned):
-            name = (plugin_name_dict or {}).get(node.name) or default_plugin_name(node.op_type, p.plan.key)
+        for group, sub, p in zip(groups, subs, planned):
+            node = group[0]
+            name = (plugin_name_dict or {}).get(node.name) or default_plugin_name(sub.op_type, p.plan.key)
             check_plugin_name(name, node.name)
-            attrs = plugin_attrs(node, sub.constant_inputs, opset)
+            if sub.members:
+                attrs = group_attrs(sub.members, sub.member_constants, opset)
+            else:
+                attrs = plugin_attrs(node, sub.constant_inputs, opset)
             if name in specs:
                 if specs[name].plan.key != p.plan.key:
                     raise UsageError(
@@ -134,8 +157,8 @@ def generate(
                 specs[name].nodes.append(node.name)
             else:
                 specs[name] = PluginSpec(name, p.plan, attrs, [node.name])
-            replacements[node.name] = (name, sub.input_names, attrs)
-            node_plugin[node.name] = name
+            replacements.append(Replacement(name, sub.node_names, sub.input_names, sub.output_names, attrs))
+            node_plugin.update(dict.fromkeys(sub.node_names, name))
 
         say(f"emitting and building {len(specs)} plugin(s)")
         build_fatbins(staging / "plans", [s.plan.key for s in specs.values()], target.arch)

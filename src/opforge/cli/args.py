@@ -89,3 +89,12 @@ def dynamic_batch(args: argparse.Namespace):
     from opforge.generate import DynamicBatch
 
     return DynamicBatch.parse(args.dynamic_batch)
+
+
+def add_fuse(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-fuse",
+        dest="fuse",
+        action="store_false",
+        help="one plugin per node (default: selected nodes that feed each other become one plugin)",
+    )

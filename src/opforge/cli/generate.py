@@ -24,6 +24,7 @@ def add_parser(sub, common: argparse.ArgumentParser, epilog: str) -> None:
     g.add_argument("-p", "--plugin-names", default=None, help='JSON {"node name": "plugin name"}')
     a.add_shapes(g)
     a.add_dynamic_batch(g)
+    a.add_fuse(g)
     g.add_argument("--library-per-plugin", action="store_true", help="one .so per plugin instead of one per model")
 
 
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         a.dynamic_batch(args),
         args.library_per_plugin,
         progress=say(args),
+        fuse=args.fuse,
     )
     summary = {
         "model": str(result.model),

@@ -25,6 +25,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     a.add_selection(t)
     a.add_shapes(t)
     a.add_dims(t, "dimension values to tune at")
+    a.add_fuse(t)
     t.add_argument("--export", action="store_true", help="build the bundles only (measure on another host)")
     t.add_argument("--measure", type=Path, default=None, metavar="DIR", help="GPU host: measure bundles in DIR")
     t.add_argument("--import", dest="import_", type=Path, default=None, metavar="DIR", help="import measurements")
@@ -59,7 +60,16 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("select nodes with -n NAMES or -t TYPES")
         dims = {k: v[0] for k, v in (args.dims or {}).items()}
         result = tune_model(
-            args.model, args.output, args.nodes, args.types, a.input_shapes(args), dims, records, not args.export, tell
+            args.model,
+            args.output,
+            args.nodes,
+            args.types,
+            a.input_shapes(args),
+            dims,
+            records,
+            not args.export,
+            tell,
+            fuse=args.fuse,
         )
         for row in result:
             tell(

@@ -12,6 +12,7 @@ field type. opforge's plugins also accept any numeric field type, so they do not
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,6 +109,16 @@ def plugin_attrs(node: onnx.NodeProto, constant_inputs: dict[int, np.ndarray], o
             name = f"{name}_input"
         taken.add(name)
         out.append(_from_values(name, np.asarray(constant_inputs[pos]).reshape(-1).tolist()))
+    return out
+
+
+def group_attrs(nodes: list[onnx.NodeProto], constants: list[dict[int, np.ndarray]], opset: int) -> list[PluginAttr]:
+    """A fused plugin's fields: each member's attributes and constant inputs, prefixed n<k>_ by its place in the
+    group (so two members' `axis` stay apart)."""
+    out: list[PluginAttr] = []
+    for k, (node, consts) in enumerate(zip(nodes, constants)):
+        for a in plugin_attrs(node, consts, opset):
+            out.append(dataclasses.replace(a, name=f"n{k}_{a.name}"))
     return out
 
 

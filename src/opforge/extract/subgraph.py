@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -31,6 +31,14 @@ class NodeSubgraph:
     input_names: list[str]  # names in the original model, in node input order (tensor inputs only)
     constant_inputs: dict[int, np.ndarray]  # node input position -> value
     output_names: list[str]
+    # A fused group: its nodes (as in the model) and each one's constant inputs; empty for a single node.
+    members: list[onnx.NodeProto] = field(default_factory=list)
+    member_constants: list[dict[int, np.ndarray]] = field(default_factory=list)
+
+    @property
+    def node_names(self) -> list[str]:
+        """The model's nodes this subgraph implements."""
+        return [n.name for n in self.members] if self.members else [self.node_name]
 
     @property
     def key(self) -> str:
@@ -60,6 +68,28 @@ def extract_nodes(
     consts = constant_values(model, types)
     opset = opset_of(model)
     return [_cut(node, types, consts, opset, model) for node in nodes]
+
+
+def extract_groups(
+    model: onnx.ModelProto,
+    groups: list[list[onnx.NodeProto]],
+    input_shapes: dict[str, list[Dim]] | None = None,
+    dynamic_batch: bool = False,
+) -> list[NodeSubgraph]:
+    """One subgraph per group (see opforge.extract.groups): a single node as extract_nodes cuts it, several nodes
+    as one fused subgraph whose inputs are the tensors the group reads from outside and whose outputs are the
+    tensors it produces for the rest of the model."""
+    model = _with_input_shapes(model, input_shapes or {}, dynamic_batch)
+    types = _infer_types(model)
+    consts = constant_values(model, types)
+    opset = opset_of(model)
+    out = []
+    for group in groups:
+        if len(group) == 1:
+            out.append(_cut(group[0], types, consts, opset, model))
+        else:
+            out.append(_cut_group(group, types, consts, opset, model))
+    return out
 
 
 def _with_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[Dim]], dynamic_batch: bool) -> onnx.ModelProto:
@@ -176,6 +206,99 @@ def _cut(
         constant_inputs=constant_inputs,
         output_names=list(node.output),
     )
+
+
+def _input_info(name: str, t: onnx.TypeProto | None, where: str, counter: list[int]) -> list[Dim]:
+    """The shape of a subgraph input (unknown extents become fresh symbolic dims unk0, unk1, ...)."""
+    if t is None or not t.HasField("tensor_type"):
+        raise OpforgeError(
+            f"{where}: input {name!r} has no type or shape; give it with --input-shapes {name}:D0xD1x..."
+        )
+    dims = _dims(t)
+    if dims is None:
+        raise OpforgeError(f"{where}: input {name!r} has no shape; give the graph inputs' shapes with --input-shapes")
+    shape: list[Dim] = []
+    for d in dims:
+        if d == "":
+            shape.append(f"unk{counter[0]}")
+            counter[0] += 1
+        else:
+            shape.append(d if isinstance(d, int) else _dim_name(d))
+    return shape
+
+
+def _cut_group(
+    group: list[onnx.NodeProto],
+    types: dict[str, onnx.TypeProto],
+    consts: dict[str, np.ndarray],
+    opset: int,
+    model: onnx.ModelProto,
+) -> NodeSubgraph:
+    where = "fused nodes " + ", ".join(repr(n.name) for n in group)
+    members = {n.name for n in group}  # selected nodes are named (opforge.extract.select)
+    produced = {o for n in group for o in n.output if o}
+    outside = {i for n in model.graph.node if n.name not in members for i in n.input}
+    outside |= {o.name for o in model.graph.output}
+    rename: dict[str, str] = {"": ""}
+    graph_inputs, inits, input_names, member_constants = [], [], [], []
+    counter = [0]
+    for n in group:
+        mine: dict[int, np.ndarray] = {}
+        for pos, name in enumerate(n.input):
+            if name in consts:
+                mine[pos] = consts[name]
+            if not name or name in produced or name in rename:
+                continue
+            if name in consts:
+                rename[name] = f"c{len(inits)}"
+                inits.append(numpy_helper.from_array(consts[name], rename[name]))
+                continue
+            shape = _input_info(name, types.get(name), where, counter)
+            rename[name] = f"in{len(graph_inputs)}"
+            graph_inputs.append(helper.make_tensor_value_info(rename[name], types[name].tensor_type.elem_type, shape))
+            input_names.append(name)
+        member_constants.append(mine)
+    outs, output_names, sub_nodes = [], [], []
+    for k, n in enumerate(group):
+        for o in n.output:
+            if not o:
+                continue
+            if o in outside:
+                rename[o] = f"out{len(outs)}"
+                t = types.get(o)
+                elem = t.tensor_type.elem_type if t is not None and t.HasField("tensor_type") else 0
+                outs.append(helper.make_tensor_value_info(rename[o], elem, None))
+                output_names.append(o)
+            else:
+                rename[o] = f"t{k}_{len(rename)}"
+        sub_node = helper.make_node(
+            n.op_type, [rename[i] for i in n.input], [rename.get(o, "") for o in n.output], domain=n.domain or None
+        )
+        sub_node.name = f"node{k}"
+        sub_node.attribute.extend(n.attribute)
+        sub_nodes.append(sub_node)
+    if not outs:
+        raise OpforgeError(f"{where}: the group produces nothing the model uses")
+    graph = helper.make_graph(sub_nodes, "opforge_fused", graph_inputs, outs, initializer=inits)
+    sub = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="opforge")
+    sub.ir_version = model.ir_version
+    _infer_outputs(sub)
+    return NodeSubgraph(
+        node_name=group[0].name,
+        op_type="+".join(n.op_type for n in group),
+        model=sub,
+        input_names=input_names,
+        constant_inputs={},
+        output_names=output_names,
+        members=[_copy(n) for n in group],
+        member_constants=member_constants,
+    )
+
+
+def _copy(node: onnx.NodeProto) -> onnx.NodeProto:
+    out = onnx.NodeProto()
+    out.CopyFrom(node)
+    return out
 
 
 def _infer_outputs(sub: onnx.ModelProto) -> None:

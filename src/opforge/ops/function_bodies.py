@@ -1,28 +1,10 @@
 """Ops TVM's ONNX frontend converts into something else, so their ONNX function bodies are expanded first:
-onnxruntime's contrib Attention instead of ONNX's; LayerNormalization without its Mean and InvStdDev outputs
-(checked on the conformance suite)."""
+onnxruntime's contrib Attention instead of ONNX's (checked on the conformance suite). LayerNormalization's
+outputs Mean/InvStdDev are handled the same way, in normalization.py."""
 
 from __future__ import annotations
 
-import onnx
-
 from opforge.ops.base import OpRule
-
-
-def _layer_norm_stats(node: onnx.NodeProto) -> bool:
-    return sum(1 for o in node.output if o) > 1
-
-
-def _torch_layer_norm(torch, node, consts):
-    a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
-    axis, eps = a.get("axis", -1), a.get("epsilon", 1e-5)
-
-    def f(x, scale, bias=None):
-        shape = x.shape[axis:] if axis >= 0 else x.shape[x.dim() + axis :]
-        return torch.nn.functional.layer_norm(x, shape, scale.expand(shape), None if bias is None else bias, eps)
-
-    return f
-
 
 RULES = [
     OpRule(
@@ -30,11 +12,5 @@ RULES = [
         lowering="function-body",
         summary="ONNX's function body (TVM's converter is onnxruntime's contrib Attention)",
         expand_body=lambda node: True,
-    ),
-    OpRule(
-        ("LayerNormalization",),
-        summary="TVM; with Mean/InvStdDev outputs through its function body",
-        expand_body=_layer_norm_stats,
-        torch=_torch_layer_norm,
     ),
 ]

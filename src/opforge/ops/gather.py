@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
-from opforge.ops.base import InputDomain, OpRule
+from opforge.ops.base import InputDomain, OpRule, text
 
 
 def _axis_indices(d: InputDomain) -> None:
@@ -53,8 +54,23 @@ def _torch_gather_elements(torch, node, consts):
     return lambda data, idx: torch.gather(data, axis, torch.where(idx < 0, idx + data.shape[axis], idx))
 
 
+def _torch_scatter_elements(torch, node, consts):
+    a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+    axis = a.get("axis", 0)
+    reduce = {"none": None, "add": "sum", "mul": "prod", "max": "amax", "min": "amin"}[text(a.get("reduction"), "none")]
+
+    def f(data, idx, upd):
+        idx = torch.where(idx < 0, idx + data.shape[axis], idx)
+        if reduce is None:
+            return data.scatter(axis, idx, upd)
+        return data.scatter_reduce(axis, idx, upd, reduce, include_self=True)
+
+    return f
+
+
 RULES = [
     OpRule(("Gather",), summary="TVM", inputs=_axis_indices, torch=_torch_gather),
     OpRule(("GatherElements",), summary="TVM", inputs=_axis_indices, torch=_torch_gather_elements),
-    OpRule(("ScatterElements", "Scatter"), summary="TVM", inputs=_scatter_indices),
+    OpRule(("ScatterElements",), summary="TVM", inputs=_scatter_indices, torch=_torch_scatter_elements),
+    OpRule(("Scatter",), summary="TVM (deprecated ScatterElements)", inputs=_scatter_indices),
 ]

@@ -7,9 +7,24 @@ from opforge.ops.base import OpRule
 
 POSITIVE = (0.1, 4.0)
 
-RULES = [
-    OpRule(("Log", "Sqrt", "Reciprocal", "Rsqrt"), summary="TVM", value_range=POSITIVE),
-    OpRule(("ReduceLogSum", "ReduceLogSumExp"), summary="TVM", value_range=POSITIVE),
-    OpRule(("Acos", "Asin", "Atanh"), summary="TVM", value_range=(-0.9, 0.9)),
-    OpRule(("Acosh",), summary="TVM", value_range=(1.1, 4.0)),
-]
+_TORCH = {
+    "Log": "log",
+    "Sqrt": "sqrt",
+    "Reciprocal": "reciprocal",
+    "Rsqrt": "rsqrt",
+    "Acos": "acos",
+    "Asin": "asin",
+    "Atanh": "atanh",
+    "Acosh": "acosh",
+}
+
+
+def _torch(torch, node, consts):
+    return getattr(torch, _TORCH[node.op_type])
+
+
+RULES = (
+    [OpRule((op,), summary="TVM", value_range=POSITIVE, torch=_torch) for op in ("Log", "Sqrt", "Reciprocal", "Rsqrt")]
+    + [OpRule((op,), summary="TVM", value_range=(-0.9, 0.9), torch=_torch) for op in ("Acos", "Asin", "Atanh")]
+    + [OpRule(("Acosh",), summary="TVM", value_range=(1.1, 4.0), torch=_torch)]
+)

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 from opforge.ops.base import OpRule
 
+
+def _torch(torch, node, consts):
+    fmod = next((x.i for x in node.attribute if x.name == "fmod"), 0)
+    return torch.fmod if fmod else torch.remainder  # fmod=0: the divisor's sign, as NumPy's mod
+
+
 RULES = [
     OpRule(
         ("Mod",),
         lowering="kernel",
         summary="float fmod=0: opforge's kernel with the divisor's sign (lower/kernels/float_mod.py); else TVM",
         kernels={"relax.floor_mod": "opforge.lower.kernels.float_mod:override"},
+        torch=_torch,
     )
 ]

@@ -45,7 +45,7 @@ def build_bundle(
     reference_model: a float32 twin of a float16/bfloat16 subgraph to check candidates against (the CPU
     reference runtimes lack most half-precision kernels); its outputs are rounded to the plan's dtypes."""
     from opforge.build.package import LibraryGroup, package
-    from opforge.core.fields import plugin_attrs
+    from opforge.core.fields import group_attrs, plugin_attrs
     from opforge.emit.onnx_rewrite import PLUGIN_DOMAIN
     from opforge.emit.plugin_cpp import PluginSpec
     from opforge.lower.tvm_lower import lower_subgraph
@@ -58,7 +58,10 @@ def build_bundle(
     out.mkdir(parents=True, exist_ok=True)
     (out / "plans").mkdir(exist_ok=True)
     t0 = time.perf_counter()
-    attrs = plugin_attrs(node, sub.constant_inputs, opset)
+    if sub.members:
+        attrs = group_attrs(sub.members, sub.member_constants, opset)
+    else:
+        attrs = plugin_attrs(node, sub.constant_inputs, opset)
     specs, entries, seen = [], [], {}
     op = re.sub(r"[^0-9A-Za-z]", "", sub.op_type)
     for config in todo:

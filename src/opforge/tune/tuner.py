@@ -78,18 +78,22 @@ def tune_model(
     records: TuningRecords | None = None,
     measure: bool = True,
     progress=None,
+    fuse: bool = True,
 ) -> list[dict]:
-    """Tune the selected nodes at `dims` (the opt shape of a dynamic profile; static models need none)."""
+    """Tune the selected nodes at `dims` (the opt shape of a dynamic profile; static models need none). Nodes are
+    grouped as `generate` groups them (fuse), so the records apply to the plugins it builds."""
+    from opforge.extract.groups import fusion_groups
     from opforge.extract.model_io import load_model, opset_of
     from opforge.extract.select import select_nodes
-    from opforge.extract.subgraph import extract_nodes
+    from opforge.extract.subgraph import extract_groups
 
     records = records or TuningRecords.default()
     model = load_model(model_path)
     nodes = select_nodes(model, node_names, node_types)
-    subs = extract_nodes(model, nodes, input_shapes, dynamic_batch=bool(dims and "batch" in dims))
+    groups = fusion_groups(model, nodes) if fuse else [[n] for n in nodes]
+    subs = extract_groups(model, groups, input_shapes, dynamic_batch=bool(dims and "batch" in dims))
     rows = []
-    for node, sub in zip(nodes, subs):
+    for node, sub in zip([g[0] for g in groups], subs):
         bundle = out / re.sub(r"[^0-9A-Za-z_.-]", "_", node.name or sub.key)
         rows.append(
             tune_subgraph(

@@ -39,14 +39,26 @@ def random_tensor(
 
 
 def make_inputs(model: onnx.ModelProto, shapes: list[tuple[int, ...]], rng: np.random.Generator) -> list[np.ndarray]:
-    """Inputs of a one-node subgraph (graph inputs in order) with the given concrete shapes."""
-    node = model.graph.node[0]
+    """Inputs of a subgraph (graph inputs in order) with the given concrete shapes. Each input takes the value range
+    of the first node reading it that has one; each node's input-domain hook then fixes the inputs it reads directly
+    (in a fused group, a hook that needs the shape of an intermediate tensor cannot apply and is skipped)."""
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     names = [i.name for i in model.graph.input if i.name not in inits]
     types = {i.name: dtypes.from_onnx(i.type.tensor_type.elem_type).name for i in model.graph.input}
     by_name = dict(zip(names, shapes))
-    rule = rule_for(node)
-    values = {name: random_tensor(rng, by_name[name], types[name], rule.value_range) for name in names}
-    if rule.inputs is not None:
-        rule.inputs(InputDomain(node, values, inits, rng))
+    rules = [(node, rule_for(node)) for node in model.graph.node]
+    ranges = {}
+    for node, rule in rules:
+        for i in node.input:
+            if rule.value_range is not None:
+                ranges.setdefault(i, rule.value_range)
+    values = {name: random_tensor(rng, by_name[name], types[name], ranges.get(name)) for name in names}
+    for node, rule in rules:
+        if rule.inputs is None:
+            continue
+        try:
+            rule.inputs(InputDomain(node, values, inits, rng))
+        except KeyError:
+            if len(rules) == 1:
+                raise
     return [values[n] for n in names]

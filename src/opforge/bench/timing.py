@@ -1,0 +1,70 @@
+"""Timing on the GPU host for the benchmarks (torch is imported by the caller and passed in): many back-to-back
+calls captured in one CUDA graph, the graph replayed with CUDA events, a 256 MiB L2 flush before each replay
+(outside the timed region), the median; the device-to-device copy bandwidth (the roofline); an empty kernel (the
+floor)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+CALLS, REPLAYS = 20, 50
+
+
+def graph_time_us(torch, fn, flush) -> float:
+    """Median µs per call of CALLS back-to-back fn() captured in a CUDA graph, REPLAYS replays, L2 flushed."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(CALLS):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    samples = []
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for _ in range(REPLAYS):
+        flush.zero_()
+        start.record()
+        g.replay()
+        stop.record()
+        stop.synchronize()
+        samples.append(start.elapsed_time(stop) * 1000.0 / CALLS)
+    return statistics.median(samples)
+
+
+def empty_kernel_us(torch, flush) -> float:
+    import cupy
+
+    kernel = cupy.RawKernel('extern "C" __global__ void opforge_empty() {}', "opforge_empty")
+
+    def launch():
+        with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
+            kernel((1,), (32,), ())
+
+    return graph_time_us(torch, launch, flush)
+
+
+def d2d_bandwidth(torch) -> float:
+    """Bytes per second a device-to-device copy moves (read + written), 1 GiB, median of 20."""
+    n = 1 << 30
+    a = torch.empty(n, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    times = []
+    for _ in range(22):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        b.copy_(a)
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop) / 1000.0)
+    return 2 * n / statistics.median(times[2:])
+
+
+def geomean(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x and x > 0]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None

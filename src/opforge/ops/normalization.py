@@ -1,0 +1,63 @@
+"""Normalizations: LayerNormalization (with its Mean/InvStdDev outputs through its function body, which TVM's
+converter leaves out), GroupNormalization, RMSNormalization, InstanceNormalization."""
+
+from __future__ import annotations
+
+import onnx
+
+from opforge.ops.base import OpRule
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+
+
+def _layer_norm_stats(node: onnx.NodeProto) -> bool:
+    return sum(1 for o in node.output if o) > 1
+
+
+def _torch_layer_norm(torch, node, consts):
+    a = _attrs(node)
+    axis, eps = a.get("axis", -1), a.get("epsilon", 1e-5)
+
+    def f(x, scale, bias=None):
+        shape = x.shape[axis % x.dim() :]
+        return torch.nn.functional.layer_norm(x, shape, scale.expand(shape), None if bias is None else bias, eps)
+
+    return f
+
+
+def _torch_group_norm(torch, node, consts):
+    """ONNX GroupNormalization (opset 21): scale and bias per channel, statistics per group."""
+    a = _attrs(node)
+    groups, eps = a["num_groups"], a.get("epsilon", 1e-5)
+    return lambda x, scale, bias: torch.nn.functional.group_norm(x, groups, scale, bias, eps)
+
+
+def _torch_rms_norm(torch, node, consts):
+    a = _attrs(node)
+    axis, eps = a.get("axis", -1), a.get("epsilon", 1e-5)
+
+    def f(x, scale):
+        shape = x.shape[axis % x.dim() :]
+        return torch.nn.functional.rms_norm(x, shape, scale.expand(shape), eps)
+
+    return f
+
+
+def _torch_instance_norm(torch, node, consts):
+    eps = _attrs(node).get("epsilon", 1e-5)
+    return lambda x, scale, bias: torch.nn.functional.instance_norm(x, weight=scale, bias=bias, eps=eps)
+
+
+RULES = [
+    OpRule(
+        ("LayerNormalization",),
+        summary="TVM; with Mean/InvStdDev outputs through its function body",
+        expand_body=_layer_norm_stats,
+        torch=_torch_layer_norm,
+    ),
+    OpRule(("GroupNormalization",), summary="TVM", torch=_torch_group_norm),
+    OpRule(("RMSNormalization",), summary="ONNX's function body (opset 23)", torch=_torch_rms_norm),
+    OpRule(("InstanceNormalization",), summary="TVM", torch=_torch_instance_norm),
+]
