@@ -129,7 +129,7 @@ def find_input_model(out_dir: Path, manifest: Manifest) -> Path:
         tried.append(p)  # older manifests: the path as given, relative to where generate ran
     for t in tried:
         if t.is_file():
-            return t
+            return Path(os.path.normpath(t))
     raise OpforgeError(
         f"the original model is missing (tried {', '.join(str(t) for t in dict.fromkeys(tried))}); give it with --model"
     )
