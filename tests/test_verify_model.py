@@ -197,3 +197,34 @@ def test_run_phase_command_needs_no_tvm(bundle, tmp_path):
         assert proc.returncode == (0 if report["ok"] else 1)
     else:  # a machine without a GPU may be refused before any run ("no GPU"), in one line
         assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_failing_reference_is_a_row(bundle, tmp_path):
+    """The original model runs in neither onnxruntime nor onnx.reference: each output's row says so."""
+    from opforge.verify.reference import ReferenceFailed, reference_outputs
+
+    broken = onnx.load(str(bundle / "roialign.onnx"))
+    broken.graph.node[-1].op_type, broken.graph.node[-1].domain = "NoSuchOp", "nowhere"
+    broken.opset_import.append(helper.make_opsetid("nowhere", 1))
+    onnx.save(broken, str(tmp_path / "broken.onnx"))
+    feeds = dict(np.load(bundle / "roialign.npz"))
+    report = verify_model(bundle / "roialign", feeds, runner=subgraph_runner(), original=tmp_path / "broken.onnx")
+    (row,) = report["outputs"]
+    assert not report["ok"] and row["error"].startswith("reference failed: onnxruntime:")
+    with pytest.raises(ReferenceFailed, match=r"onnx\.reference"):
+        reference_outputs(broken, [feeds[k] for k in ("image", "rois", "batch_indices")])
+
+
+def test_a_folder_without_plugins_is_one_line(bundle, tmp_path):
+    from opforge.core.errors import OpforgeError
+    from opforge.verify.plugins import verify_folder
+
+    empty = tmp_path / "empty"
+    shutil.copytree(bundle / "roialign", empty)
+    manifest = Manifest.load(empty)
+    manifest.plugins, manifest.nodes = [], {}
+    manifest.save(empty)
+    for check in (lambda: verify_model(empty, runner=subgraph_runner()), lambda: verify_folder(empty)):
+        with pytest.raises(OpforgeError, match="no plugins") as e:
+            check()
+        assert "\n" not in str(e.value)
