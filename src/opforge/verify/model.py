@@ -97,7 +97,12 @@ def harness_runner(out_dir: Path, manifest: Manifest) -> PluginRunner:
     from opforge.verify.check import POISONS
     from opforge.verify.harness import Harness
 
-    harness = Harness(out_dir / manifest.harness)
+    if not manifest.harness or not (out_dir / manifest.harness).is_file():
+        raise OpforgeError(f"{out_dir}: the harness library {manifest.harness or '(none)'} is missing; re-run generate")
+    try:
+        harness = Harness(out_dir / manifest.harness)
+    except OSError as e:
+        raise OpforgeError(f"{out_dir / manifest.harness}: cannot be loaded ({str(e).splitlines()[0]})") from None
     plans: dict[str, KernelPlan] = {}
     declared: dict[str, list[tuple[str, str]]] = {}
 
