@@ -6,6 +6,7 @@ interrupted or failed run leaves the output folder as it was. The input model is
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -178,7 +179,8 @@ def generate(
 
         manifest = Manifest(
             opforge_version=__version__,
-            input_model=str(model_path),
+            input_model=str(model_path.resolve()),
+            input_model_relative=os.path.relpath(model_path.resolve(), out_dir.resolve()),
             output_model=out_model_name,
             libraries=libraries,
             harness=built.harness or "",

@@ -21,6 +21,16 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
         c.add_argument("output", type=Path, help="an `opforge generate` output folder")
         a.add_dims(c)
         c.add_argument("--plugins", type=a.csv, default=None, help="only these plugins")
+    v = sub.choices["verify"]
+    v.add_argument(
+        "--inputs",
+        type=Path,
+        default=None,
+        metavar="FILE.npz",
+        help="verify the whole rewritten model on these inputs (keys: graph input names) against the original model",
+    )
+    v.add_argument("--whole-model", action="store_true", help="verify the whole rewritten model on random inputs")
+    v.add_argument("--model", type=Path, default=None, help="the original model (default: the one manifest.json names)")
 
 
 def _finish(args: argparse.Namespace, rows: list[dict]) -> int:
@@ -31,8 +41,21 @@ def _finish(args: argparse.Namespace, rows: list[dict]) -> int:
     return EXIT_OK if rows and all(r["ok"] for r in rows) else EXIT_FAILED
 
 
+def run_verify_model(args: argparse.Namespace) -> int:
+    """The whole rewritten model (plugins through the harness, other nodes through onnxruntime) against the original
+    model: a row per graph output and the first diverging node."""
+    from opforge.verify.model import format_report, verify_model
+
+    report = verify_model(args.output, args.inputs, dims=args.dims, original=args.model)
+    print(json.dumps(report, indent=1, default=str) if args.json else format_report(report))
+    return EXIT_OK if report["ok"] else EXIT_FAILED
+
+
 def run_verify(args: argparse.Namespace) -> int:
     from opforge.verify.plugins import verify_folder
+
+    if args.inputs or args.whole_model or args.model:
+        return run_verify_model(args)
 
     if (args.output / "report.json").is_file() and not args.dims and not args.plugins:
         # An `opforge auto` folder made on a machine without a GPU: verify, time, and complete its report.

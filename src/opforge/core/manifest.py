@@ -39,7 +39,7 @@ class PluginEntry:
 @dataclass
 class Manifest:
     opforge_version: str
-    input_model: str
+    input_model: str  # absolute (manifests written before issue 14: as given on the command line)
     output_model: str  # relative to the output folder
     libraries: dict[str, list[str]]  # library file -> plugin names
     harness: str
@@ -48,6 +48,7 @@ class Manifest:
     dynamic_batch: dict | None = None  # {"min", "opt", "max"} of the batch profile
     build: dict = field(default_factory=dict)  # nvcc, arch, gencode, TensorRT headers
     files: list[str] = field(default_factory=list)  # every file the run wrote, relative to the output folder
+    input_model_relative: str = ""  # the input model relative to the output folder (found after moving both)
     manifest_version: int = MANIFEST_VERSION
 
     def plugin(self, name: str) -> PluginEntry:

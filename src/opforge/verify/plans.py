@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from opforge.core.errors import OpforgeError
 from opforge.core.kernel_plan import KernelPlan
 from opforge.core.manifest import Manifest
 from opforge.verify.check import check_once
 from opforge.verify.plugins import default_dims
+from opforge.verify.reference import ReferenceFailed
 
 
 def check_folder(
@@ -21,6 +23,8 @@ def check_folder(
     from opforge.runtime.launcher import Context, PlanRunner
 
     manifest = Manifest.load(out_dir)
+    if not manifest.plugins:
+        raise OpforgeError(f"{out_dir}: no plugins in {out_dir / 'manifest.json'}, nothing to check")
     dims_for = default_dims(manifest, dim_values)
     Context(0)
     rng = np.random.default_rng()
@@ -31,8 +35,13 @@ def check_folder(
         plan = KernelPlan.load(out_dir / entry.plan)
         sub = onnx.load(str(out_dir / entry.subgraph))
         runner = PlanRunner(plan, (out_dir / entry.fatbin).read_bytes())
+        runs = []
         try:
-            runs = [check_once(plan, sub, runner.run_contexts, d, rng) for d in dims_for(entry, plan)]
+            for d in dims_for(entry, plan):
+                try:
+                    runs.append(check_once(plan, sub, runner.run_contexts, d, rng))
+                except ReferenceFailed as e:  # a row saying so, not a traceback
+                    runs.append({"dims": d, "ok": False, "error": str(e)})
         finally:
             runner.close()
         rows.append({"plugin": entry.name, "op_type": entry.op_type, "runs": runs, "ok": all(r["ok"] for r in runs)})

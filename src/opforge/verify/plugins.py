@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from opforge.core.errors import OpforgeError
 from opforge.core.fields import parser_fields
 from opforge.core.kernel_plan import KernelPlan
 from opforge.core.manifest import Manifest, PluginEntry
 from opforge.verify.check import check_once
 from opforge.verify.harness import Harness, HarnessError
+from opforge.verify.reference import ReferenceFailed
 
 DimsFor = Callable[[PluginEntry, KernelPlan], list[dict[str, int]]]
 
@@ -47,6 +49,8 @@ def verify_folder(
 ) -> list[dict]:
     """dims_for chooses the dimension values per plugin; by default default_dims(manifest, dim_values)."""
     manifest = Manifest.load(out_dir)
+    if not manifest.plugins:
+        raise OpforgeError(f"{out_dir}: no plugins in {out_dir / 'manifest.json'}, nothing to verify")
     dims_for = dims_for or default_dims(manifest, dim_values)
     harness = Harness(out_dir / manifest.harness)
     rewritten = onnx.load(str(out_dir / manifest.output_model))
@@ -76,7 +80,7 @@ def verify_folder(
         for dims in dims_for(entry, plan):
             try:
                 r = check_once(plan, sub, run, dims, rng)
-            except (HarnessError, ValueError) as e:
+            except (HarnessError, ValueError, ReferenceFailed) as e:
                 r = {"dims": dims, "ok": False, "error": str(e)}
             row["runs"].append(r)
         row["ok"] = bool(row["runs"]) and all(r["ok"] for r in row["runs"])

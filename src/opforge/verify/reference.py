@@ -5,6 +5,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from opforge.core.errors import OpforgeError
+
+
+class ReferenceFailed(OpforgeError):
+    """Neither onnxruntime nor onnx's reference evaluator computes the model: a row says so, not a traceback."""
+
 
 def reference_outputs(model: onnx.ModelProto, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
     inits = {i.name for i in model.graph.initializer}
@@ -17,8 +23,17 @@ def reference_outputs(model: onnx.ModelProto, inputs: list[np.ndarray]) -> tuple
         opts.log_severity_level = 3
         sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         return [np.asarray(o) for o in sess.run(None, feeds)], "onnxruntime"
-    except Exception:
+    except Exception as e:
+        ort_error = _one_line(e)
+    try:
         from onnx.reference import ReferenceEvaluator
 
         outs = ReferenceEvaluator(model).run(None, feeds)
         return [np.asarray(o) for o in outs], "onnx.reference"
+    except Exception as e:
+        raise ReferenceFailed(f"reference failed (onnxruntime: {ort_error}; onnx.reference: {_one_line(e)})") from None
+
+
+def _one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
