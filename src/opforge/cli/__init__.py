@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from opforge import __version__
@@ -56,11 +57,24 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup (staging folders, locks) runs."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; errors become one line on stderr and exit code 1 (failure) or 2 (usage)."""
     args = parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        import warnings
+
+        warnings.filterwarnings("ignore")  # TVM's and onnx's Python warnings; -v shows them
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return COMMANDS[args.command](args)
     except OpforgeError as e:
@@ -73,8 +87,13 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except KeyboardInterrupt:
-        print(
-            "opforge: interrupted (outputs are written atomically; re-run to resume from cached plans)", file=sys.stderr
-        )
+    except OSError as e:  # permissions, full disk, read-only file systems: the file and the reason
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"opforge: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt as e:
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"opforge: {what} (the output folder is as it was; re-run to resume from cached plans)", file=sys.stderr)
         return EXIT_FAILED

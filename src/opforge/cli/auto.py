@@ -18,6 +18,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     a.add_selection(p, more=True)
     a.add_shapes(p)
     a.add_dynamic_batch(p)
+    a.add_force(p)
     p.add_argument(
         "--verify",
         choices=("auto", "always", "never"),
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         a.dynamic_batch(args),
         args.verify,
         say(args),
+        force=args.force,
     )
     if args.json:
         print(json.dumps(result, indent=1, default=str))
