@@ -8,6 +8,8 @@ import argparse
 import logging
 import signal
 import sys
+import threading
+import warnings
 
 from opforge import __version__
 from opforge.cli import args as a
@@ -70,11 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        import warnings
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    try:
+        with warnings.catch_warnings():
+            if not args.verbose:
+                warnings.simplefilter("ignore")  # TVM's and onnx's Python warnings; -v shows them
+            return _run(args)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
-        warnings.filterwarnings("ignore")  # TVM's and onnx's Python warnings; -v shows them
-    signal.signal(signal.SIGTERM, _on_sigterm)
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, its errors turned into one line and an exit code."""
     try:
         return COMMANDS[args.command](args)
     except OpforgeError as e:
