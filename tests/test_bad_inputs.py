@@ -396,3 +396,20 @@ def test_sigterm_cleans_up(tmp_path):
     assert proc.returncode == 1, err
     assert "opforge: terminated" in err and "Traceback" not in err
     assert not (p / "out").exists()  # the run created it; a failed run leaves things as they were
+
+
+def test_folder_of_an_older_opforge_owns_its_generated_files_only(tmp_path):
+    """A manifest without a file list (opforge before issue 18): its named files and generated sources are opforge's,
+    a user's file next to them is not."""
+    from opforge.core.manifest import Manifest
+    from opforge.core.outdir import OutputFolder
+
+    out = tmp_path / "out"
+    (out / "src").mkdir(parents=True)
+    for rel in ("src/opforge_library.cpp", "src/p_Relu_opf1_kernels.cu", "src/train.py", "m.opforge.onnx"):
+        (out / rel).write_text("x")
+    Manifest("0", str(tmp_path / "m.onnx"), "m.opforge.onnx", {}, "", []).save(out)
+    with OutputFolder(out, tmp_path / "m.onnx") as folder:
+        assert {"src/opforge_library.cpp", "src/p_Relu_opf1_kernels.cu", "m.opforge.onnx"} <= folder.owned
+        assert "src/train.py" not in folder.owned
+    assert not list(out.glob(".opforge-staging-*"))

@@ -150,7 +150,7 @@ class OutputFolder:
         except OpforgeError:  # a manifest.json that is not opforge's (or of a version this opforge cannot read)
             self.previous = None
         if self.previous is not None:
-            self.owned = set(self.previous.files) or _files_named_by(self.previous)
+            self.owned = set(self.previous.files) or _files_named_by(self.previous, self.path)
             self.owned.add(MANIFEST_FILE)
             if not _same_model(self.previous.input_model, self.model) and not self.force:
                 raise UsageError(
@@ -237,11 +237,18 @@ def _same_model(recorded: str, model: Path) -> bool:
     return rec.name == model.name
 
 
-def _files_named_by(m: Manifest) -> set[str]:
-    """The files an older manifest (without a file list) names."""
+# What older opforge versions (manifests without a file list) wrote under src/ and plans/, by name pattern.
+_LEGACY_PATTERNS = ("src/opforge*", "src/p_*_kernels.cu", "src/p_*_plugin.cpp", "src/*/opforge*", "src/*/p_*")
+
+
+def _files_named_by(m: Manifest, root: Path) -> set[str]:
+    """The files of a run whose manifest (written by an older opforge) has no file list: the files it names, and
+    the generated sources by their name patterns."""
     files = {m.output_model, *m.libraries, m.harness}
     for p in m.plugins:
         files |= {p.plan, p.fatbin, p.subgraph, p.plan.removesuffix(".json") + ".cu"}
+    for pattern in _LEGACY_PATTERNS:
+        files |= {str(f.relative_to(root)) for f in root.glob(pattern) if f.is_file()}
     return {f for f in files if f}
 
 
