@@ -91,7 +91,8 @@ def build(bundle: Path) -> None:
     for k, (name, (model, selection)) in enumerate(specs.items()):
         src = bundle / f"{name}.onnx"
         onnx.save(model, str(src))
-        generate(src, bundle / name, **selection, progress=print)
+        # One plugin per node (no fusion), so that a divergence is pinned to one node of the user's model.
+        generate(src, bundle / name, **selection, progress=print, fuse=False)
         manifest = Manifest.load(bundle / name)
         feeds = random_inputs(model, np.random.default_rng(SEED + k), manifest=manifest)
         np.savez(bundle / f"{name}.npz", **feeds)

@@ -18,12 +18,15 @@ def onnx2plugin(
     min_bs: int = 1,
     max_bs: int = 256,
     opt_bs: int = 128,
+    force: bool = False,
 ) -> GenerateResult:
     """Generate TensorRT plugins for the selected nodes, as TPAT's onnx2plugin does.
 
     The rewritten model is written to `output_model_path`; the plugin library (libopforge_plugins.so), its sources,
     the kernel plans and manifest.json go to the folder holding it. With dynamic_bs, the batch (first) dimension of
     the model's inputs is symbolic and min_bs/opt_bs/max_bs are recorded as the profile to build and verify with.
+    The folder follows `opforge generate`'s rules (docs/generate.md): a non-empty folder opforge did not make, or one
+    holding another model's plugins, is refused unless force=True, and no file opforge did not write is touched.
     """
     out_model = Path(output_model_path)
     if out_model.resolve() == Path(input_model_path).resolve():
@@ -43,5 +46,6 @@ def onnx2plugin(
         plugin_name_dict=plugin_name_dict,
         dynamic_batch=batch,
         output_name=out_model.name,
+        force=force,
     )
     return result

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from opforge import trt_parser
-from opforge.core.errors import OpforgeError
-from opforge.core.fsutil import atomic_write_bytes, atomic_write_text
+from opforge import __version__, trt_parser
+from opforge.core.errors import OpforgeError, UsageError
+from opforge.core.fsutil import atomic_write_bytes
 from opforge.core.manifest import Manifest
+from opforge.core.outdir import OutputFolder
 from opforge.extract import load_model
-from opforge.extract.subgraph import Dim
+from opforge.extract.select import check_names_exist, check_unique_names
+from opforge.extract.subgraph import Dim, check_input_shapes
 from opforge.generate import DynamicBatch, generate
 from opforge.inspect_model import check_graph_input_shapes, inspect_model, name_nodes
 
@@ -41,60 +43,73 @@ def auto(
     verify: str = "auto",
     progress=None,
     fuse: bool = True,
+    force: bool = False,
 ) -> dict:
-    """inspect -> generate (every rejected node opforge can lower, plus the given ones) -> verify -> report."""
+    """Inspect the model, generate plugins for every rejected node opforge can lower (and the nodes/types given),
+    verify them when a GPU is present, and write report.{md,html,json,svg} into out_dir. The user's inputs are all
+    checked before the first lowering; out_dir follows opforge.core.outdir's rules. `fuse`: see generate."""
     say = progress or (lambda m: None)
     model_path, out_dir = Path(model_path), Path(out_dir)
     model = load_model(model_path)
+    check_unique_names(model)
+    check_input_shapes(model, input_shapes)
     check_graph_input_shapes(model, input_shapes)
-    source = model_path
-    if name_nodes(model):  # unnamed nodes get names so they can be selected; work on a named copy
-        source = out_dir / f"{model_path.stem}.named.onnx"
-        atomic_write_bytes(source, model.SerializeToString())
-    say("inspecting with TensorRT's ONNX parser")
-    report = inspect_model(model, input_shapes, progress=say)
-    report.model = str(model_path)
-    chosen = [r.name for r in report.rejected if r.plugin]
-    chosen += [n for n in (node_names or []) if n not in chosen]
-    result: dict = {"inspect": report.as_dict(), "plugins": [], "verification": None, "after": None}
-    if not chosen and not node_types:
-        _write_report(out_dir, result, say)
-        return result
-    gen = generate(
-        source,
-        out_dir,
-        chosen,
-        node_types,
-        None,
-        input_shapes,
-        dynamic_batch,
-        output_name=f"{model_path.stem}.opforge.onnx",
-        progress=say,
-        fuse=fuse,
-    )
-    result["model"] = str(gen.model)
-    result["library"] = [str(p) for p in gen.libraries]
-    result["plugins"] = [
-        {"name": s.name, "op_type": s.plan.op_type, "nodes": s.nodes, "kernels": len(s.plan.launches)}
-        for s in gen.plugins
-    ]
-    plugin_names = {s.name for s in gen.plugins}
-    after = trt_parser.parse_any(load_model(gen.model))
-    result["after"] = {
-        "parser": after.parser,
-        "plugin_lookups": sorted({e.op_type for e in after.errors if e.op_type in plugin_names}),
-        "other_errors": [vars(e) for e in after.errors if e.op_type not in plugin_names],
-    }
-    if verify == "always" or (verify == "auto" and gpu_available()):
-        from opforge.verify.results import run_metadata
-
-        say("verifying on the GPU")
-        result["verification"] = _verify_and_time(out_dir)
-        result["verification_meta"] = run_metadata(
-            result["verification"][0]["device"] if result["verification"] else "?"
+    check_names_exist(model, node_names)
+    present = {n.op_type for n in model.graph.node}
+    for t in node_types or ():
+        if t not in present:
+            raise UsageError(f"-t: op type {t!r} does not occur in the model")
+    name_nodes(model)  # unnamed nodes get names so they can be selected
+    with OutputFolder(out_dir, model_path, force, say) as folder:
+        say("inspecting with TensorRT's ONNX parser")
+        report = inspect_model(model, input_shapes, progress=say)
+        report.model = str(model_path)
+        chosen = [r.name for r in report.rejected if r.plugin]
+        chosen += [n for n in (node_names or []) if n not in chosen]
+        result: dict = {"inspect": report.as_dict(), "plugins": [], "verification": None, "after": None}
+        if not chosen and not node_types:
+            folder.commit(
+                Manifest(__version__, str(model_path.resolve()), "", {}, "", [])  # a folder of this run, no plugin
+            )
+            _write_report(folder, result, say)
+            return result
+        gen = generate(
+            model_path,
+            out_dir,
+            chosen,
+            node_types,
+            None,
+            input_shapes,
+            dynamic_batch,
+            output_name=f"{model_path.stem}.opforge.onnx",
+            progress=say,
+            folder=folder,
+            model=model,
+            fuse=fuse,
         )
-    _write_report(out_dir, result, say)
-    return result
+        result["model"] = str(gen.model)
+        result["library"] = [str(p) for p in gen.libraries]
+        result["plugins"] = [
+            {"name": s.name, "op_type": s.plan.op_type, "nodes": s.nodes, "kernels": len(s.plan.launches)}
+            for s in gen.plugins
+        ]
+        plugin_names = {s.name for s in gen.plugins}
+        after = trt_parser.parse_any(load_model(gen.model))
+        result["after"] = {
+            "parser": after.parser,
+            "plugin_lookups": sorted({e.op_type for e in after.errors if e.op_type in plugin_names}),
+            "other_errors": [vars(e) for e in after.errors if e.op_type not in plugin_names],
+        }
+        if verify == "always" or (verify == "auto" and gpu_available()):
+            from opforge.verify.results import run_metadata
+
+            say("verifying on the GPU")
+            result["verification"] = _verify_and_time(out_dir)
+            result["verification_meta"] = run_metadata(
+                result["verification"][0]["device"] if result["verification"] else "?"
+            )
+        _write_report(folder, result, say)
+        return result
 
 
 def complete_report(out_dir: Path, progress=None) -> dict:
@@ -107,7 +122,9 @@ def complete_report(out_dir: Path, progress=None) -> dict:
     from opforge.verify.results import run_metadata
 
     result["verification_meta"] = run_metadata(result["verification"][0]["device"] if result["verification"] else "?")
-    _write_report(out_dir, result, progress or (lambda m: None))
+    for rel, data in _report_files(result).items():  # files the auto run listed in its manifest
+        atomic_write_bytes(out_dir / rel, data)
+    (progress or (lambda m: None))(f"report: {out_dir / 'report.md'}")
     return result
 
 
@@ -158,7 +175,13 @@ def _svg_bars(items: list[tuple[str, float]], unit: str, caption: str = "") -> s
     )
 
 
-def _write_report(out_dir: Path, result: dict, say) -> None:
+def _write_report(folder: OutputFolder, result: dict, say) -> None:
+    folder.add_files(_report_files(result))
+    say(f"report: {folder.path / 'report.md'}")
+
+
+def _report_files(result: dict) -> dict[str, bytes]:
+    """report.svg, report.md, report.json and report.html of a result."""
     insp = result["inspect"]
     ver = {r["plugin"]: r for r in (result["verification"] or [])}
     lines = [
@@ -225,11 +248,8 @@ def _write_report(out_dir: Path, result: dict, say) -> None:
         if timed
         else _svg_bars([(p["name"], p["kernels"]) for p in result["plugins"]], "kernels")
     )
-    atomic_write_text(out_dir / "report.svg", chart)
     lines += ["", "![chart](report.svg)", ""]
     md = "\n".join(lines) + "\n"
-    atomic_write_text(out_dir / "report.md", md)
-    atomic_write_text(out_dir / "report.json", json.dumps(result, indent=1, default=str))
     body = _md_table_html(lines)
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>opforge auto report</title>"
@@ -237,8 +257,12 @@ def _write_report(out_dir: Path, result: dict, say) -> None:
         f"td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}</style></head><body>{body}{chart}"
         f"</body></html>"
     )
-    atomic_write_text(out_dir / "report.html", page)
-    say(f"report: {out_dir / 'report.md'}")
+    return {
+        "report.svg": chart.encode(),
+        "report.md": md.encode(),
+        "report.json": json.dumps(result, indent=1, default=str).encode(),
+        "report.html": page.encode(),
+    }
 
 
 def _md_table_html(lines: list[str]) -> str:

@@ -10,7 +10,7 @@ import onnx
 from opforge import trt_parser
 from opforge.core.errors import OpforgeError
 from opforge.extract import extract_nodes, load_model
-from opforge.extract.subgraph import Dim
+from opforge.extract.subgraph import Dim, check_input_shapes
 
 
 @dataclass
@@ -72,6 +72,7 @@ def inspect_model(
 ) -> InspectReport:
     model = model_or_path if isinstance(model_or_path, onnx.ModelProto) else load_model(model_or_path)
     label = "<model>" if isinstance(model_or_path, onnx.ModelProto) else str(model_or_path)
+    check_input_shapes(model, input_shapes)
     name_nodes(model)
     parsed = trt_parser.parse_any(model)
     by_name = {n.name: (i, n) for i, n in enumerate(model.graph.node)}
@@ -86,6 +87,7 @@ def inspect_model(
         seen.add(node.name)
         rejected.append(RejectedNode(index, node.name, node.op_type, e.reason.strip().splitlines()[0][:300], None))
     if try_lowering:
+        from opforge.core.quiet import quiet_native
         from opforge.lower import lower_subgraph
 
         for k, r in enumerate(rejected):
@@ -93,7 +95,8 @@ def inspect_model(
                 progress(f"trying to lower {r.name} ({r.op_type}) [{k + 1}/{len(rejected)}]")
             try:
                 sub = extract_nodes(model, [by_name[r.name][1]], input_shapes)[0]
-                lower_subgraph(sub)
+                with quiet_native():
+                    lower_subgraph(sub)
                 r.plugin = True
             except OpforgeError as err:
                 r.plugin, r.plugin_note = False, str(err)

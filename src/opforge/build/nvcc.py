@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -50,12 +51,27 @@ def run_nvcc(args: list[str], what: str, cwd: Path | None = None) -> None:
         raise BuildError(f"nvcc failed on {what}: {first}")
 
 
+def unique_tmp(out: Path) -> Path:
+    """A temporary name next to `out`, unique to this process and call (concurrent runs share the cache)."""
+    return out.with_name(f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def nvcc_to(out: Path, args: list[str], what: str) -> Path:
+    """Run nvcc writing `-o` to a unique temporary next to `out`, then rename it into place atomically (readers
+    and concurrent writers see the whole file or none)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = unique_tmp(out)
+    try:
+        run_nvcc([*args, "-o", str(tmp)], what)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 def compile_fatbin(source: Path, out: Path, arch: str = "sm_90") -> Path:
     """A kernel-only CUDA source -> fatbin (SASS + PTX), loadable with cuModuleLoadData."""
-    tmp = out.with_name(f".{out.name}.tmp")
-    run_nvcc(["-fatbin", "-O3", "-std=c++17", *gencode_flags(arch), "-o", str(tmp), str(source)], str(source))
-    os.replace(tmp, out)
-    return out
+    return nvcc_to(out, ["-fatbin", "-O3", "-std=c++17", *gencode_flags(arch), str(source)], str(source))
 
 
 def parallel(jobs: list, fn, workers: int | None = None) -> list:

@@ -6,11 +6,9 @@ No libnvinfer is linked: TensorRT resolves the library's entry points (getCreato
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from pathlib import Path
 
-from opforge.build.nvcc import find_nvcc, gencode_flags, parallel, run_nvcc
+from opforge.build.nvcc import find_nvcc, gencode_flags, nvcc_to, parallel
 from opforge.build.trt_headers import trt_include_dir
 from opforge.core.fsutil import atomic_write_bytes, atomic_write_text
 
@@ -37,13 +35,14 @@ def compile_objects(
             for f in [src, *sorted(src.parent.glob("*.h"))]:
                 h.update(f.read_bytes())
             cached = cache_dir / f"{h.hexdigest()[:24]}.o"
-            if cached.is_file():
-                shutil.copyfile(cached, obj)
+            try:
+                atomic_write_bytes(obj, cached.read_bytes())  # another run may be replacing it: read it whole
                 return obj
-        run_nvcc([*args, "-o", str(obj), str(src)], src.name)
+            except FileNotFoundError:
+                pass
+        nvcc_to(obj, [*args, str(src)], src.name)
         if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(cached, obj.read_bytes())
+            atomic_write_bytes(cached, obj.read_bytes())  # unique temporary + rename: safe against other runs
         return obj
 
     return parallel(sources, one)
@@ -68,10 +67,7 @@ def build_library(
         [trt_include_dir(), src_dir],
         cache_dir,
     )
-    tmp = out.with_name(f".{out.name}.tmp")
-    run_nvcc(["-shared", *gencode_flags(arch), "-o", str(tmp), *map(str, objects)], out.name)
-    os.replace(tmp, out)
-    return out
+    return nvcc_to(out, ["-shared", *gencode_flags(arch), *map(str, objects)], out.name)
 
 
 HARNESS_SOURCE = Path(__file__).resolve().parent.parent / "harness" / "harness.cpp"
@@ -79,11 +75,6 @@ HARNESS_SOURCE = Path(__file__).resolve().parent.parent / "harness" / "harness.c
 
 def build_harness(out: Path) -> Path:
     """The harness library (opforge.verify.harness loads it): host code only, against the same TensorRT headers."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    run_nvcc(
-        ["-shared", *CXX_FLAGS, f"-I{trt_include_dir()}", "-o", str(tmp), str(HARNESS_SOURCE), "-ldl"],
-        HARNESS_SOURCE.name,
+    return nvcc_to(
+        out, ["-shared", *CXX_FLAGS, f"-I{trt_include_dir()}", str(HARNESS_SOURCE), "-ldl"], HARNESS_SOURCE.name
     )
-    os.replace(tmp, out)
-    return out

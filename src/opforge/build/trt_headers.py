@@ -71,7 +71,10 @@ def _download(target: Path) -> Path:
         raise OpforgeError(f"{HEADER_WHEEL} holds no {_MARKER}: set TENSORRT_INCLUDE_DIR")
     try:
         os.replace(staging, target)  # atomic: a concurrent build sees all headers or none
-    except OSError:
+    except OSError:  # another run put them there first
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
         if not (target / _MARKER).is_file():
             raise
     return target

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
+import warnings
 
 from opforge import __version__
 from opforge.cli import args as a
@@ -56,11 +59,33 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup (staging folders, locks) runs."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; errors become one line on stderr and exit code 1 (failure) or 2 (usage)."""
     args = parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    try:
+        with warnings.catch_warnings():
+            if not args.verbose:
+                warnings.simplefilter("ignore")  # TVM's and onnx's Python warnings; -v shows them
+            return _run(args)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, its errors turned into one line and an exit code."""
     try:
         return COMMANDS[args.command](args)
     except OpforgeError as e:
@@ -73,8 +98,13 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except KeyboardInterrupt:
-        print(
-            "opforge: interrupted (outputs are written atomically; re-run to resume from cached plans)", file=sys.stderr
-        )
+    except OSError as e:  # permissions, full disk, read-only file systems: the file and the reason
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"opforge: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt as e:
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"opforge: {what} (the output folder is as it was; re-run to resume from cached plans)", file=sys.stderr)
         return EXIT_FAILED

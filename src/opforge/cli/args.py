@@ -69,6 +69,15 @@ def add_output(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("-o", "--output", type=Path, required=required, help="output folder")
 
 
+def add_force(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty folder opforge did not make, or one holding another model's plugins "
+        "(opforge's own earlier files are replaced; no other file is deleted or overwritten)",
+    )
+
+
 def add_dims(p: argparse.ArgumentParser, what: str = "dimension values") -> None:
     p.add_argument("--dims", type=dims, default=None, help=f"{what}, e.g. 'batch=1,7,64'")
 

@@ -19,6 +19,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     a.add_shapes(p)
     a.add_dynamic_batch(p)
     a.add_fuse(p)
+    a.add_force(p)
     p.add_argument(
         "--verify",
         choices=("auto", "always", "never"),
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         args.verify,
         say(args),
         fuse=args.fuse,
+        force=args.force,
     )
     if args.json:
         print(json.dumps(result, indent=1, default=str))

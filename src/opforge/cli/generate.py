@@ -25,6 +25,7 @@ def add_parser(sub, common: argparse.ArgumentParser, epilog: str) -> None:
     a.add_shapes(g)
     a.add_dynamic_batch(g)
     a.add_fuse(g)
+    a.add_force(g)
     g.add_argument("--library-per-plugin", action="store_true", help="one .so per plugin instead of one per model")
 
 
@@ -48,12 +49,13 @@ def run(args: argparse.Namespace) -> int:
     names = plugin_names(args.plugin_names)
     model = args.model
     nodes, types = list(args.nodes), list(args.types)
+    loaded, extra = None, None
     if args.example:
-        from opforge.core.fsutil import atomic_write_bytes
         from opforge.examples.example_model import REJECTED_OP_TYPES, example_model
 
-        model = args.output / "example.onnx"
-        atomic_write_bytes(model, example_model().SerializeToString())
+        model = args.output / "example.onnx"  # written with the run's files, owned like them
+        loaded = example_model()
+        extra = {model.name: loaded.SerializeToString()}
         types = types or list(REJECTED_OP_TYPES)
     if not (nodes or types or names):
         raise UsageError("select nodes with -n NAMES, -t TYPES or -p JSON")
@@ -68,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
         args.library_per_plugin,
         progress=say(args),
         fuse=args.fuse,
+        force=args.force,
+        model=loaded,
+        extra_files=extra,
     )
     summary = {
         "model": str(result.model),

@@ -18,6 +18,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     i.add_argument("model", type=Path)
     a.add_shapes(i)
     i.add_argument("--no-lowering", action="store_true", help="do not try lowering the rejected nodes (faster)")
+    i.add_argument("--wide", action="store_true", help="whole names and reasons (the table cuts them to fit)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,9 +35,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{'#':>5}  {'node':28s} {'op':20s} {'plugin':7s} reason")
         for r in report.rejected:
             plug = "yes" if r.plugin else "no" if r.plugin is False else "?"
-            print(f"{r.index:>5}  {r.name[:28]:28s} {r.op_type[:20]:20s} {plug:7s} {r.reason[:70]}")
-            if r.plugin is False and args.verbose:
+            if args.wide:
+                print(f"{r.index:>5}  {r.name:28s} {r.op_type:20s} {plug:7s} {r.reason}")
+            else:
+                print(f"{r.index:>5}  {r.name[:28]:28s} {r.op_type[:20]:20s} {plug:7s} {_cut(r.reason, 70)}")
+            if r.plugin is False and (args.verbose or args.wide):
                 print(f"{'':36s}{r.plugin_note}")
+    if report.rejected and not args.wide and any(len(r.reason) > 70 for r in report.rejected):
+        print("(reasons cut to fit: --wide shows them whole, --json gives everything)")
     if report.subgraphs:
         ok = [s for s in report.subgraphs if s["supported"]]
         print(
@@ -44,3 +50,7 @@ def run(args: argparse.Namespace) -> int:
             f"({sum(s['nodes'] for s in ok)} of {report.nodes} nodes)"
         )
     return EXIT_OK
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -38,12 +38,14 @@ def run(args: argparse.Namespace) -> int:
     records = TuningRecords(args.records) if args.records else TuningRecords.default()
     tell = say(args)
     if args.measure is not None:
+        from opforge.runtime.gpu import require_gpu
         from opforge.tune.candidates import bundles_under
         from opforge.tune.measure import measure_all
 
         bundles = bundles_under(args.measure)
         if not bundles:
             raise UsageError(f"--measure {args.measure}: no tuning bundle (tune.json) there")
+        require_gpu("opforge tune --measure")
         result = {str(b): [r.__dict__ for r in measure_all(b)] for b in bundles}
         tell(f"measured {sum(len(v) for v in result.values())} candidates in {len(bundles)} bundle(s)")
     elif args.import_ is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from opforge.cli import args as a
 from opforge.cli.output import rows_table, say
 from opforge.core.errors import EXIT_FAILED, EXIT_OK
+from opforge.core.manifest import Manifest
 
 
 def add_parsers(sub, common: argparse.ArgumentParser) -> None:
@@ -52,8 +53,11 @@ def run_verify_model(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from opforge.runtime.gpu import require_gpu
     from opforge.verify.plugins import verify_folder
 
+    Manifest.load(args.output)  # a folder that is not opforge's: say so before looking for a GPU
+    require_gpu("opforge verify")
     if args.inputs or args.whole_model or args.model:
         return run_verify_model(args)
 
@@ -68,6 +72,10 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from opforge.runtime.gpu import require_gpu
     from opforge.verify.plans import check_folder
+
+    Manifest.load(args.output)
+    require_gpu("opforge check")
 
     return _finish(args, check_folder(args.output, set(args.plugins or []) or None, args.dims))

@@ -36,3 +36,26 @@ def select_nodes(
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
             raise UsageError(f"node {n.name!r} ({n.op_type}) has a subgraph attribute; control flow is not supported")
     return chosen
+
+
+def check_unique_names(model: onnx.ModelProto) -> None:
+    """ONNX needs node names unique in a graph (the rewritten model would fail onnx.checker): name the first
+    duplicate and where it occurs."""
+    seen: dict[str, int] = {}
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            continue
+        if n.name in seen:
+            raise UsageError(
+                f"node name {n.name!r} is used twice (nodes #{seen[n.name]} and #{i}): ONNX needs unique node names; "
+                "rename one"
+            )
+        seen[n.name] = i
+
+
+def check_names_exist(model: onnx.ModelProto, node_names: Iterable[str] | None, option: str = "-n") -> None:
+    """Every name given on the command line names a node of the model (a UsageError naming the first that does not)."""
+    present = {n.name for n in model.graph.node}
+    for name in node_names or ():
+        if name not in present:
+            raise UsageError(f"{option}: node {name!r} is not in the model (see `opforge inspect` for node names)")

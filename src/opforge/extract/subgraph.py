@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from opforge.core.errors import OpforgeError
+from opforge.core.errors import OpforgeError, UsageError
 from opforge.extract.fold import constant_values, infer_types
 from opforge.extract.model_io import opset_of
 
@@ -46,15 +46,53 @@ class NodeSubgraph:
         return hashlib.sha256(self.model.SerializeToString(deterministic=True)).hexdigest()[:16]
 
 
+_SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_POSITIVE = re.compile(r"^[1-9][0-9]*$")
+
+
 def parse_shape_arg(text: str) -> dict[str, list[Dim]]:
-    """`x:1x3x224x224,y:batchx16` -> {"x": [1, 3, 224, 224], "y": ["batch", 16]}."""
+    """`x:1x3x224x224,y:batchx16` -> {"x": [1, 3, 224, 224], "y": ["batch", 16]}. Each dimension is a positive
+    integer or a symbol (a C identifier); anything else is a UsageError naming the option and the value."""
     out: dict[str, list[Dim]] = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         name, sep, dims = item.rpartition(":")
         if not sep or not name:
-            raise OpforgeError(f"--input-shapes: {item!r} is not NAME:D0xD1x...")
-        out[name] = [int(d) if d.isdigit() else d for d in dims.split("x")] if dims else []
+            raise UsageError(f"--input-shapes {text!r}: {item!r} is not NAME:D0xD1x...")
+        shape: list[Dim] = []
+        for d in dims.split("x") if dims else []:
+            if _POSITIVE.match(d):
+                shape.append(int(d))
+            elif _SYMBOL.match(d):
+                shape.append(d)
+            else:
+                raise UsageError(
+                    f"--input-shapes {text!r}: dimension {d!r} of {name!r} is neither a positive integer nor a "
+                    "symbol (letters, digits, _), e.g. x:1x3x224x224 or x:batchx16"
+                )
+        if name in out:
+            raise UsageError(f"--input-shapes {text!r}: {name!r} is given twice")
+        out[name] = shape
     return out
+
+
+def check_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[Dim]] | None) -> None:
+    """--input-shapes against the model: each name a graph input, each shape of the input's rank where the model
+    gives one. A UsageError naming the option, input and value otherwise."""
+    inits = {i.name for i in model.graph.initializer}
+    graph_inputs = {i.name: i for i in model.graph.input if i.name not in inits}
+    for name, shape in (shapes or {}).items():
+        if name not in graph_inputs:
+            known = ", ".join(list(graph_inputs)[:8]) or "none"
+            raise UsageError(
+                f"--input-shapes names {name!r}, which is not a graph input of the model (inputs: {known})"
+            )
+        tt = graph_inputs[name].type.tensor_type
+        if tt.HasField("shape") and len(tt.shape.dim) != len(shape):
+            given = "x".join(map(str, shape)) or "(scalar)"
+            raise UsageError(
+                f"--input-shapes {name}:{given} has rank {len(shape)}, but the model's input {name!r} has rank "
+                f"{len(tt.shape.dim)}"
+            )
 
 
 def extract_nodes(
@@ -97,9 +135,7 @@ def _with_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[Dim]], dyn
     m.CopyFrom(model)
     inits = {i.name for i in m.graph.initializer}
     graph_inputs = {i.name: i for i in m.graph.input if i.name not in inits}
-    for name in shapes:
-        if name not in graph_inputs:
-            raise OpforgeError(f"--input-shapes names {name!r}, which is not a graph input of the model")
+    check_input_shapes(model, shapes)
     for name, vi in graph_inputs.items():
         tt = vi.type.tensor_type
         if name in shapes:
@@ -312,3 +348,29 @@ def _infer_outputs(sub: onnx.ModelProto) -> None:
         got = by_name.get(o.name)
         if got is not None and got.type.tensor_type.HasField("shape"):
             o.CopyFrom(got)
+
+
+def check_dtypes(subs: list[NodeSubgraph]) -> None:
+    """Every tensor a plugin would take or give has a dtype a TensorRT tensor can hold (core.dtypes' `trt`):
+    an OpforgeError naming the node and the tensor otherwise. Runs before lowering."""
+    from opforge.core.dtypes import from_onnx
+
+    for sub in subs:
+        inits = {t.name for t in sub.model.graph.initializer}
+        tensors = [
+            (orig, vi) for orig, vi in zip(sub.input_names, (v for v in sub.model.graph.input if v.name not in inits))
+        ] + list(zip(sub.output_names, sub.model.graph.output))
+        for orig, vi in tensors:
+            elem = vi.type.tensor_type.elem_type
+            if not elem:
+                continue
+            label = onnx.TensorProto.DataType.Name(elem) if elem in onnx.TensorProto.DataType.values() else elem
+            try:
+                ok = from_onnx(elem).trt is not None
+            except KeyError:
+                ok = False
+            if not ok:
+                raise OpforgeError(
+                    f"node {sub.node_name!r} ({sub.op_type}): tensor {orig!r} is {label}, which a TensorRT tensor "
+                    "cannot hold (TensorRT has no such dtype)"
+                )

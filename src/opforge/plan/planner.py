@@ -54,9 +54,13 @@ def plan_subgraphs(
     cache_dir: Path | None = None,
     on_progress=None,
     config_for: Callable[[NodeSubgraph], ScheduleConfig | None] | None = None,
+    before_lowering: Callable[[NodeSubgraph], None] | None = None,
 ) -> list[PlannedNode]:
     """Lower each distinct subgraph once and write its plan under out_dir/plans/<key>.*
-    config_for gives a subgraph's tuned schedule configuration (None: DLight's defaults)."""
+    config_for gives a subgraph's tuned schedule configuration (None: DLight's defaults); before_lowering is
+    called once per distinct subgraph, before it is lowered or read from the cache (progress lines).
+    TVM's own messages are shown only when verbose (opforge.core.quiet)."""
+    from opforge.core.quiet import quiet_native
     from opforge.lower.tvm_lower import lower_subgraph
 
     target = target or CudaTarget()
@@ -67,6 +71,8 @@ def plan_subgraphs(
     for i, sub in enumerate(subs):
         if sub.key in by_key:
             continue
+        if before_lowering:
+            before_lowering(sub)
         config = config_for(sub) if config_for else None
         cached = cache / f"{_cache_key(sub, target, config)}.json"
         plan = None
@@ -76,7 +82,8 @@ def plan_subgraphs(
             except (ValueError, KeyError, json.JSONDecodeError):
                 plan = None  # stale or damaged entry: lower again
         if plan is None:
-            plan = lower_subgraph(sub, target, config)
+            with quiet_native():
+                plan = lower_subgraph(sub, target, config)
             plan.save(cached)
         by_key[sub.key] = plan
         plan.save(plans_dir / f"{plan.key}.json")
