@@ -2,6 +2,10 @@
 computes x * spatial_scale - 0.5 (off by 0.375 at scale 0.25; torchvision agrees with ONNX). opforge scales the
 rois before TVM and passes spatial_scale 1, so TVM's arithmetic becomes ONNX's: (x * s) - 0.5.
 
+Max mode: TVM takes the max of the bilinearly interpolated values; ONNX the max of the weighted corners
+max(w1*v1, .., w4*v4) per sampling point, then over the sampling points. relax.vision.roi_align is legalized by
+opforge's kernel (opforge.lower.kernels.roi_align), ONNX's definition for both modes.
+
 Input domain: boxes (x1, y1, x2, y2) in image coordinates (the feature map's size / spatial_scale), x1 <= x2 and
 y1 <= y2, mostly inside the image with some reaching past its edge; batch indices in [0, N).
 """
@@ -50,9 +54,10 @@ def _boxes(d: InputDomain) -> None:
 RULES = [
     OpRule(
         ("RoiAlign",),
-        lowering="rewrite",
-        summary="TVM, rois scaled first so the half-pixel offset follows ONNX (x*s - 0.5)",
+        lowering="kernel",
+        summary="opforge's kernel (ONNX's max of weighted corners), rois scaled first (x*s - 0.5)",
         rewrite=_prescale_rois,
+        kernels={"relax.vision.roi_align": "opforge.lower.kernels.roi_align:override"},
         inputs=_boxes,
         torch_note="torchvision.ops.roi_align (avg only) is not on the GPU host",
     )

@@ -182,9 +182,15 @@ def _input_name(node: onnx.NodeProto, pos: int, opset: int) -> str:
 PLUGINS_PER_LIBRARY = 48
 
 
-def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
+BUILD_RECORD = "conformance-build.json"
+
+
+def build(
+    bundle: Path, cases: list[Case], progress=None, record: str = BUILD_RECORD, library_stem: str = "conformance"
+) -> list[dict]:
     """CPU side: classify and lower every case, emit one plugin per distinct plan, compile them into plugin
-    libraries of PLUGINS_PER_LIBRARY plugins each, build the harness; write the bundle the GPU side runs."""
+    libraries of PLUGINS_PER_LIBRARY plugins each, build the harness; write the bundle the GPU side runs
+    (`record`: the build record's file name in the bundle; `library_stem`: libopforge_<stem>_NN.so)."""
     from opforge.plan.planner import plan_subgraphs
 
     say = progress or (lambda _msg: None)
@@ -224,7 +230,7 @@ def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
 
     good = list(specs.values())
     groups = [
-        LibraryGroup(f"libopforge_conformance_{k // PLUGINS_PER_LIBRARY:02d}.so", [s.plugin for s in batch])
+        LibraryGroup(f"libopforge_{library_stem}_{k // PLUGINS_PER_LIBRARY:02d}.so", [s.plugin for s in batch])
         for k in range(0, len(good), PLUGINS_PER_LIBRARY)
         for batch in [good[k : k + PLUGINS_PER_LIBRARY]]
     ]
@@ -265,7 +271,7 @@ def build(bundle: Path, cases: list[Case], progress=None) -> list[dict]:
         (d / "plugin_node.onnx").write_bytes(_plugin_node(spec).SerializeToString())
         row.update({"plan_key": p.plan.key, "plugin": spec.name, "library": spec.library, "built": True})
     info = {"cases": len(cases), "build_s": round(time.perf_counter() - t0, 1), "rows": rows}
-    (bundle / "conformance-build.json").write_text(json.dumps(info, indent=1))
+    (bundle / record).write_text(json.dumps(info, indent=1))
     return rows
 
 
@@ -374,7 +380,7 @@ def load_built_case(bundle: Path, row: dict, harness, declared: dict) -> BuiltCa
     return BuiltCase(plan, fields, expected, call)
 
 
-def run(bundle: Path, progress=None) -> list[dict]:
+def run(bundle: Path, progress=None, record: str = BUILD_RECORD) -> list[dict]:
     """GPU side: every built case's plugin through the harness (TensorRT's IPluginV3 call sequence, two
     execution contexts), on the case's own inputs, against its expected outputs, under two output poisons."""
     from opforge.build.package import HARNESS_PATH
@@ -382,7 +388,7 @@ def run(bundle: Path, progress=None) -> list[dict]:
     from opforge.verify.compare import compare_contexts
     from opforge.verify.harness import Harness
 
-    info = json.loads((bundle / "conformance-build.json").read_text())
+    info = json.loads((bundle / record).read_text())
     harness = Harness(bundle / HARNESS_PATH)
     declared: dict = {}
     rows = info["rows"]

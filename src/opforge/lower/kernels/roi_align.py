@@ -1,0 +1,131 @@
+"""RoiAlign as ONNX defines it (onnx/reference/ops/op_roi_align.py), for both modes and both coordinate modes.
+
+TVM's `topi.vision.roi_align` takes, in max mode, the max over sampling points of the bilinearly *interpolated*
+value. ONNX's definition (and onnxruntime's) takes, per sampling point, the max of the four *weighted corners*
+`max(w1*v1, w2*v2, w3*v3, w4*v4)`, then the max over the sampling points; a sampling point outside the map
+(y < -1, y > H, x < -1 or x > W) contributes 0, and a bin with no sampling points (an empty box in half_pixel mode)
+is 0 in both modes. Avg mode is TVM's arithmetic, restated here so both modes share one definition.
+
+What reaches `relax.vision.roi_align` from TVM's ONNX frontend: rois of shape (R, 5) = (batch index, x1, y1, x2, y2),
+with -0.5 already added to the coordinates when coordinate_transformation_mode is half_pixel (then `aligned` is
+True: the box size is not clamped to 1), and `spatial_scale` multiplying those coordinates. opforge's registry
+(opforge.ops.roi_align) scales the rois before TVM and passes spatial_scale 1, so `roi * 1` here is ONNX's
+`x * spatial_scale - 0.5`. Layout NCHW only (the ONNX op's layout); NHWC keeps TVM's legalization.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import te, tirx
+
+
+def roi_align_te(
+    data: te.Tensor,
+    rois: te.Tensor,
+    pooled: tuple[int, int],
+    spatial_scale: float,
+    max_mode: bool,
+    sample_ratio: int,
+    aligned: bool,
+) -> te.Tensor:
+    """(R, C, pooled_h, pooled_w) of data (N, C, H, W) pooled over rois (R, 5), ONNX's definition."""
+    _, channels, height, width = data.shape
+    num_roi = rois.shape[0]
+    ph_n, pw_n = (int(p) for p in pooled)
+    ct = str(rois.dtype)  # coordinates compute in the rois' type, as TVM's and ONNX's (float64 there) do
+    vt = str(data.dtype)
+    acc = "float32" if vt in ("float16", "bfloat16") else vt
+
+    def f(v) -> tirx.PrimExpr:
+        return tirx.const(v, ct)
+
+    def geometry(i):
+        roi = rois[i]
+        start_w, start_h = roi[1] * f(spatial_scale), roi[2] * f(spatial_scale)
+        roi_w, roi_h = roi[3] * f(spatial_scale) - start_w, roi[4] * f(spatial_scale) - start_h
+        if not aligned:
+            roi_w, roi_h = te.max(roi_w, f(1.0)), te.max(roi_h, f(1.0))
+        bin_h, bin_w = roi_h / f(ph_n), roi_w / f(pw_n)
+        if sample_ratio > 0:
+            grid_h = grid_w = tirx.const(sample_ratio, "int32")
+        else:
+            grid_h = te.ceil(roi_h / f(ph_n)).astype("int32")
+            grid_w = te.ceil(roi_w / f(pw_n)).astype("int32")
+        return roi[0].astype("int32"), start_h, start_w, bin_h, bin_w, grid_h, grid_w
+
+    def corners(n, c, y, x):
+        """The four weighted corners of sampling point (y, x), and whether the point lies outside the map."""
+        outside = tirx.any(y < f(-1.0), x < f(-1.0), y > tirx.Cast(ct, height), x > tirx.Cast(ct, width))
+        y = te.min(te.max(y, f(0.0)), tirx.Cast(ct, height - 1))
+        x = te.min(te.max(x, f(0.0)), tirx.Cast(ct, width - 1))
+        y_low, x_low = y.astype("int32"), x.astype("int32")
+        y_high = te.min(y_low + 1, height - 1)
+        x_high = te.min(x_low + 1, width - 1)
+        ly, lx = y - tirx.Cast(ct, y_low), x - tirx.Cast(ct, x_low)
+        hy, hx = f(1.0) - ly, f(1.0) - lx
+
+        def v(yy, xx):
+            return tirx.Cast(acc, data[n, c, yy, xx])
+
+        def w(e):
+            return tirx.Cast(acc, e)
+
+        terms = [
+            w(hy * hx) * v(y_low, x_low),
+            w(hy * lx) * v(y_low, x_high),
+            w(ly * hx) * v(y_high, x_low),
+            w(ly * lx) * v(y_high, x_high),
+        ]
+        return outside, terms
+
+    def body(i, c, ph, pw):
+        n, start_h, start_w, bin_h, bin_w, grid_h, grid_w = geometry(i)
+        empty = grid_h * grid_w <= 0
+        rh = te.reduce_axis((0, te.max(grid_h, 1)), name="rh")
+        rw = te.reduce_axis((0, te.max(grid_w, 1)), name="rw")
+        y = start_h + tirx.Cast(ct, ph) * bin_h + (tirx.Cast(ct, rh) + f(0.5)) * bin_h / tirx.Cast(ct, grid_h)
+        x = start_w + tirx.Cast(ct, pw) * bin_w + (tirx.Cast(ct, rw) + f(0.5)) * bin_w / tirx.Cast(ct, grid_w)
+        outside, terms = corners(n, c, y, x)
+        zero = tirx.const(0.0, acc)
+        if max_mode:
+            value = te.max(te.max(terms[0], terms[1]), te.max(terms[2], terms[3]))
+            sample = tirx.if_then_else(tirx.any(empty, outside), zero, value)
+            return te.max(sample, axis=[rh, rw])
+        count = tirx.Cast(acc, te.max(grid_h * grid_w, 1))
+        value = (terms[0] + terms[1] + terms[2] + terms[3]) / count
+        sample = tirx.if_then_else(tirx.any(empty, outside), zero, value)
+        return te.sum(sample, axis=[rh, rw])
+
+    pooled_acc = te.compute((num_roi, channels, ph_n, pw_n), body, name="roi_align_onnx_acc")
+    if acc == vt:
+        return pooled_acc
+    return te.compute(pooled_acc.shape, lambda *i: tirx.Cast(vt, pooled_acc(*i)), name="roi_align_onnx")
+
+
+def legalize():
+    """A LegalizeOps override for relax.vision.roi_align (NCHW: ONNX's definition; NHWC: TVM's)."""
+    default = tvm.ir.Op.get("relax.vision.roi_align").get_attr("FLegalize")
+
+    def f(bb, call):
+        a = call.attrs
+        if str(a.layout) != "NCHW":
+            return default(bb, call)
+        mode = a.mode.decode() if isinstance(a.mode, bytes) else str(a.mode)
+        return bb.call_te(
+            roi_align_te,
+            call.args[0],
+            call.args[1],
+            [int(p) for p in a.pooled_size],
+            float(a.spatial_scale),
+            mode == "max",
+            int(a.sample_ratio),
+            bool(a.aligned),
+            primfunc_name_hint="roi_align",
+        )
+
+    return f
+
+
+def override(threads: int, config=None):
+    """The op registry's entry point for relax.vision.roi_align (opforge.ops.roi_align)."""
+    return legalize()

@@ -1,0 +1,537 @@
+"""Differential fuzzing of opforge against ONNX's reference, over every op type the conformance suite has a
+one-node form of.
+
+Generation (CPU, deterministic from one integer seed): the conformance suite's one-node models are the seeds of
+valid node forms (shape-like inputs baked as constants, as `conformance.case_subgraph` does). Each fuzz case takes
+one form of its op and mutates it with its own seeded numpy Generator:
+
+- shapes: every distinct dimension size of the runtime inputs is mapped to a new size, consistently across inputs
+  (so equal dims stay equal: matmul K, broadcast partners), from a regime drawn per case — tiny (1..4), small
+  (1..40, odd sizes), medium (up to 300, non-multiples of 32) or large (one dim up to 4096); size-1 dims mostly stay.
+  Shape-like constants (Reshape's shape, Expand's shape, Resize's sizes) follow the same map. Tensors stay under
+  MAX_ELEMENTS elements: tensors over 2^31 elements are not generated (they need 8+ GB per tensor; out of scope);
+- dtypes: the float tensors switch together among float32 / float16 / bfloat16, the integer data tensors among
+  int32 / int64 / int8 / uint8 (bool stays), where the schema's type constraints allow (checked by onnx.checker);
+- attributes: each attribute takes, at random, another value the op's seed forms use (so combinations across
+  forms arise: modes x axes x flags); integer `axis` attributes range over [-rank, rank);
+- constant vs runtime: sometimes one non-first runtime input becomes a constant (an initializer).
+
+A mutation is kept only if onnx.checker accepts the model, the inputs drawn from the op's input domain in the
+registry (`opforge.verify.inputs.make_inputs`) run through ONNX's reference (`onnx.reference.ReferenceEvaluator`,
+onnxruntime where the reference fails or takes over REFERENCE_TIMEOUT_S) and every output is a tensor TensorRT can
+hold; otherwise the next try draws again (the last try keeps the seed form's shapes and types). The expected
+outputs are computed here, on the CPU, and stored with the case.
+
+Each case is recorded with its seed, its model bytes and the mutation made, so a failure replays:
+`python scripts/fuzz.py replay BUNDLE CASE` (CPU: lower, run on TVM llvm; GPU: through the harness).
+
+Build and run reuse the conformance runner (`opforge.testing.conformance.build` / `run`): one plugin per distinct
+plan, PLUGINS_PER_LIBRARY per library, two poisons, two execution contexts.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from opforge.core import dtypes
+from opforge.testing import conformance
+from opforge.testing.conformance import Case
+
+BUILD_RECORD = "fuzz-build.json"
+MAX_ELEMENTS = 1 << 22  # per tensor (16 MB of float32): the GPU run stays short and the references fast
+REFERENCE_TIMEOUT_S = 4
+STORED_CASE_BYTES = 32 << 10  # arrays of larger cases are drawn again on the run side (the bundle stays small)
+TRIES = 8
+
+_FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+_INTS = (TensorProto.INT32, TensorProto.INT64, TensorProto.INT8, TensorProto.UINT8)
+_SHAPE_VALUED = {"shape", "sizes", "output_shape"}  # constant inputs whose values are dims of the inputs
+
+# Attributes tied to the node's structure (its number of outputs): never recombined. (A Split whose num_outputs
+# differs from its outputs aborts the process inside onnx's C++ shape inference.)
+_STRUCTURAL_ATTRIBUTES = {"num_outputs"}
+
+# Ops whose results are not a function of the node alone, or whose reference is not an oracle.
+_SKIP_OPS = {"Constant", "ConstantOfShape", "EyeLike", "Shape", "Size"}
+
+# Known, explained differences between ONNX's reference and a correct implementation, keyed by op type and a
+# predicate on the case: the explanation is written on the case's row (never a tolerance change).
+KNOWN_EXPLANATIONS: list[tuple[str, str, str]] = [
+    # (op type, condition name, explanation)
+    (
+        "Cast",
+        "float_to_bfloat16",
+        "ONNX's reference rounds float32 -> bfloat16 by truncation in some versions; round-to-nearest-even is "
+        "the IEEE (and CUDA) rule",
+    ),
+]
+
+
+@dataclass
+class FuzzCase:
+    """One generated case: a one-node model (shape-like inputs constant), its runtime inputs and ONNX's outputs."""
+
+    name: str
+    op_type: str
+    seed: list[int]
+    form: str  # the conformance case it was mutated from
+    model: onnx.ModelProto
+    inputs: list[np.ndarray]
+    outputs: list[np.ndarray]
+    mutation: dict = field(default_factory=dict)
+    reference: str = "onnx"  # "onnx" (ReferenceEvaluator) or "onnxruntime"
+
+    def as_case(self) -> Case:
+        return Case(self.name, self.op_type, self.model, self.inputs, self.outputs)
+
+    def record(self) -> dict:
+        return {
+            "case": self.name,
+            "op_type": self.op_type,
+            "seed": self.seed,
+            "form": self.form,
+            "mutation": self.mutation,
+            "reference": self.reference,
+            "input_shapes": [list(x.shape) for x in self.inputs],
+            "input_dtypes": [dtypes.from_numpy(x.dtype).name for x in self.inputs],
+        }
+
+
+# --- seed forms ------------------------------------------------------------------------------------------------
+
+
+def seed_forms(cases: list[Case] | None = None) -> dict[str, list[tuple[str, onnx.ModelProto]]]:
+    """op type -> [(conformance case name, one-node model with shape-like inputs baked)], eligible forms only."""
+    cases = conformance.load_cases() if cases is None else cases
+    forms: dict[str, list[tuple[str, onnx.ModelProto]]] = defaultdict(list)
+    for c in cases:
+        if len(c.model.graph.node) != 1 or c.op_type in _SKIP_OPS:
+            continue
+        node = c.model.graph.node[0]
+        if node.domain not in ("", "ai.onnx") or conformance.ineligible_reason(c.model):
+            continue
+        if any(not isinstance(x, np.ndarray) for x in c.inputs):
+            continue
+        sub, _baked = conformance.case_subgraph(c)
+        used = [vi for vi in sub.model.graph.input if vi.name in node.input]  # expanded forms may leave extras
+        del sub.model.graph.input[:]
+        sub.model.graph.input.extend(used)
+        if not sub.model.graph.input:
+            continue  # all inputs constant: nothing runs at run time
+        forms[c.op_type].append((c.name, sub.model))
+    return dict(forms)
+
+
+def _attr_pool(forms: list[tuple[str, onnx.ModelProto]]) -> dict[str, list[onnx.AttributeProto]]:
+    pool: dict[str, dict[bytes, onnx.AttributeProto]] = defaultdict(dict)
+    for _name, m in forms:
+        for a in m.graph.node[0].attribute:
+            if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                continue
+            pool[a.name][a.SerializeToString(deterministic=True)] = a
+    return {k: list(v.values()) for k, v in pool.items()}
+
+
+# --- mutation --------------------------------------------------------------------------------------------------
+
+_REGIMES = {
+    "tiny": [1, 2, 3, 4],
+    "small": [1, 2, 3, 5, 7, 9, 13, 17, 24, 31, 33, 40],
+    "medium": [1, 5, 17, 33, 63, 65, 97, 100, 127, 129, 255, 300],
+    "large": [1, 7, 33, 257, 1000, 1023, 2049, 4096],
+}
+
+
+def _shape_of(vi: onnx.ValueInfoProto) -> list[int]:
+    return [d.dim_value for d in vi.type.tensor_type.shape.dim]
+
+
+def _set_shape(vi: onnx.ValueInfoProto, shape: list[int]) -> None:
+    t = vi.type.tensor_type
+    t.ClearField("shape")
+    t.shape.SetInParent()
+    for d in shape:
+        t.shape.dim.add().dim_value = int(d)
+
+
+def _mutate(model: onnx.ModelProto, pool: dict, rng: np.random.Generator, plain: bool) -> tuple[onnx.ModelProto, dict]:
+    """A mutated copy of a seed form and what was changed (`plain`: attributes and types only, shapes kept)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    node = g.node[0]
+    what: dict = {}
+    del g.value_info[:]
+    # shapes
+    dims = sorted({d for vi in g.input for d in _shape_of(vi) if d > 1})
+    if dims and not plain:
+        regime = str(rng.choice(list(_REGIMES), p=[0.3, 0.35, 0.25, 0.1]))
+        sizes = _REGIMES[regime]
+        new = {d: (int(rng.choice(sizes)) if rng.random() < 0.7 else d) for d in dims}
+        if regime == "large":  # one large dim at most; the others small
+            big = [d for d in dims if new[d] > 300]
+            for d in big[1:]:
+                new[d] = int(rng.choice(_REGIMES["small"]))
+        for vi in g.input:
+            _set_shape(vi, [new.get(d, d) for d in _shape_of(vi)])
+        opset = conformance.opset_of(m)
+        for t in g.initializer:
+            role = conformance._input_name(node, list(node.input).index(t.name), opset) if t.name in node.input else ""
+            if role in _SHAPE_VALUED and t.data_type == TensorProto.INT64:
+                v = numpy_helper.to_array(t)
+                t.CopyFrom(
+                    numpy_helper.from_array(
+                        np.array([new.get(int(x), int(x)) for x in v.ravel()], np.int64).reshape(v.shape), t.name
+                    )
+                )
+        what["dims"] = {str(k): v for k, v in new.items() if k != v}
+        what["regime"] = regime
+    # dtypes
+    types = [vi.type.tensor_type.elem_type for vi in [*g.input, *g.output]]
+    for family in (_FLOATS, _INTS):
+        present = {t for t in types if t in family}
+        if len(present) == 1 and rng.random() < 0.45:
+            old = present.pop()
+            to = int(rng.choice([t for t in family if t != old]))
+            for vi in [*g.input, *g.output]:
+                if vi.type.tensor_type.elem_type == old:
+                    vi.type.tensor_type.elem_type = to
+            for t in g.initializer:
+                if t.data_type == old and not _index_like(node, t.name, m):
+                    arr = numpy_helper.to_array(t).astype(dtypes.numpy_dtype(dtypes.from_onnx(to).name))
+                    t.CopyFrom(numpy_helper.from_array(arr, t.name))
+            for a in node.attribute:  # Cast's `to`, ConstantOfShape-like `dtype` follow
+                if a.name in ("to", "dtype") and a.i == old:
+                    a.i = to
+            what.setdefault("dtypes", []).append(f"{dtypes.from_onnx(old).name}->{dtypes.from_onnx(to).name}")
+    # attributes
+    changed = []
+    for name, values in pool.items():
+        if name in _STRUCTURAL_ATTRIBUTES or rng.random() < 0.5:
+            continue
+        choice = values[int(rng.integers(len(values)))]
+        for k, a in enumerate(node.attribute):
+            if a.name == name:
+                node.attribute[k].CopyFrom(choice)
+                break
+        else:
+            node.attribute.append(choice)
+        changed.append(name)
+    rank = len(_shape_of(g.input[0])) if g.input else 0
+    for a in node.attribute:
+        if a.name == "axis" and a.type == onnx.AttributeProto.INT and rank and rng.random() < 0.4:
+            a.i = int(rng.integers(-rank, rank))
+            changed.append("axis")
+    if changed:
+        what["attributes"] = {a.name: _attr_text(a) for a in node.attribute if a.name in changed}
+    # outputs: shapes come from the reference
+    for vi in g.output:
+        vi.type.tensor_type.ClearField("shape")
+    return m, what
+
+
+def _attr_text(a: onnx.AttributeProto):
+    v = helper.get_attribute_value(a)
+    if isinstance(v, bytes):
+        return v.decode(errors="replace")
+    if isinstance(v, onnx.TensorProto):
+        return numpy_helper.to_array(v).tolist()
+    if isinstance(v, (list, tuple)):
+        return [x.decode(errors="replace") if isinstance(x, bytes) else x for x in v]
+    return v
+
+
+def _index_like(node: onnx.NodeProto, name: str, m: onnx.ModelProto) -> bool:
+    role = (
+        conformance._input_name(node, list(node.input).index(name), conformance.opset_of(m))
+        if name in node.input
+        else ""
+    )
+    return role in conformance.SHAPE_LIKE_INPUTS or role in ("indices", "batch_indices")
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(_sig, _frame):
+    raise _Timeout()
+
+
+def reference_outputs(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], first: str = "onnx"
+) -> tuple[list[np.ndarray], str]:
+    """ONNX's reference outputs (onnxruntime where the reference fails or is slow) and which one gave them;
+    first="onnxruntime" tries onnxruntime first (the run side, for large cases: ONNX's reference is Python)."""
+    from onnx.reference import ReferenceEvaluator
+
+    if first == "onnxruntime":
+        try:
+            return _onnxruntime(model, feeds), "onnxruntime"
+        except Exception:
+            pass
+
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(REFERENCE_TIMEOUT_S)
+    try:
+        with np.errstate(all="ignore"):
+            outs = ReferenceEvaluator(model).run(None, feeds)
+        return [np.asarray(o) for o in outs], "onnx"
+    except _Timeout:
+        err: Exception = TimeoutError(f"reference over {REFERENCE_TIMEOUT_S}s")
+    except (NotImplementedError, RuntimeError) as e:  # the reference lacks the op or the form
+        err = e
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    try:
+        return _onnxruntime(model, feeds), "onnxruntime"
+    except Exception as e2:
+        raise ValueError(
+            f"no reference: {type(err).__name__}: {str(err)[:100]}; onnxruntime: {str(e2)[:100]}"
+        ) from None
+
+
+def _onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """onnxruntime's outputs, for a model that passes ONNX's strict shape inference first (onnxruntime aborts the
+    process on some invalid nodes, e.g. Split with fewer outputs than num_outputs)."""
+    import onnxruntime as ort
+
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return [np.asarray(o) for o in sess.run(None, feeds)]
+
+
+def _draw(model: onnx.ModelProto, rng: np.random.Generator, make_constant: bool):
+    """Inputs from the op's input domain; optionally one non-first runtime input turned into a constant."""
+    from opforge.verify.inputs import make_inputs
+
+    g = model.graph
+    shapes = [tuple(_shape_of(vi)) for vi in g.input]
+    if any(int(np.prod(s, dtype=np.int64)) > MAX_ELEMENTS for s in shapes):
+        raise ValueError("tensor over MAX_ELEMENTS")
+    values = make_inputs(model, shapes, rng)
+    constant = None
+    if make_constant and len(g.input) > 1:
+        k = int(rng.integers(1, len(g.input)))
+        constant = g.input[k].name
+        g.initializer.append(numpy_helper.from_array(values[k], constant))
+        del g.input[k]
+        del values[k]
+    return values, constant
+
+
+def make_case(op: str, k: int, seed: int, forms: list[tuple[str, onnx.ModelProto]]) -> FuzzCase | None:
+    """The k-th case of `op` under `seed`: deterministic; None when no try gives a valid case."""
+    case_seed = [seed, zlib.crc32(op.encode()), k]
+    rng = np.random.default_rng(case_seed)
+    pool = _attr_pool(forms)
+    form_name, form = forms[int(rng.integers(len(forms)))]
+    for attempt in range(TRIES):
+        plain = attempt == TRIES - 1
+        try:
+            m, what = _mutate(form, {} if plain else pool, rng, plain)
+            if plain:
+                what = {}
+            values, constant = _draw(m, rng, make_constant=not plain and rng.random() < 0.2)
+            if constant:
+                what["constant_input"] = constant
+            feeds = {vi.name: v for vi, v in zip(m.graph.input, values)}
+            outs, ref = reference_outputs(m, feeds)
+            if len(outs) != len(m.graph.output):
+                continue
+            for vi, o in zip(m.graph.output, outs):
+                if o.dtype == object or o.size > MAX_ELEMENTS:
+                    raise ValueError("output not a small tensor")
+                vi.type.tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(o.dtype)
+                _set_shape(vi, list(o.shape))
+            if conformance.ineligible_reason(m):
+                continue
+            onnx.checker.check_model(m, full_check=True)
+        except Exception:
+            continue
+        name = f"{op}_{k:03d}"
+        what["attempt"] = attempt
+        return FuzzCase(name, op, case_seed, form_name, m, values, outs, what, ref)
+    return None
+
+
+def generate(seed: int, per_op: int, ops: list[str] | None = None, forms=None, progress=None) -> list[FuzzCase]:
+    """`per_op` cases for each op type with a seed form (or those in `ops`), in op order; deterministic."""
+    forms = seed_forms() if forms is None else forms
+    out = []
+    for op in sorted(forms):
+        if ops is not None and op not in ops:
+            continue
+        for k in range(per_op):
+            c = make_case(op, k, seed, forms[op])
+            if c is not None:
+                out.append(c)
+        if progress:
+            progress(f"{op}: {sum(c.op_type == op for c in out)} cases")
+    return out
+
+
+def explanation(case: FuzzCase) -> str | None:
+    """A known explanation for a divergence of this case from ONNX's reference (KNOWN_EXPLANATIONS)."""
+    node = case.model.graph.node[0]
+    for op, cond, text in KNOWN_EXPLANATIONS:
+        if op != case.op_type:
+            continue
+        if cond == "float_to_bfloat16":
+            to = next((a.i for a in node.attribute if a.name == "to"), None)
+            if to == TensorProto.BFLOAT16:
+                return text
+    return None
+
+
+# --- CPU check (TVM llvm) --------------------------------------------------------------------------------------
+
+
+def cpu_check(case: FuzzCase) -> dict:
+    """The case's subgraph as opforge lowers it, run by TVM on the CPU (llvm), against the stored reference."""
+    from opforge.lower.cpu_run import run_on_cpu
+    from opforge.verify.compare import compare
+
+    sub, _ = conformance.case_subgraph(case.as_case())
+    try:
+        outs = run_on_cpu(sub, conformance._kept_inputs(case.as_case(), sub))
+    except Exception as e:
+        return {"cpu_check": "error", "cpu_reason": f"{type(e).__name__}: {str(e)[:200]}"}
+    worst, ok = 0.0, True
+    for vi, o, r in zip(case.model.graph.output, outs, case.outputs):
+        name = dtypes.from_onnx(vi.type.tensor_type.elem_type).name
+        try:
+            c = compare(np.asarray(o).astype(r.dtype) if o.shape == r.shape else o, r, name)
+        except Exception as e:
+            return {"cpu_check": "error", "cpu_reason": f"compare: {type(e).__name__}: {str(e)[:150]}"}
+        ok &= c.ok
+        worst = max(worst, c.max_abs)
+    return {"cpu_check": "pass" if ok else "wrong", "cpu_max_abs_err": worst}
+
+
+def shrink(case: FuzzCase, still_fails) -> FuzzCase:
+    """Greedy shrink over the input dims: each dim size tried at 1, 2 and half, kept where the case still fails
+    (`still_fails(case) -> bool`); attributes and dtypes stay. Shape-like constants follow as in generation."""
+    best = case
+    sizes = sorted({d for x in case.inputs for d in x.shape if d > 2}, reverse=True)
+    for d in sizes:
+        for smaller in (1, 2, d // 2):
+            trial = _resized(best, d, smaller)
+            if trial is not None and still_fails(trial):
+                best = trial
+                break
+    return best
+
+
+def _resized(case: FuzzCase, old: int, new: int) -> FuzzCase | None:
+    m = onnx.ModelProto()
+    m.CopyFrom(case.model)
+    for vi in m.graph.input:
+        _set_shape(vi, [new if d == old else d for d in _shape_of(vi)])
+    for vi in m.graph.output:
+        vi.type.tensor_type.ClearField("shape")
+    rng = np.random.default_rng([*case.seed, old, new])
+    try:
+        values, _ = _draw(m, rng, make_constant=False)
+        feeds = {vi.name: v for vi, v in zip(m.graph.input, values)}
+        outs, ref = reference_outputs(m, feeds)
+        for vi, o in zip(m.graph.output, outs):
+            _set_shape(vi, list(o.shape))
+    except Exception:
+        return None
+    what = {**case.mutation, "shrunk": f"{old}->{new}"}
+    return FuzzCase(case.name + f"_s{new}", case.op_type, case.seed, case.form, m, values, outs, what, ref)
+
+
+# --- bundle ----------------------------------------------------------------------------------------------------
+
+
+def save_case(bundle: Path, case: FuzzCase) -> None:
+    """The case's model and record in BUNDLE/fuzz-cases/<name>.onnx / .case.json (its arrays are in
+    BUNDLE/cases/<name>/data once built, or are drawn again from its seed)."""
+    d = bundle / "fuzz-cases"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{case.name}.onnx").write_bytes(case.model.SerializeToString())
+    (d / f"{case.name}.case.json").write_text(json.dumps(case.record()))
+
+
+def load_case(bundle: Path, name: str, first: str = "onnx") -> FuzzCase:
+    """A saved case: its built arrays where the bundle holds them, else inputs drawn again from the op's domain
+    (seeded by the case's seed) and the reference run on them."""
+    d = bundle / "fuzz-cases"
+    model = onnx.load_model_from_string((d / f"{name}.onnx").read_bytes())
+    rec = json.loads((d / f"{name}.case.json").read_text())
+    data_stem = bundle / "cases" / name / "data"
+    if data_stem.with_suffix(".bin").is_file():
+        data = conformance.load_arrays(data_stem)
+        ins = [data[f"in{i}"] for i in range(len(model.graph.input))]
+        outs = [data[f"out{i}"] for i in range(len(model.graph.output))]
+        ref = rec["reference"]
+    else:
+        ins, _ = _draw(model, np.random.default_rng([*rec["seed"], 1]), make_constant=False)
+        outs, ref = reference_outputs(model, {vi.name: v for vi, v in zip(model.graph.input, ins)}, first)
+    return FuzzCase(name, rec["op_type"], rec["seed"], rec["form"], model, ins, outs, rec["mutation"], ref)
+
+
+def _case_bytes(case: FuzzCase) -> int:
+    return sum(int(x.nbytes) for x in [*case.inputs, *case.outputs])
+
+
+def build(bundle: Path, cases: list[FuzzCase], progress=None) -> list[dict]:
+    """CPU side: save every case, then the conformance runner's build (lower, one plugin per distinct plan,
+    PLUGINS_PER_LIBRARY per library, nvcc, case data) under BUNDLE/fuzz-build.json."""
+    for c in cases:
+        save_case(bundle, c)
+    rows = conformance.build(bundle, [c.as_case() for c in cases], progress, record=BUILD_RECORD, library_stem="fuzz")
+    by_name = {c.name: c for c in cases}
+    for row in rows:
+        c = by_name[row["case"]]
+        row.update(c.record())
+        note = explanation(c)
+        if note:
+            row["explanation"] = note
+        if row.get("built") and _case_bytes(c) > STORED_CASE_BYTES:
+            # Large arrays are not carried: the GPU side draws the inputs again and runs the reference there.
+            for suffix in (".bin", ".json"):
+                (bundle / "cases" / c.name / "data").with_suffix(suffix).unlink(missing_ok=True)
+            row["data"] = "drawn on the run side"
+    info = json.loads((bundle / BUILD_RECORD).read_text())
+    info["rows"] = rows
+    (bundle / BUILD_RECORD).write_text(json.dumps(info, indent=1))
+    return rows
+
+
+def run(bundle: Path, progress=None) -> list[dict]:
+    """GPU side (no TVM): every built case through the harness against its reference, two poisons. Cases whose
+    arrays were too large to carry get inputs drawn again from the op's domain and the reference (onnxruntime
+    where ONNX's is slow) computed here first."""
+    info = json.loads((bundle / BUILD_RECORD).read_text())
+    for row in info["rows"]:
+        if row.get("built") and row.get("data"):
+            c = load_case(bundle, row["case"], first="onnxruntime")
+            row["reference"] = c.reference
+            sub, _ = conformance.case_subgraph(c.as_case())
+            declared = [
+                dtypes.numpy_dtype(dtypes.from_onnx(vi.type.tensor_type.elem_type).name)
+                for vi in [*sub.model.graph.input, *sub.model.graph.output]
+            ]
+            conformance.save_arrays(
+                bundle / "cases" / c.name / "data",
+                {**{f"in{i}": a for i, a in enumerate(c.inputs)}, **{f"out{i}": a for i, a in enumerate(c.outputs)}},
+                declared,
+            )
+    (bundle / BUILD_RECORD).write_text(json.dumps(info, indent=1))
+    return conformance.run(bundle, progress, record=BUILD_RECORD)
