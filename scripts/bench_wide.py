@@ -10,7 +10,7 @@ written once, at the measured device-to-device bandwidth); an empty kernel. A co
 the ONNX reference is marked and left out of the ratios. Tuning time per op = CPU build of every candidate + GPU
 measurement.
 
-python scripts/bench_wide.py build BUNDLE [--only SUBSTR]    # CPU + TVM: tuning candidates of every workload
+python scripts/bench_wide.py build BUNDLE [--only S] [--space small|full]  # CPU + TVM: candidates per workload
 python scripts/bench_wide.py run BUNDLE OUT [--only SUBSTR]  # GPU: measure candidates, torch contenders
 python scripts/bench_wide.py report OUT RESULTS_DIR          # write bench-wide-h100.{json,md,png}
 """
@@ -24,19 +24,22 @@ import time
 from pathlib import Path
 
 
-def build(bundle: Path, only: str) -> None:
+def build(bundle: Path, only: str, space: str = "small") -> None:
     from opforge.bench.wide import workloads
     from opforge.core.errors import OpforgeError
     from opforge.extract.groups import fusion_groups
     from opforge.extract.model_io import opset_of
     from opforge.extract.subgraph import extract_groups
     from opforge.tune.candidates import build_bundle
+    from opforge.tune.space import candidates, small_candidates
     from opforge.verify.results import bundle_commit
 
     bundle.mkdir(parents=True, exist_ok=True)
     index = bundle / "bench-wide-build.json"
     info = json.loads(index.read_text()) if index.is_file() else {"workloads": {}}
     info["commit"] = bundle_commit()
+    info["space"] = space
+    configs = small_candidates() if space == "small" else candidates()
     for w in workloads(only):
         if w.name in info["workloads"] and "error" not in info["workloads"][w.name]:
             continue  # resumable: built before
@@ -51,7 +54,9 @@ def build(bundle: Path, only: str) -> None:
             twin = w.reference_model() if w.dtype == "float16" else None
             (bundle / w.name).mkdir(parents=True, exist_ok=True)
             (bundle / w.name / "workload.onnx").write_bytes(model.SerializeToString())
-            b = build_bundle(sub, groups[0][0], opset_of(model), bundle / w.name, {}, reference_model=twin)
+            b = build_bundle(
+                sub, groups[0][0], opset_of(model), bundle / w.name, {}, configs=configs, reference_model=twin
+            )
             entry.update(
                 candidates=len(b["candidates"]),
                 built=sum("library" in c for c in b["candidates"]),
@@ -273,6 +278,7 @@ def main() -> int:
     b = sub.add_parser("build")
     b.add_argument("bundle", type=Path)
     b.add_argument("--only", default="")
+    b.add_argument("--space", choices=("small", "full"), default="small", help="the tuning space (tune/space.py)")
     r = sub.add_parser("run")
     r.add_argument("bundle", type=Path)
     r.add_argument("out", type=Path)
@@ -282,7 +288,7 @@ def main() -> int:
     p.add_argument("results", type=Path)
     a = ap.parse_args()
     if a.cmd == "build":
-        build(a.bundle, a.only)
+        build(a.bundle, a.only, a.space)
         return 0
     if a.cmd == "run":
         return run(a.bundle, a.out, a.only)

@@ -84,12 +84,19 @@ def test_rewritten_model(generated_example):
     out = onnx.load(str(generated_example.model))
     onnx.checker.check_model(out)
     replaced = {n.name for n in src.graph.node if n.op_type in REJECTED_OP_TYPES}
-    for before, after in zip(src.graph.node, out.graph.node):
-        if before.name in replaced:
-            assert after.domain == PLUGIN_DOMAIN and after.op_type.startswith(before.op_type + "_opf")
-            assert list(after.output) == list(before.output)
-        else:
-            assert after == before  # everything else untouched
+    plugin_of = json.loads(generated_example.manifest.read_text())["nodes"]
+    assert set(plugin_of) == replaced
+    # Everything else untouched, in order.
+    assert [n for n in out.graph.node if n.domain != PLUGIN_DOMAIN] == [
+        n for n in src.graph.node if n.name not in replaced
+    ]
+    for after in (n for n in out.graph.node if n.domain == PLUGIN_DOMAIN):
+        members = [n for n in src.graph.node if plugin_of.get(n.name) == after.op_type]
+        assert after.name == members[0].name  # a fused group's node is named after its first member
+        assert after.op_type.startswith("_".join(m.op_type for m in members) + "_opf")
+        assert set(after.output) <= {o for m in members for o in m.output}
+    # The three bitwise nodes feed each other: one fused plugin.
+    assert len(set(plugin_of.values())) == 3
     # Constant inputs became attributes: the plugin nodes read tensors only.
     inits = {t.name for t in out.graph.initializer}
     assert not any(i in inits for n in out.graph.node if n.domain == PLUGIN_DOMAIN for i in n.input)

@@ -1,9 +1,10 @@
 """The one emit + build path: plugin specs -> generated sources -> plugin libraries (+ kernel fatbins, + the
 verification harness). Used by `generate`, by tuning (a library of candidates) and by the conformance runner.
 
-A library groups several plugins. With `isolate=True` each plugin's kernel translation unit is compiled on its own
-first, so a plugin whose kernels nvcc rejects fails alone (its error is returned) and its group is linked without
-it; with `isolate=False` the first failure is raised.
+A library groups several plugins. With `isolate=True` the kernels are compiled first (KERNELS_PER_TU plugins to a
+translation unit, as the library build will compile them, so its objects come from the cache), and a unit that
+fails is compiled plugin by plugin: a plugin whose kernels nvcc rejects fails alone (its error is returned) and its
+group is linked without it; with `isolate=False` the first failure is raised.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from opforge.build.nvcc import BuildError, compile_fatbin, parallel
-from opforge.build.plugin_build import build_harness, build_library, compile_objects
+from opforge.build.plugin_build import build_harness, build_library, compile_objects, kernel_units
 from opforge.build.trt_headers import trt_include_dir
 from opforge.core.cache import default_cache_dir
 from opforge.core.fsutil import atomic_write_bytes
@@ -63,7 +64,7 @@ def package(
     for k, group in enumerate(groups):
         specs = list(group.plugins)
         if isolate:
-            specs = _compile_kernels_alone(specs, src_root / f"iso{k}", arch, cache, result.failed)
+            specs = _compile_kernels_isolating(specs, src_root / f"iso{k}", arch, cache, result.failed)
         if not specs:
             continue
         src_dir = src_root if single and keep_sources else src_root / (group.name.removesuffix(".so") or str(k))
@@ -89,21 +90,28 @@ def package(
     return result
 
 
-def _compile_kernels_alone(
+def _compile_kernels_isolating(
     specs: list[PluginSpec], src_root: Path, arch: str, cache: Path, failed: dict[str, str]
 ) -> list[PluginSpec]:
-    """Compile each plugin's kernel TU on its own (objects land in the cache, so the library build reuses them);
-    return the plugins that compiled, recording the others' errors in `failed`."""
+    """Compile the plugins' kernels as the library build will (objects land in the cache); a unit nvcc rejects is
+    compiled plugin by plugin to find the culprits. Returns the plugins that compiled, recording the others' errors
+    in `failed`."""
     include = trt_include_dir()
+    files = write_sources(specs, src_root)
+    spec_of = dict(zip(files["kernels"], specs))
 
-    def one(spec: PluginSpec) -> None:
-        files = write_sources([spec], src_root / spec.ns)
+    def one(unit_members: tuple[Path, list[Path]]) -> None:
+        unit, members = unit_members
         try:
-            compile_objects(files["kernels"], src_root / spec.ns / "obj", arch, [include], cache)
-        except BuildError as e:
-            failed[spec.name] = str(e)
+            compile_objects([unit], src_root / "obj", arch, [include, src_root], cache)
+        except BuildError:
+            for f in members:
+                try:
+                    compile_objects([f], src_root / "obj", arch, [include, src_root], cache)
+                except BuildError as e:
+                    failed[spec_of[f].name] = str(e)
 
-    parallel(specs, one)
+    parallel(kernel_units(files["kernels"], src_root), one)
     return [s for s in specs if s.name not in failed]
 
 

@@ -48,20 +48,37 @@ def compile_objects(
     return parallel(sources, one)
 
 
+KERNELS_PER_TU = 16  # kernel files compiled together: nvcc's fixed cost per translation unit dominates small kernels
+
+
+def unity_source(paths: list[Path], out: Path) -> Path:
+    """One translation unit holding the text of `paths` in order. The text itself, not #include lines: the object
+    cache keys on a translation unit's content, so an included file that changed must change the key."""
+    atomic_write_text(out, "".join(f"// ---- {p.name}\n{p.read_text()}\n" for p in paths))
+    return out
+
+
+def kernel_units(kernel_files: list[Path], src_dir: Path) -> list[tuple[Path, list[Path]]]:
+    """The kernel files in translation units of KERNELS_PER_TU (each plugin's kernels live in namespaces of its
+    own, so they can share one): (unit, the files it holds)."""
+    batches = [kernel_files[k : k + KERNELS_PER_TU] for k in range(0, len(kernel_files), KERNELS_PER_TU)]
+    return [(unity_source(b, src_dir / f"opforge_kernels_{k}.cu"), b) for k, b in enumerate(batches)]
+
+
 def build_library(
     files: dict[str, list[Path]], out: Path, arch: str = "sm_90", cache_dir: Path | None = None, unity: bool = False
 ) -> Path:
     """Compile the sources listed by opforge.emit.plugin_cpp.write_sources and link `out` atomically.
-    unity=True compiles all host-only TUs (plugins and library) as one, which parses TensorRT's headers once:
-    much faster for libraries of many plugins."""
+    unity=True compiles all host-only TUs (plugins and library) as one, which parses TensorRT's headers once, and
+    the kernel files KERNELS_PER_TU to a TU: much faster for libraries of many plugins."""
     src_dir = files["library"][0].parent
     host = [*files["plugins"], *files["library"]]
+    kernels = files["kernels"]
     if unity:
-        unity_tu = src_dir / "opforge_unity.cpp"
-        atomic_write_text(unity_tu, "".join(f'#include "{p.name}"\n' for p in host))
-        host = [unity_tu]
+        host = [unity_source(host, src_dir / "opforge_unity.cpp")]
+        kernels = [unit for unit, _ in kernel_units(kernels, src_dir)]
     objects = compile_objects(
-        [*files["kernels"], *host],
+        [*kernels, *host],
         src_dir / "obj",
         arch,
         [trt_include_dir(), src_dir],

@@ -20,3 +20,13 @@ def candidates() -> list[ScheduleConfig | None]:
                     continue
                 out.append(ScheduleConfig(threads, per_thread, layout))
     return out
+
+
+def small_candidates() -> list[ScheduleConfig | None]:
+    """A 9-point subset for quick tuning (benchmarks of many ops): DLight's defaults, 256 and 1024 threads, 1 or 4
+    elements per thread in both layouts."""
+    out: list[ScheduleConfig | None] = [DEFAULT]
+    for threads in (256, 1024):
+        out += [ScheduleConfig(threads, 1, "strided")]
+        out += [ScheduleConfig(threads, 4, layout) for layout in ("strided", "contiguous")]
+    return out
