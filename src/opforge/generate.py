@@ -17,6 +17,7 @@ import onnx
 
 from opforge import __version__
 from opforge.build.nvcc import find_nvcc, gencode_flags
+from opforge.build.trt_builtin_plugins import is_trt_builtin_plugin
 from opforge.emit.fields import plugin_attrs
 from opforge.emit.onnx_rewrite import rewrite_model
 from opforge.emit.plugin_cpp import PluginSpec, write_sources
@@ -74,6 +75,11 @@ def default_plugin_name(op_type: str, key: str) -> str:
 def check_plugin_name(name: str, node: str) -> None:
     if not _PLUGIN_NAME.match(name):
         raise UsageError(f"plugin name {name!r} for node {node!r} is not a C identifier")
+    if is_trt_builtin_plugin(name):
+        raise UsageError(
+            f"plugin name {name!r} for node {node!r} is a TensorRT built-in plugin (libnvinfer_plugin): loading the "
+            "library would clash with it; choose another name"
+        )
     if onnx.defs.has(name):
         raise UsageError(
             f"plugin name {name!r} for node {node!r} is an ONNX op type: TensorRT's parser would import the node as "
