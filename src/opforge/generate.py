@@ -16,6 +16,7 @@ import onnx
 
 from opforge import __version__
 from opforge.build.nvcc import find_nvcc, gencode_flags
+from opforge.build.trt_builtin_plugins import is_trt_builtin_plugin
 from opforge.core.cache import writable_cache_dir
 from opforge.core.errors import OpforgeError, UsageError
 from opforge.core.fields import group_attrs, plugin_attrs
@@ -80,6 +81,11 @@ def default_plugin_name(op_type: str, key: str) -> str:
 def check_plugin_name(name: str, node: str) -> None:
     if not _PLUGIN_NAME.match(name):
         raise UsageError(f"plugin name {name!r} for node {node!r} is not a C identifier")
+    if is_trt_builtin_plugin(name):
+        raise UsageError(
+            f"plugin name {name!r} for node {node!r} is a TensorRT built-in plugin (libnvinfer_plugin): loading the "
+            "library would clash with it; choose another name"
+        )
     if onnx.defs.has(name):
         raise UsageError(
             f"plugin name {name!r} for node {node!r} is an ONNX op type: TensorRT's parser would import the node as "

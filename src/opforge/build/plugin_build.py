@@ -1,6 +1,7 @@
 """Compiling emitted sources into one plugin library (.so): nvcc per translation unit, in parallel, then one link.
 
-No libnvinfer is linked: TensorRT resolves the library's entry points (getCreators, setLoggerFinder) itself.
+No libnvinfer is linked: TensorRT resolves the library's entry points (getCreators, setLoggerFinder) itself, and
+they are the library's only dynamic symbols (-fvisibility=hidden).
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ from opforge.build.trt_headers import trt_include_dir
 from opforge.core.fsutil import atomic_write_bytes, atomic_write_text
 
 CXX_FLAGS = ["-std=c++17", "-O3", "-Xcompiler", "-fPIC", "-Xcompiler", "-Wno-deprecated-declarations"]
+# A plugin library exports only its entry points (marked OPFORGE_EXPORT in library.cpp.j2): everything else,
+# inline functions and template instances included, stays inside the library.
+VISIBILITY_FLAGS = ["-Xcompiler", "-fvisibility=hidden", "-Xcompiler", "-fvisibility-inlines-hidden"]
+PLUGIN_FLAGS = [*CXX_FLAGS, *VISIBILITY_FLAGS]
+# libstdc++'s templates keep default visibility whatever the flags (their instances, e.g. std::vector<double>
+# members, would be exported as weak or GNU-unique symbols): the linker's version script makes them local too.
+ENTRY_POINTS = ("getCreators", "setLoggerFinder")
+EXPORTS_MAP = "{\n  global:\n" + "".join(f"    {name};\n" for name in ENTRY_POINTS) + "  local:\n    *;\n};\n"
 
 
 def compile_objects(
@@ -26,12 +35,12 @@ def compile_objects(
     def one(src: Path) -> Path:
         obj = obj_dir / (src.name + ".o")
         device = gencode_flags(arch) if src.suffix == ".cu" else []
-        args = ["-c", *CXX_FLAGS, *device, *includes]
+        args = ["-c", *PLUGIN_FLAGS, *device, *includes]
         cached = None
         if cache_dir is not None:
             # The source's own folder changes from build to build; its headers are hashed by content instead.
             other = [str(d) for d in include_dirs if d.resolve() != src.parent.resolve()]
-            h = hashlib.sha256(" ".join([find_nvcc(), *CXX_FLAGS, *device, *other]).encode())
+            h = hashlib.sha256(" ".join([find_nvcc(), *PLUGIN_FLAGS, *device, *other]).encode())
             for f in [src, *sorted(src.parent.glob("*.h"))]:
                 h.update(f.read_bytes())
             cached = cache_dir / f"{h.hexdigest()[:24]}.o"
@@ -84,7 +93,10 @@ def build_library(
         [trt_include_dir(), src_dir],
         cache_dir,
     )
-    return nvcc_to(out, ["-shared", *gencode_flags(arch), *map(str, objects)], out.name)
+    exports = src_dir / "opforge_exports.map"
+    atomic_write_text(exports, EXPORTS_MAP)
+    link = ["-shared", *gencode_flags(arch), f"-Xlinker=--version-script={exports}"]
+    return nvcc_to(out, [*link, *map(str, objects), "-ldl"], out.name)
 
 
 HARNESS_SOURCE = Path(__file__).resolve().parent.parent / "harness" / "harness.cpp"

@@ -1,6 +1,7 @@
 """The one place TensorRT's public headers are found.
 
-TENSORRT_INCLUDE_DIR (a folder with NvInferRuntime.h) wins. Otherwise the TensorRT 10.14 public headers
+TENSORRT_INCLUDE_DIR (a folder with NvInferRuntime.h; TensorRT 10.x or 11.x) wins.
+Otherwise the TensorRT 10.14 public headers
 (Apache-2.0) shipped in the PyPI wheel kernel-lens==2.0.1 are downloaded once into the cache. Nothing is linked:
 a plugin library needs the headers only.
 """
@@ -8,6 +9,7 @@ a plugin library needs the headers only.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -34,6 +36,31 @@ def trt_include_dir(cache_dir: Path | None = None) -> Path:
     if (target / _MARKER).is_file():
         return target
     return _download(target)
+
+
+_VERSION_DEFINE = re.compile(r"^\s*#\s*define\s+(\w+)\s+(\w+)", re.MULTILINE)
+
+
+def trt_headers_version(include_dir: Path | None = None) -> tuple[int, int, int]:
+    """(major, minor, patch) of the TensorRT headers a build uses (default: trt_include_dir()), read from
+    NvInferVersion.h's NV_TENSORRT_MAJOR/MINOR/PATCH (which 10.x and 11.x define through TRT_*_ENTERPRISE).
+    A built library records the same in its kOpforgeBuildInfo string (`strings LIB | grep opforge-build`)."""
+    path = (include_dir or trt_include_dir()) / "NvInferVersion.h"
+    if not path.is_file():
+        raise OpforgeError(f"{path} not found: not a TensorRT include folder")
+    defines = dict(_VERSION_DEFINE.findall(path.read_text(errors="replace")))
+
+    def value(name: str) -> int:
+        seen = set()
+        v = defines.get(name, "")
+        while v in defines and v not in seen:  # NV_TENSORRT_MAJOR -> TRT_MAJOR_ENTERPRISE -> 11
+            seen.add(v)
+            v = defines[v]
+        if not v.isdigit():
+            raise OpforgeError(f"{path}: cannot read {name}")
+        return int(v)
+
+    return value("NV_TENSORRT_MAJOR"), value("NV_TENSORRT_MINOR"), value("NV_TENSORRT_PATCH")
 
 
 def _download(target: Path) -> Path:

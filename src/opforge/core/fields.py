@@ -6,8 +6,11 @@ was specialised for (depth, axes, pads, scales, index tables) become attributes 
 input list. The fields are those attributes; the plugin checks them against the values it was built for.
 
 The parser side (onnx-tensorrt's fallback plugin importer) is mirrored in `parser_fields`: it walks the creator's
-getFieldNames(), and for each name that the node has as an attribute passes the value converted to the declared
-field type. opforge's plugins also accept any numeric field type, so they do not depend on that conversion.
+getFieldNames(), and for each name that the node has as an attribute passes the value in a field type chosen by
+the *attribute's* type (INT/INTS -> kINT32, narrowed from int64 without a range check; FLOAT/FLOATS -> kFLOAT32;
+STRING -> kCHAR), whatever type the creator declares. So opforge never writes an INT/INTS attribute the parser would
+narrow: integer values outside int32 are written as a STRING of comma-separated decimals (`int64_text`), which the
+plugin decodes (FieldEncoding::kINT64_TEXT in opforgePluginCommon.h).
 """
 
 from __future__ import annotations
@@ -30,16 +33,6 @@ FIELD_TYPES = {
     "kCHAR": 6,
     "kINT64": 10,
 }
-_FIELD_NUMPY = {
-    "kFLOAT16": np.float16,
-    "kFLOAT32": np.float32,
-    "kFLOAT64": np.float64,
-    "kINT8": np.int8,
-    "kINT16": np.int16,
-    "kINT32": np.int32,
-    "kINT64": np.int64,
-}
-
 _INT32 = np.iinfo(np.int32)
 _NUMERIC = {
     onnx.AttributeProto.INT: ("ints", int),
@@ -61,17 +54,22 @@ class PluginAttr:
     scalar: bool = False  # an INT or FLOAT attribute (one value) rather than a list
 
     @property
+    def int64_as_text(self) -> bool:
+        """Integer values the parser would narrow (outside int32): carried as decimal text instead."""
+        return self.kind == "ints" and not all(_INT32.min <= v <= _INT32.max for v in self.ints)
+
+    @property
     def field_type(self) -> str:
-        if self.kind == "string":
+        """The PluginFieldType the plugin declares, which is the one TensorRT's parser passes for the attribute."""
+        if self.kind == "string" or self.int64_as_text:
             return "kCHAR"
-        if self.kind == "floats":
-            return "kFLOAT32"
-        fits = all(_INT32.min <= v <= _INT32.max for v in self.ints)
-        return "kINT32" if fits else "kINT64"
+        return "kFLOAT32" if self.kind == "floats" else "kINT32"
 
     def onnx_attribute(self) -> onnx.AttributeProto:
         if self.kind == "string":
             return helper.make_attribute(self.name, self.string)
+        if self.int64_as_text:
+            return helper.make_attribute(self.name, int64_text(self.ints), attr_type=onnx.AttributeProto.STRING)
         if self.kind == "floats":
             if self.scalar:
                 return helper.make_attribute(self.name, self.floats[0], attr_type=onnx.AttributeProto.FLOAT)
@@ -79,6 +77,26 @@ class PluginAttr:
         if self.scalar:
             return helper.make_attribute(self.name, self.ints[0], attr_type=onnx.AttributeProto.INT)
         return helper.make_attribute(self.name, list(self.ints), attr_type=onnx.AttributeProto.INTS)
+
+
+def int64_text(values: tuple[int, ...] | list[int]) -> str:
+    """Integers as the text a kINT64_TEXT field carries: decimal, comma-separated, no spaces ("1099511627776,-3")."""
+    return ",".join(str(int(v)) for v in values)
+
+
+def parse_int64_text(text: str) -> list[int]:
+    """The inverse of int64_text (as the plugin decodes it); ValueError on anything else."""
+    if not text:
+        return []
+    values = []
+    for item in text.split(","):
+        if not item.lstrip("+-").isdigit():
+            raise ValueError(f"not an int64 list: {text!r}")
+        v = int(item)
+        if not -(2**63) <= v < 2**63:
+            raise ValueError(f"{item} is outside int64")
+        values.append(v)
+    return values
 
 
 def plugin_attrs(node: onnx.NodeProto, constant_inputs: dict[int, np.ndarray], opset: int) -> list[PluginAttr]:
@@ -140,18 +158,41 @@ def _input_names(node: onnx.NodeProto, opset: int) -> list[str]:
     return names
 
 
+# How TensorRT's ONNX parser (onnx-tensorrt, fallback plugin importer) maps an attribute type to a PluginFieldType.
+PARSER_FIELD_TYPES = {
+    onnx.AttributeProto.INT: "kINT32",
+    onnx.AttributeProto.INTS: "kINT32",
+    onnx.AttributeProto.FLOAT: "kFLOAT32",
+    onnx.AttributeProto.FLOATS: "kFLOAT32",
+    onnx.AttributeProto.STRING: "kCHAR",
+    onnx.AttributeProto.STRINGS: "kCHAR",
+}
+
+
+def parser_field(attr: onnx.AttributeProto) -> tuple[str, str, bytes, int]:
+    """(name, field type, data, length) of one attribute as TensorRT's parser passes it: the type follows the
+    attribute's type (not the creator's declaration); INT/INTS are narrowed to int32 by truncation, as the parser's
+    static_cast does; STRING is its bytes, NUL-terminated (the length excludes the NUL); STRINGS are concatenated."""
+    if attr.type not in PARSER_FIELD_TYPES:
+        raise ValueError(
+            f"attribute {attr.name!r} of type {onnx.AttributeProto.AttributeType.Name(attr.type)}: opforge never "
+            "writes it, and TensorRT's parser maps it to no plugin field here"
+        )
+    ftype = PARSER_FIELD_TYPES[attr.type]
+    v = helper.get_attribute_value(attr)
+    if ftype == "kCHAR":
+        items = [v] if attr.type == onnx.AttributeProto.STRING else list(v)
+        text = b"".join(x if isinstance(x, bytes) else str(x).encode() for x in items)
+        return attr.name, ftype, text + b"\0", len(text)
+    if ftype == "kINT32":
+        arr = np.atleast_1d(np.asarray(v, dtype=np.int64)).astype(np.int32)  # wraps, as static_cast<int32_t>
+    else:
+        arr = np.atleast_1d(np.asarray(v, dtype=np.float64)).astype(np.float32)
+    return attr.name, ftype, arr.tobytes(), int(arr.size)
+
+
 def parser_fields(node: onnx.NodeProto, declared: list[tuple[str, str]]) -> list[tuple[str, str, bytes, int]]:
-    """(name, field type, data, length) for each declared field the node has, as TensorRT's parser builds them."""
+    """The fields TensorRT's parser passes to createPlugin for `node`: one per declared field name (the creator's
+    getFieldNames(); declared types are not used) that the node has as an attribute, in declaration order."""
     attrs = {a.name: a for a in node.attribute}
-    fields = []
-    for name, ftype in declared:
-        if name not in attrs:
-            continue
-        v = helper.get_attribute_value(attrs[name])
-        if ftype == "kCHAR":
-            s = v if isinstance(v, bytes) else str(v).encode()
-            fields.append((name, ftype, s, len(s)))
-            continue
-        arr = np.atleast_1d(np.asarray(v)).astype(_FIELD_NUMPY[ftype])
-        fields.append((name, ftype, arr.tobytes(), int(arr.size)))
-    return fields
+    return [parser_field(attrs[name]) for name, _ in declared if name in attrs]

@@ -10,7 +10,7 @@ import jinja2
 
 from opforge import __version__
 from opforge.core import dtypes, expr
-from opforge.core.fields import PluginAttr
+from opforge.core.fields import PluginAttr, int64_text
 from opforge.core.kernel_plan import KernelPlan
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -67,9 +67,17 @@ def _trt(dtype: str, what: str) -> str:
 
 
 def _field(a: PluginAttr) -> dict:
-    if a.kind == "string":
-        escaped = a.string.replace("\\", "\\\\").replace('"', '\\"')
-        return {"name": a.name, "type": "kCHAR", "ctype": "char", "init": f'"{escaped}"', "length": len(a.string)}
+    if a.kind == "string" or a.int64_as_text:
+        text = int64_text(a.ints) if a.int64_as_text else a.string
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        return {
+            "name": a.name,
+            "type": "kCHAR",
+            "ctype": "char",
+            "init": f'"{escaped}"',
+            "length": len(text),
+            "encoding": "kINT64_TEXT" if a.int64_as_text else "kVALUE",
+        }
     if a.kind == "floats":
         vals = [repr(float(v)) + "F" if abs(v) < 3.4e38 else ("-" if v < 0 else "") + "INFINITY" for v in a.floats]
         return {
@@ -78,15 +86,15 @@ def _field(a: PluginAttr) -> dict:
             "ctype": "float",
             "init": "{" + ", ".join(vals or ["0.0F"]) + "}",
             "length": len(a.floats),
+            "encoding": "kVALUE",
         }
-    ctype = "int32_t" if a.field_type == "kINT32" else "int64_t"
-    vals = [f"{v}" if ctype == "int32_t" else f"int64_t{{{v}}}" for v in a.ints]
     return {
         "name": a.name,
-        "type": a.field_type,
-        "ctype": ctype,
-        "init": "{" + ", ".join(vals or ["0"]) + "}",
+        "type": "kINT32",
+        "ctype": "int32_t",
+        "init": "{" + ", ".join([str(v) for v in a.ints] or ["0"]) + "}",
         "length": len(a.ints),
+        "encoding": "kVALUE",
     }
 
 
@@ -168,6 +176,11 @@ def render_kernels(spec: PluginSpec) -> str:
     )
 
 
+def _static_dims(shape: list[str]) -> list[int]:
+    """Each axis's extent where the plan fixes it, -1 where it is symbolic (the plugin checks the fixed ones)."""
+    return [expr.evaluate(e, {}) if expr.is_constant(e) else -1 for e in shape]
+
+
 def render_plugin(spec: PluginSpec) -> str:
     plan = spec.plan
     dim_expr = {d.name: f"inputs[{d.input}].d[{d.axis}]" for d in plan.dims}
@@ -178,7 +191,10 @@ def render_plugin(spec: PluginSpec) -> str:
         }
         for o in plan.outputs
     ]
-    inputs = [{"trt": _trt(i.dtype, f"input {i.name}"), "rank": len(i.shape)} for i in plan.inputs]
+    inputs = [
+        {"trt": _trt(i.dtype, f"input {i.name}"), "rank": len(i.shape), "static_dims": _static_dims(i.shape)}
+        for i in plan.inputs
+    ]
     return _render(
         "plugin.cpp.j2",
         plugin_name=spec.name,

@@ -301,6 +301,13 @@ T* capability(IPluginV3* p, PluginCapabilityType type, char const* what)
 
 } // namespace
 
+// Like libnvinfer, the harness reports TensorRT's major version (that of the headers it was compiled with): a plugin
+// library asks the owner of the ILoggerFinder it is given which ABI to call it through (TensorRT 10 or 11 layout).
+extern "C" int32_t getInferLibMajorVersion() noexcept
+{
+    return NV_TENSORRT_MAJOR;
+}
+
 extern "C"
 {
     // A tensor crossing the C API: TensorRT data type name, shape, host data (in for inputs, out for outputs).
