@@ -52,7 +52,7 @@ def run(bundle: Path, out: Path, dtype_names: list[str], only: str = "") -> int:
     import torch
 
     from opforge.bench.suite import cases
-    from opforge.bench.timing import d2d_bandwidth, empty_kernel_us, graph_time_us
+    from opforge.bench.timing import d2d_bandwidth, empty_kernel_us, torch_contenders
     from opforge.runtime.launcher import Context
     from opforge.tune.measure import measure_bundle, reference
     from opforge.tune.records import TuningRecords
@@ -103,21 +103,11 @@ def run(bundle: Path, out: Path, dtype_names: list[str], only: str = "") -> int:
             "candidates_ok": sum(r.ok for r in recs),
         }
         fn = case.torch_fn(torch, tensors, case.dtype)
-        for label, f in (("eager", fn), ("compile", None)):
-            try:
-                if f is None:
-                    t1 = time.perf_counter()
-                    f = torch.compile(fn, mode="max-autotune-no-cudagraphs")
-                    f(*tensors)
-                    row["compile_s"] = round(time.perf_counter() - t1, 1)
-                got = f(*tensors).float().cpu().numpy().astype(ref.dtype)
-                c = compare(got, ref, case.dtype)
-                row[f"{label}_matches_onnx"] = bool(c.ok)
-                row[f"{label}_us"] = graph_time_us(torch, lambda f=f, t=tensors: f(*t), flush)
-            except Exception as e:  # a contender that fails is reported, not hidden
-                row[f"{label}_us"] = None
-                row[f"{label}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
-        torch._dynamo.reset()
+
+        def matches(out, ref=ref, dtype=case.dtype) -> bool:
+            return compare(out.float().cpu().numpy().astype(ref.dtype), ref, dtype).ok
+
+        row.update(torch_contenders(torch, fn, tensors, matches, flush))
         rows.append(row)
         print(json.dumps(row), flush=True)
         # after each case, so a run cut short still returns what it measured

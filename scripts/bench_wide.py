@@ -92,7 +92,7 @@ def run(bundle: Path, out: Path, only: str) -> int:
     import onnx
     import torch
 
-    from opforge.bench.timing import d2d_bandwidth, empty_kernel_us, graph_time_us
+    from opforge.bench.timing import d2d_bandwidth, empty_kernel_us, torch_contenders
     from opforge.bench.wide import moved_bytes, torch_graph, workloads
     from opforge.runtime.launcher import Context
     from opforge.tune.measure import measure_bundle, reference
@@ -161,23 +161,9 @@ def run(bundle: Path, out: Path, only: str) -> int:
         except NotImplementedError as e:
             fn = None
             row["torch_error"] = str(e)
-        for label in ("eager", "compile"):
-            if fn is None:
-                break
-            try:
-                f = fn
-                if label == "compile":
-                    t1 = time.perf_counter()
-                    f = torch.compile(fn, mode="max-autotune-no-cudagraphs")
-                    f(*tensors)
-                    row["compile_s"] = round(time.perf_counter() - t1, 1)
-                if refs is not None:
-                    row[f"{label}_matches_onnx"] = _compare_all(f(*tensors), refs, w.dtype)
-                row[f"{label}_us"] = graph_time_us(torch, lambda f=f, t=tensors: f(*t), flush)
-            except Exception as e:  # a contender that fails is reported, not hidden
-                row[f"{label}_us"] = None
-                row[f"{label}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
-        torch._dynamo.reset()
+        if fn is not None:
+            matches = None if refs is None else (lambda out, refs=refs, dt=w.dtype: _compare_all(out, refs, dt))
+            row.update(torch_contenders(torch, fn, tensors, matches, flush))
         rows.append(row)
         print(json.dumps(row), flush=True)
         meta = run_metadata(device, {"opforge_commit": built.get("commit", "?"), "d2d_TBps": bandwidth / 1e12})

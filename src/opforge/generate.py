@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,37 +154,25 @@ def generate(
 
         libs = [] if library_per_plugin else [LIBRARY_NAME]
         expect = [out_model_name, *libs, HARNESS_PATH, *(extra_files or {})]
-        with OutputFolder(out_dir, model_path, force, say, expect) as opened:
-            return _generate_into(
-                opened,
-                model,
-                model_path,
-                groups,
-                subs,
-                plugin_name_dict,
-                dynamic_batch,
-                library_per_plugin,
-                target,
-                out_model_name,
-                say,
-                tuning_records,
-                extra_files,
-            )
-    return _generate_into(
-        folder,
-        model,
-        model_path,
-        groups,
-        subs,
-        plugin_name_dict,
-        dynamic_batch,
-        library_per_plugin,
-        target,
-        out_model_name,
-        say,
-        tuning_records,
-        extra_files,
-    )
+        opened = OutputFolder(out_dir, model_path, force, say, expect)
+    else:
+        opened = nullcontext(folder)  # the caller's (auto) opened folder: it is committed here, closed there
+    with opened as into:
+        return _generate_into(
+            into,
+            model,
+            model_path,
+            groups,
+            subs,
+            plugin_name_dict,
+            dynamic_batch,
+            library_per_plugin,
+            target,
+            out_model_name,
+            say,
+            tuning_records,
+            extra_files,
+        )
 
 
 def _generate_into(

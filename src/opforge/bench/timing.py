@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
+from collections.abc import Callable
 
 CALLS, REPLAYS = 20, 50
 
@@ -68,3 +70,26 @@ def d2d_bandwidth(torch) -> float:
 def geomean(xs: list[float]) -> float | None:
     xs = [x for x in xs if x and x > 0]
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def torch_contenders(torch, fn: Callable, tensors: list, matches: Callable[[object], bool] | None, flush) -> dict:
+    """PyTorch eager and torch.compile(mode="max-autotune-no-cudagraphs") of fn on the tensors: for each, µs per call
+    and whether its result matches the ONNX reference (`matches`; not checked when None); the compile time; a
+    contender that fails is reported with its error, not hidden."""
+    row: dict = {}
+    for label in ("eager", "compile"):
+        try:
+            f = fn
+            if label == "compile":
+                t0 = time.perf_counter()
+                f = torch.compile(fn, mode="max-autotune-no-cudagraphs")
+                f(*tensors)
+                row["compile_s"] = round(time.perf_counter() - t0, 1)
+            if matches is not None:
+                row[f"{label}_matches_onnx"] = bool(matches(f(*tensors)))
+            row[f"{label}_us"] = graph_time_us(torch, lambda f=f, t=tensors: f(*t), flush)
+        except Exception as e:
+            row[f"{label}_us"] = None
+            row[f"{label}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+    torch._dynamo.reset()
+    return row

@@ -17,6 +17,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from opforge.core import dtypes
+from opforge.examples.onnx_build import graph_model
 from opforge.examples.onnx_build import single_node_model as m
 from opforge.ops import rule_for
 
@@ -76,19 +77,7 @@ def torch_graph(torch, model: onnx.ModelProto) -> Callable:
 
 
 def _chain(nodes: list[onnx.NodeProto], inputs, consts: dict[str, np.ndarray], opset: int = 21) -> onnx.ModelProto:
-    """A model of the nodes; its outputs are the last node's outputs, shapes inferred."""
-    graph = helper.make_graph(
-        nodes,
-        "chain",
-        [helper.make_tensor_value_info(n, dtypes.by_name(t).onnx, s) for n, t, s in inputs],
-        [helper.make_value_info(o, onnx.TypeProto()) for o in nodes[-1].output],
-        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="opforge")
-    inferred = onnx.shape_inference.infer_shapes(model)
-    del model.graph.output[:]
-    model.graph.output.extend(inferred.graph.output)
-    return model
+    return graph_model(nodes, inputs, consts, opset, "chain")
 
 
 def _output_like_input(model: onnx.ModelProto) -> onnx.ModelProto:

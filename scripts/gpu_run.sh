@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The GPU machine's side of opforge's result scripts, one call for several of them: unpack the bundles the CPU
+# machine built (.gpu_carry/*.tar.xz, each holding one folder for .gpu_bundle/), run each phase named on the command
+# line, and pack every result file into $OUT/results.tar.gz (plus one log per phase). No TVM is needed here.
+#
+#   bash scripts/gpu_run.sh conformance verify-model fuzz realworld trt-lean bench-wide
+#
+# Each phase is the `run` half of a two-phase script (scripts/<name>.py build ran on the CPU machine); a phase
+# that fails is logged and the next one still runs. The exit code is the number of phases that failed.
+set -u
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+OUT=${OUT:-/tmp/opforge-gpu-out}
+res="$OUT/res"
+mkdir -p .gpu_bundle "$res"
+for t in .gpu_carry/*.tar.xz; do
+    [ -e "$t" ] && tar -xJf "$t" -C .gpu_bundle
+done
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+
+failed=0
+for phase in "$@"; do
+    start=$(date +%s)
+    case "$phase" in
+    conformance) cmd=(python3 scripts/conformance.py run .gpu_bundle/conformance "$res") ;;
+    verify-model) cmd=(python3 scripts/verify_model.py run .gpu_bundle/verify_model "$res") ;;
+    fuzz) cmd=(python3 scripts/fuzz.py run .gpu_bundle/fuzz "$res") ;;
+    realworld) cmd=(python3 scripts/realworld.py run .gpu_bundle/realworld "$res") ;;
+    trt-lean)
+        # TensorRT 11.4's lean runtime travels as wheels (the machine has no network).
+        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/trt-site .gpu_carry/*.whl
+        cmd=(env PYTHONPATH="/tmp/trt-site:$PYTHONPATH" python3 scripts/trt_lean.py run .gpu_bundle/trt-lean "$res")
+        ;;
+    bench-wide) cmd=(python3 scripts/bench_wide.py run .gpu_bundle/wide "$res/wide-parts" ${WIDE_ONLY:+--only "$WIDE_ONLY"}) ;;
+    *)
+        echo "unknown phase $phase" >&2
+        failed=$((failed + 1))
+        continue
+        ;;
+    esac
+    echo "== $phase: ${cmd[*]}" | tee "$OUT/log-$phase.txt"
+    if ! "${cmd[@]}" >>"$OUT/log-$phase.txt" 2>&1; then
+        failed=$((failed + 1))
+        echo "== $phase FAILED" | tee -a "$OUT/log-$phase.txt"
+    fi
+    echo "== $phase took $(($(date +%s) - start)) s" | tee -a "$OUT/log-$phase.txt"
+    tail -n 3 "$OUT/log-$phase.txt"
+done
+tar -czf "$OUT/results.tar.gz" -C "$res" .
+exit "$failed"
