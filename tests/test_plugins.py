@@ -164,3 +164,23 @@ def test_tpat_api_and_library_per_plugin(tmp_path):
     assert len(libs) == 2
     for lib in libs:
         assert ctypes.CDLL(lib).getCreators  # each library carries its own entry points
+
+
+@pytest.mark.slow
+def test_fp16_scatternd_add_plan_is_a_complete_cuda_file(tmp_path):
+    """The fp16 ScatterND-add kernel calls a device helper (a __half2 atomic add): the plan's own source defines it,
+    so its standalone fatbin builds as well as the plugin (generate failed on the fatbin before)."""
+    from opforge.examples.onnx_build import single_node_model
+    from opforge.generate import generate
+
+    model = single_node_model(
+        "ScatterND",
+        [("data", "float16", [4, 8, 16, 32]), ("idx", "int64", [4, 6, 3]), ("upd", "float16", [4, 6, 32])],
+        attrs={"reduction": "add"},
+    )
+    src = tmp_path / "snd.onnx"
+    onnx.save(model, str(src))
+    result = generate(src, tmp_path / "out", node_types=["ScatterND"])
+    (spec,) = result.plugins
+    assert "__device__ __forceinline__ void opf_atomic_add_half2" in spec.plan.cuda_source
+    assert (tmp_path / "out" / "plans" / f"{spec.plan.key}.fatbin").stat().st_size > 0

@@ -48,7 +48,7 @@ _DYN_SMEM = "tirx.use_dyn_shared_memory"
 
 
 # Bumped whenever opforge's lowering changes what plan a subgraph gets (invalidates cached plans).
-LOWERING_REVISION = 15
+LOWERING_REVISION = 16
 
 
 def producer_name(config: ScheduleConfig | None = None) -> str:
@@ -430,9 +430,21 @@ def _cuda_source(rt) -> str:
     while stack:
         m = stack.pop()
         if m.kind == "cuda":
-            return _BARE_INFINITY.sub("__int_as_float(0x7f800000)", m.inspect_source())
+            return _with_device_helpers(_BARE_INFINITY.sub("__int_as_float(0x7f800000)", m.inspect_source()))
         stack.extend(m.imports)
     raise LoweringError("TVM produced no CUDA module")
+
+
+def _with_device_helpers(source: str) -> str:
+    """The definitions of the device helpers opforge's kernels call, put before the first kernel that needs them."""
+    from opforge.lower.kernels import DEVICE_HELPERS
+
+    used = [text for name, text in DEVICE_HELPERS.items() if re.search(rf"\b{name}\(", source)]
+    if not used:
+        return source
+    at = source.find('extern "C" __global__')
+    at = at if at >= 0 else len(source)
+    return source[:at] + "".join(used) + "\n" + source[at:]
 
 
 def _is_buffer(v) -> bool:

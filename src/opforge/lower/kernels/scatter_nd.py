@@ -22,7 +22,7 @@ from tvm.script.ir_builder import tirx as T
 from opforge.lower.kernels.kernel_ir import as_index, index_dtype, prod, static, vec_lanes
 
 PARALLEL_MODES = ("update", "add")
-# A device helper the kernel template defines for sources that call it: atomicAdd on a __half2.
+# A device helper (lower/kernels/__init__.py DEVICE_HELPERS) the plan's source defines: atomicAdd on a __half2.
 HALF2_ATOMIC_ADD = "opf_atomic_add_half2"
 
 
