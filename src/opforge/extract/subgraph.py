@@ -18,6 +18,7 @@ from onnx import helper, numpy_helper
 from opforge.core.errors import OpforgeError
 from opforge.extract.fold import constant_values, infer_types
 from opforge.extract.model_io import opset_of
+from opforge.ops import apply_rewrites
 
 Dim = int | str
 BATCH_DIM = "batch"
@@ -59,7 +60,10 @@ def extract_nodes(
     types = _infer_types(model)
     consts = constant_values(model, types)
     opset = opset_of(model)
-    return [_cut(node, types, consts, opset, model) for node in nodes]
+    named = {
+        d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.HasField("dim_param")
+    }
+    return [_cut(node, types, consts, opset, model, named) for node in nodes]
 
 
 def _with_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[Dim]], dynamic_batch: bool) -> onnx.ModelProto:
@@ -67,6 +71,7 @@ def _with_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[Dim]], dyn
     m.CopyFrom(model)
     inits = {i.name for i in m.graph.initializer}
     graph_inputs = {i.name: i for i in m.graph.input if i.name not in inits}
+    _clean_dims(m, graph_inputs)
     for name in shapes:
         if name not in graph_inputs:
             raise OpforgeError(f"--input-shapes names {name!r}, which is not a graph input of the model")
@@ -88,11 +93,70 @@ def _with_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[Dim]], dyn
     return m
 
 
+_PLACEHOLDER = re.compile(r"^[^A-Za-z0-9]*$")  # "?", "-1", "": exporters' ways of saying "unknown"
+
+
+def _clean_dims(m: onnx.ModelProto, graph_inputs: dict[str, onnx.ValueInfoProto]) -> None:
+    """Exporters write unknown extents as dim_value -1 or dim_param "?" (paddle2onnx does both). Several "?" would
+    become one shape variable, and -1 is no extent at all: on a graph input such a dim gets a name of its own
+    (`<input>_<axis>`, which shape inference then carries downstream), elsewhere it is left unknown."""
+    for vi in [*m.graph.input, *m.graph.value_info, *m.graph.output]:
+        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            continue
+        for k, d in enumerate(vi.type.tensor_type.shape.dim):
+            bad = (d.HasField("dim_value") and d.dim_value < 0) or (
+                d.HasField("dim_param") and _PLACEHOLDER.match(d.dim_param)
+            )
+            if not bad:
+                continue
+            d.Clear()
+            if vi.name in graph_inputs:
+                d.dim_param = f"{_dim_name(vi.name)}_{k}"
+
+
 def _infer_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    """ONNX's shape inference; where it stops at ops it does not know (com.microsoft's, ...), on through the op
+    registry's decompositions of them (they keep the output names), then onnxruntime's symbolic shape inference."""
     try:
-        return infer_types(model)
+        types = infer_types(model)
     except Exception as e:
         raise OpforgeError(f"ONNX shape inference failed on the model: {str(e).splitlines()[0]}") from None
+    if not _untyped(model, types):
+        return types
+    try:
+        rewritten = apply_rewrites(model, lambda n: n.domain not in ("", "ai.onnx"))
+        for name, t in infer_types(rewritten).items():
+            if not _has_shape(types.get(name)):
+                types[name] = t
+    except Exception:
+        pass
+    if _untyped(model, types):
+        for name, t in _symbolic_types(model).items():
+            if not _has_shape(types.get(name)):
+                types[name] = t
+    return types
+
+
+def _has_shape(t: onnx.TypeProto | None) -> bool:
+    return t is not None and t.HasField("tensor_type") and t.tensor_type.HasField("shape")
+
+
+def _untyped(model: onnx.ModelProto, types: dict[str, onnx.TypeProto]) -> bool:
+    return any(o and not _has_shape(types.get(o)) for n in model.graph.node for o in n.output)
+
+
+def _symbolic_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    """onnxruntime's symbolic shape inference (it knows many com.microsoft ops); empty if it is absent or fails."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
+    except Exception:
+        return {}
+    if inferred is None:
+        return {}
+    g = inferred.graph
+    return {vi.name: vi.type for vi in [*g.value_info, *g.output]}
 
 
 def _dims(t: onnx.TypeProto | None) -> list[Dim] | None:
@@ -116,11 +180,13 @@ def _cut(
     consts: dict[str, np.ndarray],
     opset: int,
     model: onnx.ModelProto,
+    named: set[str] | frozenset[str] = frozenset(),
 ) -> NodeSubgraph:
     where = f"node {node.name!r} ({node.op_type})"
     graph_inputs, inits, names = [], [], []
     constant_inputs: dict[int, np.ndarray] = {}
     unknown = 0
+    generated: dict[str, str] = {}  # ONNX's invented dim names (unk__7) -> the subgraph's own (unk0, unk1, ...)
     for pos, name in enumerate(node.input):
         if not name:
             names.append("")
@@ -146,6 +212,14 @@ def _cut(
             if d == "":  # unknown extent: a fresh symbolic dimension, read at run time
                 shape.append(f"unk{unknown}")
                 unknown += 1
+            elif isinstance(d, str) and d not in named:
+                # Shape inference names each unknown extent it creates anew (unk__0, unk__1, ...; onnxruntime's
+                # <node>_o0__d2 or expressions of the inputs' dims): such a name says nothing beyond "equal within
+                # this node", so the subgraph names them by first use and identical nodes share one plan.
+                if d not in generated:
+                    generated[d] = f"unk{unknown}"
+                    unknown += 1
+                shape.append(generated[d])
             else:
                 shape.append(d if isinstance(d, int) else _dim_name(d))
         iname = f"in{pos}"
@@ -165,7 +239,11 @@ def _cut(
     )
     sub_node.attribute.extend(node.attribute)
     graph = helper.make_graph([sub_node], "opforge_node", graph_inputs, outs, initializer=inits)
-    sub = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="opforge")
+    imports = [helper.make_opsetid("", opset)]
+    if node.domain not in ("", "ai.onnx"):  # the node's own domain, at the model's version of it
+        version = next((o.version for o in model.opset_import if o.domain == node.domain), 1)
+        imports.append(helper.make_opsetid(node.domain, version))
+    sub = helper.make_model(graph, opset_imports=imports, producer_name="opforge")
     sub.ir_version = model.ir_version
     _infer_outputs(sub)
     return NodeSubgraph(
