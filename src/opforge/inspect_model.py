@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import onnx
+from onnx import TensorProto, helper, numpy_helper
 
 from opforge import trt_parser
 from opforge.core.errors import OpforgeError
@@ -24,6 +26,14 @@ class RejectedNode:
 
 
 @dataclass
+class ModelError:
+    """A parser failure of the model as a whole (no node): an initializer TensorRT cannot hold, ..."""
+
+    reason: str
+    note: str  # what it means and what opforge can (mostly cannot) do about it
+
+
+@dataclass
 class InspectReport:
     model: str
     parser: str
@@ -31,6 +41,11 @@ class InspectReport:
     rejected: list[RejectedNode]
     # Runs of consecutive nodes (graph order) TensorRT runs, and the rejected ones between them.
     subgraphs: list[dict] = field(default_factory=list)  # [{"supported", "first", "last", "nodes"}]
+    model_errors: list[ModelError] = field(default_factory=list)
+
+    @property
+    def parser_accepts(self) -> bool:
+        return not self.rejected and not self.model_errors
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -73,7 +88,7 @@ def inspect_model(
     model = model_or_path if isinstance(model_or_path, onnx.ModelProto) else load_model(model_or_path)
     label = "<model>" if isinstance(model_or_path, onnx.ModelProto) else str(model_or_path)
     name_nodes(model)
-    parsed = trt_parser.parse_any(model)
+    parsed, model_errors = parse_nodes(model)
     by_name = {n.name: (i, n) for i, n in enumerate(model.graph.node)}
     rejected: list[RejectedNode] = []
     seen = set()
@@ -103,7 +118,66 @@ def inspect_model(
         len(model.graph.node),
         rejected,
         partition(len(model.graph.node), {r.index for r in rejected}),
+        model_errors,
     )
+
+
+# Initializer types TensorRT cannot import, and a type holding every value of each (for the node-level re-parse).
+_WIDER = {
+    TensorProto.UINT16: TensorProto.INT32,
+    TensorProto.INT16: TensorProto.INT32,
+    TensorProto.UINT32: TensorProto.INT64,
+    TensorProto.UINT64: TensorProto.INT64,
+}
+_INITIALIZER = re.compile(r"Failed to import initializer: (\S+)\s*$")
+
+
+def model_level(e: trt_parser.ParserError) -> bool:
+    return e.index < 0 and not e.node and not e.op_type
+
+
+def parse_nodes(model: onnx.ModelProto, rounds: int = 16) -> tuple[trt_parser.ParseReport, list[ModelError]]:
+    """TensorRT's parser on the model. Where it fails the model as a whole at an initializer it cannot import
+    (uint32, ...), it checks no node at all: the failure is recorded, and the model is parsed again with that
+    initializer widened (uint32 -> int64) so that the nodes still get their verdicts."""
+    errors: list[ModelError] = []
+    m = model
+    parsed = trt_parser.parse_any(m)
+    for _ in range(rounds):
+        whole = [e for e in parsed.errors if model_level(e)]
+        if not whole:
+            break
+        widened = False
+        for e in whole:
+            reason = e.reason.strip().splitlines()[0][:300]
+            found = _INITIALIZER.search(e.reason.strip().splitlines()[0])
+            init = next((t for t in m.graph.initializer if found and t.name == found.group(1)), None)
+            if init is None:
+                errors.append(ModelError(reason, "the parser fails the model as a whole; opforge cannot change this"))
+                continue
+            users = [n.name or n.op_type for n in model.graph.node if init.name in n.input]
+            dtype = TensorProto.DataType.Name(init.data_type).lower()
+            note = (
+                f"initializer {init.name!r} is {dtype}, a type TensorRT cannot hold (it fails the whole model, "
+                f"before any node); used by {', '.join(users[:6]) or 'no node'}"
+                f"{' ...' if len(users) > 6 else ''}. opforge does not change the model's types: it goes away only "
+                "where every node using it becomes a plugin (constant inputs become plugin fields); else store it "
+                "as a type TensorRT holds (int32/int64)"
+            )
+            errors.append(ModelError(reason, note))
+            if init.data_type in _WIDER:
+                if m is model:
+                    m = onnx.ModelProto()
+                    m.CopyFrom(model)
+                    init = next(t for t in m.graph.initializer if t.name == init.name)
+                wide = numpy_helper.to_array(init).astype(helper.tensor_dtype_to_np_dtype(_WIDER[init.data_type]))
+                init.CopyFrom(numpy_helper.from_array(wide, init.name))
+                widened = True
+        if not widened:
+            break
+        parsed = trt_parser.parse_any(m)
+    parsed.errors = [e for e in parsed.errors if not model_level(e)]
+    return parsed, errors
 
 
 def partition(n_nodes: int, rejected: set[int]) -> list[dict]:
