@@ -5,6 +5,7 @@ inputs; a few through TVM (llvm, on the CPU); shapes inferred through contrib op
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -228,3 +229,40 @@ def test_generated_dim_names_do_not_split_identical_nodes():
     first = extract_nodes(m, [nodes[0]])[0]
     dims = [d.dim_param or d.dim_value for d in first.model.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["x_0", 3, "x_2", "x_3"]
+
+
+def _conformance(prefix: str):
+    import onnx.backend.test.case.node as node_cases
+
+    return [c for c in node_cases.collect_testcases(None) if c.name.startswith(prefix) and "expanded" not in c.name]
+
+
+@pytest.mark.parametrize("case", _conformance("test_col2im"), ids=lambda c: c.name)
+def test_col2im_expansion_matches_the_conformance_outputs(case):
+    """Col2Im with constant image and block shapes (as in real models) as a gather of the columns and a sum."""
+    m = onnx.ModelProto()
+    m.CopyFrom(case.model)
+    (inputs, outputs), = case.data_sets[:1]
+    feeds = dict(zip([i.name for i in m.graph.input], inputs))
+    for vi in list(m.graph.input)[1:]:
+        m.graph.initializer.append(numpy_helper.from_array(feeds.pop(vi.name), vi.name))
+        m.graph.input.remove(vi)
+    expanded = prepare_for_tvm(m)
+    assert "Col2Im" not in {n.op_type for n in expanded.graph.node}
+    np.testing.assert_array_equal(ReferenceEvaluator(expanded).run(None, feeds)[0], outputs[0])
+    if case.name == "test_col2im_pads":
+        import tvm
+        from tvm.relax.frontend.onnx import from_onnx
+
+        ex = tvm.compile(from_onnx(expanded, keep_params_in_input=False), target="llvm")
+        got = tvm.relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(feeds["input"])).numpy()
+        np.testing.assert_allclose(got, outputs[0], rtol=1e-6)
+
+
+def test_rms_normalization_over_leading_axes_lowers():
+    """TVM's converter fails RMSNormalization over axes from 0; the registry expands its body there."""
+    from opforge.lower import lower_subgraph
+    from opforge.testing.conformance import case_subgraph, load_cases
+
+    for case in load_cases({"test_rms_normalization_2d_axis0", "test_rms_normalization_3d_axis_negative_3_epsilon"}):
+        assert lower_subgraph(case_subgraph(case)[0]).launches

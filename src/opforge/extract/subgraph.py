@@ -72,6 +72,11 @@ def _with_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[Dim]], dyn
     inits = {i.name for i in m.graph.initializer}
     graph_inputs = {i.name: i for i in m.graph.input if i.name not in inits}
     _clean_dims(m, graph_inputs)
+    # Tools that write contrib ops sometimes leave out their domain's opset import (onnxruntime's transformer
+    # optimizer does): ONNX's shape inference then fails the whole model.
+    imported = {o.domain for o in m.opset_import}
+    for domain in sorted({n.domain for n in m.graph.node} - imported - {"", "ai.onnx"}):
+        m.opset_import.append(helper.make_opsetid(domain, 1))
     for name in shapes:
         if name not in graph_inputs:
             raise OpforgeError(f"--input-shapes names {name!r}, which is not a graph input of the model")
