@@ -11,8 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from opforge import trt_parser
 from opforge.core.errors import OpforgeError
-from opforge.extract import extract_nodes, load_model
-from opforge.extract.subgraph import Dim
+from opforge.extract import load_model
+from opforge.extract.subgraph import Dim, extract_each
 
 
 @dataclass
@@ -103,15 +103,26 @@ def inspect_model(
     if try_lowering:
         from opforge.lower import lower_subgraph
 
-        for k, r in enumerate(rejected):
+        # Shapes are inferred once for all the rejected nodes, and identical nodes (one subgraph key) lowered once.
+        try:
+            subs = extract_each(model, [by_name[r.name][1] for r in rejected], input_shapes)
+        except OpforgeError as err:
+            subs = [err] * len(rejected)
+        tried: dict[str, tuple[bool, str, str]] = {}  # key -> (lowers, error, the node it was tried on)
+        for k, (r, sub) in enumerate(zip(rejected, subs)):
             if progress:
                 progress(f"trying to lower {r.name} ({r.op_type}) [{k + 1}/{len(rejected)}]")
-            try:
-                sub = extract_nodes(model, [by_name[r.name][1]], input_shapes)[0]
-                lower_subgraph(sub)
-                r.plugin = True
-            except OpforgeError as err:
-                r.plugin, r.plugin_note = False, str(err)
+            if isinstance(sub, OpforgeError):
+                r.plugin, r.plugin_note = False, str(sub)
+                continue
+            if sub.key not in tried:
+                try:
+                    lower_subgraph(sub)
+                    tried[sub.key] = (True, "", r.name)
+                except OpforgeError as err:
+                    tried[sub.key] = (False, str(err), r.name)
+            ok, note, first = tried[sub.key]
+            r.plugin, r.plugin_note = ok, note.replace(repr(first), repr(r.name))
     return InspectReport(
         label,
         parsed.parser,

@@ -66,6 +66,27 @@ def extract_nodes(
     return [_cut(node, types, consts, opset, model, named) for node in nodes]
 
 
+def extract_each(
+    model: onnx.ModelProto, nodes: list[onnx.NodeProto], input_shapes: dict[str, list[Dim]] | None = None
+) -> list[NodeSubgraph | OpforgeError]:
+    """extract_nodes with shapes inferred once, where a node that cannot be cut gets its error instead of failing
+    the others."""
+    model = _with_input_shapes(model, input_shapes or {}, False)
+    types = _infer_types(model)
+    consts = constant_values(model, types)
+    opset = opset_of(model)
+    named = {
+        d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.HasField("dim_param")
+    }
+    out: list[NodeSubgraph | OpforgeError] = []
+    for node in nodes:
+        try:
+            out.append(_cut(node, types, consts, opset, model, named))
+        except OpforgeError as e:
+            out.append(e)
+    return out
+
+
 def _with_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[Dim]], dynamic_batch: bool) -> onnx.ModelProto:
     m = onnx.ModelProto()
     m.CopyFrom(model)
