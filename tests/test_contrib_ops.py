@@ -266,3 +266,43 @@ def test_rms_normalization_over_leading_axes_lowers():
 
     for case in load_cases({"test_rms_normalization_2d_axis0", "test_rms_normalization_3d_axis_negative_3_epsilon"}):
         assert lower_subgraph(case_subgraph(case)[0]).launches
+
+
+def test_shapes_flow_past_a_quantized_lstm_and_a_computed_reshape():
+    """quantize_dynamic's DynamicQuantizeLSTM: no exact lowering, but the nodes after it get shapes (an LSTM stands
+    in for it in shape inference), also through a Reshape whose shape is computed with Shape ops."""
+    rng = np.random.default_rng(0)
+    t, b, i, h = 5, 1, 8, 16
+    inits = [
+        _init("W", rng.integers(-128, 128, (1, i, 4 * h)).astype(np.int8)),
+        _init("R", rng.integers(-128, 128, (1, h, 4 * h)).astype(np.int8)),
+        _init("ws", np.full((1,), 0.01, np.float32)),
+        _init("wz", np.zeros((1,), np.int8)),
+        _init("rs", np.full((1,), 0.01, np.float32)),
+        _init("rz", np.zeros((1,), np.int8)),
+        _init("zero", np.array([0], np.int64)),
+        _init("minus1", np.array([-1], np.int64)),
+    ]
+    lstm = helper.make_node(
+        "DynamicQuantizeLSTM",
+        ["x", "W", "R", "", "", "", "", "", "ws", "wz", "rs", "rz"],
+        ["y"],
+        domain=MS,
+        hidden_size=h,
+        name="lstm",
+    )
+    nodes = [
+        lstm,
+        helper.make_node("Shape", ["y"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["t"], axis=0),
+        helper.make_node("Concat", ["t", "minus1"], ["target"], axis=0),
+        helper.make_node("Reshape", ["y", "target"], ["flat"]),
+        helper.make_node("DynamicQuantizeLinear", ["flat"], ["q", "qs", "qz"], name="dq"),
+    ]
+    g = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", F, [t, b, i])], [helper.make_tensor_value_info("q", U8, None)],
+        initializer=inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    (sub,) = extract_nodes(m, [nodes[-1]])
+    assert [d.dim_value for d in sub.model.graph.input[0].type.tensor_type.shape.dim] == [t, b * h]

@@ -57,8 +57,7 @@ def extract_nodes(
     dynamic_batch: bool = False,
 ) -> list[NodeSubgraph]:
     model = _with_input_shapes(model, input_shapes or {}, dynamic_batch)
-    types = _infer_types(model)
-    consts = constant_values(model, types)
+    types, consts = _types_and_constants(model)
     opset = opset_of(model)
     named = {
         d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.HasField("dim_param")
@@ -72,8 +71,7 @@ def extract_each(
     """extract_nodes with shapes inferred once, where a node that cannot be cut gets its error instead of failing
     the others."""
     model = _with_input_shapes(model, input_shapes or {}, False)
-    types = _infer_types(model)
-    consts = constant_values(model, types)
+    types, consts = _types_and_constants(model)
     opset = opset_of(model)
     named = {
         d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.HasField("dim_param")
@@ -150,9 +148,9 @@ def _infer_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     if not _untyped(model, types):
         return types
     try:
-        rewritten = apply_rewrites(model, lambda n: n.domain not in ("", "ai.onnx"))
+        rewritten = apply_rewrites(model, lambda n: n.domain not in ("", "ai.onnx"), for_shapes=True)
         for name, t in infer_types(rewritten).items():
-            if not _has_shape(types.get(name)):
+            if _known(t) > _known(types.get(name)):
                 types[name] = t
     except Exception:
         pass
@@ -161,6 +159,44 @@ def _infer_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
             if not _has_shape(types.get(name)):
                 types[name] = t
     return types
+
+
+def _types_and_constants(
+    model: onnx.ModelProto, rounds: int = 3
+) -> tuple[dict[str, onnx.TypeProto], dict[str, np.ndarray]]:
+    """Types, shapes and constant values. Where shapes stop at a Reshape whose target shape is computed from
+    Shape ops (past an op shape inference learnt about late, like a contrib op), the folded shape values are
+    given to shape inference as constants and it runs again."""
+    types = _infer_types(model)
+    consts = constant_values(model, types)
+    for _ in range(rounds):
+        if not _untyped(model, types):
+            break
+        inits = {t.name for t in model.graph.initializer}
+        small = {k: v for k, v in consts.items() if k not in inits and v.dtype == np.int64 and v.size <= 64}
+        if not small:
+            break
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        keep = [n for n in m.graph.node if not (n.output and all(o in small for o in n.output if o))]
+        del m.graph.node[:]
+        m.graph.node.extend(keep)
+        m.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in small.items())
+        before = sum(_known(t) for t in types.values())
+        for name, t in _infer_types(m).items():
+            if _known(t) > _known(types.get(name)):
+                types[name] = t
+        consts = constant_values(model, types)
+        if sum(_known(t) for t in types.values()) == before:
+            break
+    return types, consts
+
+
+def _known(t: onnx.TypeProto | None) -> int:
+    """How much a type says: 0 none, 1 a rank, more for each known extent."""
+    if not _has_shape(t):
+        return 0
+    return 1 + sum(d.HasField("dim_value") for d in t.tensor_type.shape.dim)
 
 
 def _has_shape(t: onnx.TypeProto | None) -> bool:

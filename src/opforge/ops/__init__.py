@@ -73,10 +73,11 @@ def kernel_overrides() -> dict[str, str]:
     return out
 
 
-def apply_rewrites(model: onnx.ModelProto, which=None) -> onnx.ModelProto:
+def apply_rewrites(model: onnx.ModelProto, which=None, for_shapes: bool = False) -> onnx.ModelProto:
     """A copy of the model with every node the registry rewrites (of those `which` selects) replaced by its
     rewrite, in one pass (the nodes a rewrite emits are not rewritten again). The rewrites keep the replaced nodes'
-    output names, so the copy also serves to infer shapes through ops ONNX's shape inference does not know."""
+    output names, so the copy also serves to infer shapes through ops ONNX's shape inference does not know
+    (`for_shapes`: rules' shape-only stand-ins too)."""
     from onnx import helper
 
     from opforge.ops.base import Emitter, attrs, elem_types
@@ -87,7 +88,8 @@ def apply_rewrites(model: onnx.ModelProto, which=None) -> onnx.ModelProto:
     constants = {t.name for t in m.graph.initializer}
     out, changed = [], False
     for node in m.graph.node:
-        rewrite = rule_for(node).rewrite if which is None or which(node) else None
+        rule = rule_for(node)
+        rewrite = (rule.rewrite or (rule.shapes if for_shapes else None)) if which is None or which(node) else None
         e = Emitter(m, node, types, constants)
         if rewrite is None or not rewrite(e, node, attrs(node)):
             out.append(node)

@@ -155,7 +155,28 @@ def _dynamic_quantize_matmul(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     return True
 
 
+def _quantized_lstm_shapes(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
+    """For shape inference only: an LSTM on the weights cast to float and laid out as ONNX's LSTM wants them
+    ([D, I, 4H] -> [D, 4H, I]); inputs X, W, R, B, sequence_lens, initial_h, initial_c, P come first in both."""
+    ins = list(node.input) + [""] * 8
+    w, r = (e.op("Transpose", e.op("Cast", ins[k], to=e.elem), perm=[0, 2, 1]) for k in (1, 2))
+    keep = {k: v for k, v in a.items() if k in ("hidden_size", "direction", "activations", "clip", "input_forget")}
+    inputs = [ins[0], w, r, *ins[3:8]]
+    while inputs and not inputs[-1]:
+        inputs.pop()
+    e.nodes.append(onnx.helper.make_node("LSTM", inputs, list(node.output), **keep))
+    return True
+
+
 RULES = [
+    OpRule(
+        ("DynamicQuantizeLSTM",),
+        MS,
+        "refuse",
+        "not lowered (no exact form: onnxruntime quantizes each step's input); its output shapes as an LSTM's, so "
+        "the nodes after it get shapes",
+        shapes=_quantized_lstm_shapes,
+    ),
     OpRule(("Gelu",), MS, "decompose", "0.5 x (1 + erf(x / sqrt 2))", rewrite=_gelu),
     OpRule(("BiasGelu",), MS, "decompose", "Gelu (erf) of X + bias", rewrite=_bias_gelu),
     OpRule(("FastGelu",), MS, "decompose", "Gelu's tanh approximation of X (+ bias)", rewrite=_fast_gelu),
