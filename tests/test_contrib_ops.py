@@ -306,3 +306,12 @@ def test_shapes_flow_past_a_quantized_lstm_and_a_computed_reshape():
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
     (sub,) = extract_nodes(m, [nodes[-1]])
     assert [d.dim_value for d in sub.model.graph.input[0].type.tensor_type.shape.dim] == [t, b * h]
+
+
+@pytest.mark.parametrize("case", _conformance("test_rotary_embedding"), ids=lambda c: c.name)
+def test_rotary_embedding_expansion_matches_the_conformance_outputs(case):
+    (inputs, outputs), = case.data_sets[:1]
+    feeds = dict(zip([i.name for i in case.model.graph.input], inputs))
+    expanded = prepare_for_tvm(case.model)
+    assert "RotaryEmbedding" not in {n.op_type for n in expanded.graph.node}
+    np.testing.assert_allclose(ReferenceEvaluator(expanded).run(None, feeds)[0], outputs[0], rtol=1e-6, atol=1e-6)
