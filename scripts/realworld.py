@@ -55,8 +55,12 @@ QUANTIZED = {
 }
 # Built here with onnx.helper (no shipped model has them): name -> (builder, --input-shapes, note).
 SYNTHETIC = {
-    "ffn-encoder-ortopt": ("_ffn_encoder", "", "transformer FFN blocks built with onnx.helper, fused by "
-                           "onnxruntime.transformers.optimizer (SkipLayerNormalization, BiasGelu, ...)"),
+    "ffn-encoder-ortopt": (
+        "_ffn_encoder",
+        "",
+        "transformer FFN blocks built with onnx.helper, fused by "
+        "onnxruntime.transformers.optimizer (SkipLayerNormalization, BiasGelu, ...)",
+    ),
     "rmsnorm-opset23": ("_rms_norm", "", "RMSNormalization (opset 23), onnx.helper"),
     "rotary-opset23": ("_rotary", "", "RotaryEmbedding (opset 23), onnx.helper"),
     "attention-opset23": ("_attention", "", "Attention (opset 23), onnx.helper"),
@@ -140,8 +144,10 @@ def _ffn_encoder():
     for k in range(2):
         p = f"l{k}_"
         inits += [w(p + "w1", h, f), w(p + "b1", f), w(p + "w2", f, h), w(p + "b2", h), w(p + "g", h), w(p + "be", h)]
-        inits += [numpy_helper.from_array(np.array(v, np.float32), p + n) for n, v in
-                  (("sqrt2", np.sqrt(2.0)), ("one", 1.0), ("half", 0.5))]
+        inits += [
+            numpy_helper.from_array(np.array(v, np.float32), p + n)
+            for n, v in (("sqrt2", np.sqrt(2.0)), ("one", 1.0), ("half", 0.5))
+        ]
         nodes += [
             helper.make_node("MatMul", [x, p + "w1"], [p + "mm1"]),
             helper.make_node("Add", [p + "mm1", p + "b1"], [p + "a1"]),
@@ -153,12 +159,16 @@ def _ffn_encoder():
             helper.make_node("MatMul", [p + "gelu", p + "w2"], [p + "mm2"]),
             helper.make_node("Add", [p + "mm2", p + "b2"], [p + "a2"]),
             helper.make_node("Add", [p + "a2", x], [p + "res"]),
-            helper.make_node("LayerNormalization", [p + "res", p + "g", p + "be"], [p + "out"], axis=-1,
-                             epsilon=1e-12),
+            helper.make_node("LayerNormalization", [p + "res", p + "g", p + "be"], [p + "out"], axis=-1, epsilon=1e-12),
         ]
         x = p + "out"
-    m = _mk(nodes, [helper.make_tensor_value_info("x", T.FLOAT, [2, 16, h])],
-            [helper.make_tensor_value_info(x, T.FLOAT, [2, 16, h])], inits, opset=17)
+    m = _mk(
+        nodes,
+        [helper.make_tensor_value_info("x", T.FLOAT, [2, 16, h])],
+        [helper.make_tensor_value_info(x, T.FLOAT, [2, 16, h])],
+        inits,
+        opset=17,
+    )
     with tempfile.TemporaryDirectory() as d:
         import onnx
 
@@ -173,8 +183,12 @@ def _rms_norm():
 
     g = numpy_helper.from_array(np.linspace(0.5, 1.5, 64).astype(np.float32), "g")
     node = helper.make_node("RMSNormalization", ["x", "g"], ["y"], axis=-1, epsilon=1e-6, name="rms")
-    return _mk([node], [helper.make_tensor_value_info("x", T.FLOAT, [2, 16, 64])],
-               [helper.make_tensor_value_info("y", T.FLOAT, [2, 16, 64])], [g])
+    return _mk(
+        [node],
+        [helper.make_tensor_value_info("x", T.FLOAT, [2, 16, 64])],
+        [helper.make_tensor_value_info("y", T.FLOAT, [2, 16, 64])],
+        [g],
+    )
 
 
 def _rotary():
@@ -184,9 +198,15 @@ def _rotary():
     pos = np.arange(32, dtype=np.float32)[:, None] / (10000 ** (np.arange(8, dtype=np.float32) / 8))
     inits = [numpy_helper.from_array(np.cos(pos), "cos"), numpy_helper.from_array(np.sin(pos), "sin")]
     node = helper.make_node("RotaryEmbedding", ["x", "cos", "sin", "pos"], ["y"], name="rope")
-    return _mk([node], [helper.make_tensor_value_info("x", T.FLOAT, [2, 4, 16, 16]),
-                        helper.make_tensor_value_info("pos", T.INT64, [2, 16])],
-               [helper.make_tensor_value_info("y", T.FLOAT, [2, 4, 16, 16])], inits)
+    return _mk(
+        [node],
+        [
+            helper.make_tensor_value_info("x", T.FLOAT, [2, 4, 16, 16]),
+            helper.make_tensor_value_info("pos", T.INT64, [2, 16]),
+        ],
+        [helper.make_tensor_value_info("y", T.FLOAT, [2, 4, 16, 16])],
+        inits,
+    )
 
 
 def _attention():
@@ -195,33 +215,64 @@ def _attention():
 
     node = helper.make_node("Attention", ["q", "k", "v"], ["y"], is_causal=1, name="attn")
     shape = [2, 4, 16, 32]
-    return _mk([node], [helper.make_tensor_value_info(n, T.FLOAT, shape) for n in "qkv"],
-               [helper.make_tensor_value_info("y", T.FLOAT, shape)])
+    return _mk(
+        [node],
+        [helper.make_tensor_value_info(n, T.FLOAT, shape) for n in "qkv"],
+        [helper.make_tensor_value_info("y", T.FLOAT, shape)],
+    )
 
 
 def _col2im():
     from onnx import TensorProto as T
     from onnx import helper, numpy_helper
 
-    inits = [numpy_helper.from_array(np.array([10, 12], np.int64), "image"),
-             numpy_helper.from_array(np.array([3, 3], np.int64), "block")]
+    inits = [
+        numpy_helper.from_array(np.array([10, 12], np.int64), "image"),
+        numpy_helper.from_array(np.array([3, 3], np.int64), "block"),
+    ]
     node = helper.make_node("Col2Im", ["x", "image", "block"], ["y"], pads=[1, 1, 1, 1], name="col2im")
-    return _mk([node], [helper.make_tensor_value_info("x", T.FLOAT, [1, 2 * 9, 120])],
-               [helper.make_tensor_value_info("y", T.FLOAT, [1, 2, 10, 12])], inits, opset=18)
+    return _mk(
+        [node],
+        [helper.make_tensor_value_info("x", T.FLOAT, [1, 2 * 9, 120])],
+        [helper.make_tensor_value_info("y", T.FLOAT, [1, 2, 10, 12])],
+        inits,
+        opset=18,
+    )
 
 
 def corpus() -> list[dict]:
     rows = []
     for name, (package, member, shapes) in SHIPPED.items():
-        rows.append({"model": name, "source": f"{package}=={WHEELS[package]}:{member}", "shapes": shapes,
-                     "kind": "shipped", "path": lambda n=name: shipped_model(n)})
+        rows.append(
+            {
+                "model": name,
+                "source": f"{package}=={WHEELS[package]}:{member}",
+                "shapes": shapes,
+                "kind": "shipped",
+                "path": lambda n=name: shipped_model(n),
+            }
+        )
     for name, base in QUANTIZED.items():
         package, member, shapes = SHIPPED[base]
-        rows.append({"model": name, "source": f"{package}=={WHEELS[package]}:{member} + onnxruntime quantize_dynamic",
-                     "shapes": shapes, "kind": "derived", "path": lambda n=name: quantized_model(n)})
+        rows.append(
+            {
+                "model": name,
+                "source": f"{package}=={WHEELS[package]}:{member} + onnxruntime quantize_dynamic",
+                "shapes": shapes,
+                "kind": "derived",
+                "path": lambda n=name: quantized_model(n),
+            }
+        )
     for name, (_, shapes, note) in SYNTHETIC.items():
-        rows.append({"model": name, "source": f"synthetic: {note}", "shapes": shapes, "kind": "synthetic",
-                     "path": lambda n=name: synthetic_model(n)})
+        rows.append(
+            {
+                "model": name,
+                "source": f"synthetic: {note}",
+                "shapes": shapes,
+                "kind": "synthetic",
+                "path": lambda n=name: synthetic_model(n),
+            }
+        )
     return rows
 
 
@@ -304,8 +355,10 @@ def build(bundle: Path) -> None:
             row["traceback"] = traceback.format_exc()[-1500:]
             row["folder"] = None
         row["auto_s"] = round(time.perf_counter() - t0, 1)
-        print(json.dumps({k: row.get(k) for k in ("model", "rejected", "lowered", "plugins", "auto_s", "error")}),
-              flush=True)
+        print(
+            json.dumps({k: row.get(k) for k in ("model", "rejected", "lowered", "plugins", "auto_s", "error")}),
+            flush=True,
+        )
         rows.append(row)
         record.write_text(json.dumps({"commit": bundle_commit(), "rows": rows}, indent=1))
     record.write_text(json.dumps({"commit": bundle_commit(), "rows": rows}, indent=1))
@@ -329,13 +382,19 @@ def run(bundle: Path, out: Path) -> int:
             row["verify_error"] = f"{type(e).__name__}: {str(e)[:300]}"
             checks = []
         row["plugins_verified"] = sum(c["ok"] for c in checks)
-        row["plugins_failed"] = [{"plugin": c["plugin"], "error": c.get("error", "")[:200]} for c in checks
-                                 if not c["ok"]]
+        row["plugins_failed"] = [
+            {"plugin": c["plugin"], "error": c.get("error", "")[:200]} for c in checks if not c["ok"]
+        ]
         row["verified_plugin_nodes"] = sum(len(c["nodes"]) for c in checks if c["ok"])
         print(row["model"], row["plugins_verified"], "of", len(checks), flush=True)
     summary = _summary(rows)
-    meta = run_metadata(device, {"opforge_commit": info.get("commit", "?"),
-                                 "executor": "plugin libraries through the opforge harness (verify_folder)"})
+    meta = run_metadata(
+        device,
+        {
+            "opforge_commit": info.get("commit", "?"),
+            "executor": "plugin libraries through the opforge harness (verify_folder)",
+        },
+    )
     write_results(out, "realworld-h100", meta, rows, summary, markdown(rows))
     print(json.dumps(summary))
     return 0

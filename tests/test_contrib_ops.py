@@ -90,7 +90,11 @@ def _cases():
             epsilon=1e-6,
         ),
         "FusedMatMul": _model(
-            "FusedMatMul", [("a", F, [3, 7, 4]), ("b", F, [3, 5, 7])], [("y", F, [3, 4, 5])], transA=1, transB=1,
+            "FusedMatMul",
+            [("a", F, [3, 7, 4]), ("b", F, [3, 5, 7])],
+            [("y", F, [3, 4, 5])],
+            transA=1,
+            transB=1,
             alpha=0.5,
         ),
         "FusedMatMul-plain": _model("FusedMatMul", [("a", F, [3, 4, 7]), ("b", F, [7, 5])], [("y", F, [3, 4, 5])]),
@@ -242,7 +246,7 @@ def test_col2im_expansion_matches_the_conformance_outputs(case):
     """Col2Im with constant image and block shapes (as in real models) as a gather of the columns and a sum."""
     m = onnx.ModelProto()
     m.CopyFrom(case.model)
-    (inputs, outputs), = case.data_sets[:1]
+    ((inputs, outputs),) = case.data_sets[:1]
     feeds = dict(zip([i.name for i in m.graph.input], inputs))
     for vi in list(m.graph.input)[1:]:
         m.graph.initializer.append(numpy_helper.from_array(feeds.pop(vi.name), vi.name))
@@ -300,7 +304,10 @@ def test_shapes_flow_past_a_quantized_lstm_and_a_computed_reshape():
         helper.make_node("DynamicQuantizeLinear", ["flat"], ["q", "qs", "qz"], name="dq"),
     ]
     g = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", F, [t, b, i])], [helper.make_tensor_value_info("q", U8, None)],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", F, [t, b, i])],
+        [helper.make_tensor_value_info("q", U8, None)],
         initializer=inits,
     )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
@@ -310,8 +317,42 @@ def test_shapes_flow_past_a_quantized_lstm_and_a_computed_reshape():
 
 @pytest.mark.parametrize("case", _conformance("test_rotary_embedding"), ids=lambda c: c.name)
 def test_rotary_embedding_expansion_matches_the_conformance_outputs(case):
-    (inputs, outputs), = case.data_sets[:1]
+    ((inputs, outputs),) = case.data_sets[:1]
     feeds = dict(zip([i.name for i in case.model.graph.input], inputs))
     expanded = prepare_for_tvm(case.model)
     assert "RotaryEmbedding" not in {n.op_type for n in expanded.graph.node}
     np.testing.assert_allclose(ReferenceEvaluator(expanded).run(None, feeds)[0], outputs[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "case", _conformance("test_qlinearmatmul") + _conformance("test_qlinearconv"), ids=lambda c: c.name
+)
+def test_qlinear_expansions_match_the_conformance_outputs_exactly(case):
+    ((inputs, outputs),) = case.data_sets[:1]
+    feeds = dict(zip([i.name for i in case.model.graph.input], inputs))
+    expanded = prepare_for_tvm(case.model)
+    assert not {"QLinearMatMul", "QLinearConv"} & {n.op_type for n in expanded.graph.node}
+    np.testing.assert_array_equal(ReferenceEvaluator(expanded).run(None, feeds)[0], outputs[0])
+
+
+@pytest.mark.parametrize("opset", [10, 13])
+@pytest.mark.parametrize("out_type", [U8, I8])
+def test_requantization_rounds_half_to_even_and_saturates(opset, out_type):
+    """Before opset 11 (no Round, Clip with attributes) the rounding is written with Floor and comparisons."""
+    from opforge.ops.base import Emitter
+    from opforge.ops.qlinear import _saturate
+
+    y = np.array([-300.0, -128.5, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.49999, 126.5, 127.5, 254.5, 255.5, 400.0])
+    g = helper.make_graph(
+        [],
+        "g",
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [len(y)])],
+        [helper.make_tensor_value_info("q", out_type, [len(y)])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    e = Emitter(m, helper.make_node("Identity", ["y"], ["q"]), {}, set())
+    _saturate(e, "y", out_type, "q")
+    m.graph.node.extend(e.nodes)
+    info = np.iinfo(helper.tensor_dtype_to_np_dtype(out_type))
+    want = np.clip(np.rint(y), info.min, info.max).astype(info.dtype)
+    np.testing.assert_array_equal(ReferenceEvaluator(m).run(None, {"y": y})[0], want)

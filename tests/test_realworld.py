@@ -72,12 +72,34 @@ def test_run_phase_summary_without_plugins(tmp_path, monkeypatch):
     rw = _script()
     _stand_in_gpu(monkeypatch)
     rows = [
-        {"model": "a", "source": "s", "kind": "shipped", "nodes": 5, "rejected": 0, "rejected_eligible": 0,
-         "lowered": 0, "plugin_nodes": 0, "unsupported": {}, "model_errors": [], "parser_accepts_after": True,
-         "folder": None},
-        {"model": "b", "source": "s", "kind": "derived", "nodes": 9, "rejected": 2, "rejected_eligible": 1,
-         "lowered": 0, "plugin_nodes": 0, "unsupported": {"NonZero": {"nodes": 1, "why": "data-dependent"}},
-         "model_errors": [], "parser_accepts_after": False, "folder": None},
+        {
+            "model": "a",
+            "source": "s",
+            "kind": "shipped",
+            "nodes": 5,
+            "rejected": 0,
+            "rejected_eligible": 0,
+            "lowered": 0,
+            "plugin_nodes": 0,
+            "unsupported": {},
+            "model_errors": [],
+            "parser_accepts_after": True,
+            "folder": None,
+        },
+        {
+            "model": "b",
+            "source": "s",
+            "kind": "derived",
+            "nodes": 9,
+            "rejected": 2,
+            "rejected_eligible": 1,
+            "lowered": 0,
+            "plugin_nodes": 0,
+            "unsupported": {"NonZero": {"nodes": 1, "why": "data-dependent"}},
+            "model_errors": [],
+            "parser_accepts_after": False,
+            "folder": None,
+        },
     ]
     _fake_bundle(tmp_path / "b", rows)
     assert rw.run(tmp_path / "b", tmp_path / "out") == 0

@@ -59,9 +59,7 @@ def extract_nodes(
     model = _with_input_shapes(model, input_shapes or {}, dynamic_batch)
     types, consts = _types_and_constants(model)
     opset = opset_of(model)
-    named = {
-        d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.HasField("dim_param")
-    }
+    named = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.HasField("dim_param")}
     return [_cut(node, types, consts, opset, model, named) for node in nodes]
 
 
@@ -73,9 +71,7 @@ def extract_each(
     model = _with_input_shapes(model, input_shapes or {}, False)
     types, consts = _types_and_constants(model)
     opset = opset_of(model)
-    named = {
-        d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.HasField("dim_param")
-    }
+    named = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.HasField("dim_param")}
     out: list[NodeSubgraph | OpforgeError] = []
     for node in nodes:
         try:
