@@ -133,3 +133,70 @@ def test_build_and_run_phases_on_a_transformer_block(tmp_path, monkeypatch):
     assert s["models"] == 1 and s["plugin_nodes"] == 4
     assert s["verified_plugin_nodes"] == 4 - len(first.nodes)
     assert result["rows"][0]["plugins_failed"][0]["plugin"] == first.name
+
+
+def _tiny_quantized(tmp_path: Path) -> Path:
+    """Three same-shaped Convs and a MatMul, through onnxruntime's quantize_dynamic (seeded weights)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import quantize_dynamic
+
+    rng = np.random.default_rng(16)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) * 0.2).astype(np.float32), f"w{k}") for k in range(3)
+    ]
+    inits.append(numpy_helper.from_array((rng.standard_normal((8 * 8 * 8, 10)) * 0.05).astype(np.float32), "fc"))
+    inits.append(numpy_helper.from_array(np.array([1, -1], np.int64), "shape"))
+    nodes, x = [], "x"
+    for k in range(3):
+        nodes += [
+            helper.make_node("Conv", [x, f"w{k}"], [f"c{k}"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", [f"c{k}"], [f"r{k}"]),
+        ]
+        x = f"r{k}"
+    nodes += [helper.make_node("Reshape", [x, "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "fc"], ["y"])]
+    g = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        initializer=inits,
+    )
+    src, out = tmp_path / "tiny.onnx", tmp_path / "tiny_q.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(src))
+    quantize_dynamic(str(src), str(out))
+    return out
+
+
+@pytest.mark.slow
+def test_auto_on_a_dynamically_quantized_model(tmp_path):
+    """quantize_dynamic's ConvInteger, MatMulInteger and DynamicQuantizeLinear: every node gets a plugin, the
+    three ConvIntegers (different weights) share one, weights stay plugin inputs (not fields), and auto exits 0
+    because the rewritten model leaves the parser only opforge's plugins."""
+    import subprocess
+
+    path = _tiny_quantized(tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "opforge",
+            "auto",
+            str(path),
+            "-o",
+            str(tmp_path / "out"),
+            "--json",
+            "--verify",
+            "never",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    by_op = {p["op_type"]: p for p in result["plugins"]}
+    assert len(by_op["ConvInteger"]["nodes"]) == 3 and result["ok"] is True
+    rewritten = onnx.load(str(tmp_path / "out" / "tiny_q.opforge.onnx"))
+    inits = {t.name for t in rewritten.graph.initializer}
+    conv = next(n for n in rewritten.graph.node if n.op_type == by_op["ConvInteger"]["name"])
+    assert conv.input[1] in inits and all(a.name == "pads" for a in conv.attribute)

@@ -18,7 +18,7 @@ from onnx import helper, numpy_helper
 from opforge.core.errors import OpforgeError
 from opforge.extract.fold import constant_values, infer_types
 from opforge.extract.model_io import opset_of
-from opforge.ops import apply_rewrites
+from opforge.ops import apply_rewrites, rule_for
 
 Dim = int | str
 BATCH_DIM = "batch"
@@ -244,10 +244,18 @@ def _cut(
     graph_inputs, inits, names = [], [], []
     constant_inputs: dict[int, np.ndarray] = {}
     unknown = 0
+    weights = set(rule_for(node).weights)
     generated: dict[str, str] = {}  # ONNX's invented dim names (unk__7) -> the subgraph's own (unk0, unk1, ...)
     for pos, name in enumerate(node.input):
         if not name:
             names.append("")
+            continue
+        if name in consts and pos in weights:  # stays a run-time input: typed and shaped by its value
+            value = consts[name]
+            iname = f"in{pos}"
+            elem = helper.np_dtype_to_tensor_dtype(value.dtype)
+            graph_inputs.append(helper.make_tensor_value_info(iname, elem, list(value.shape)))
+            names.append(iname)
             continue
         if name in consts:
             cname = f"const{pos}"

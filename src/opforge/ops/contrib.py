@@ -210,5 +210,6 @@ RULES = [
         "decompose",
         "DynamicQuantizeLinear of A, MatMulInteger (exact int32), scaled by both scales, plus bias",
         rewrite=_dynamic_quantize_matmul,
+        weights=(1, 4),
     ),
 ]

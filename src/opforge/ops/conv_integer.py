@@ -2,7 +2,11 @@
 is written as a Conv on the zero-point-shifted operands. The accumulation stays exact: the operands are shifted in
 int32 and convolved in float64 (an 8-bit product is below 2^16 and a sum of fewer than 2^37 of them is exact in a
 double's 53-bit mantissa), then cast back to int32, the op's output type. Padding contributes zeros after the shift,
-as ONNX's reference pads."""
+as ONNX's reference pads.
+
+The quantized weights (and their zero points) of ConvInteger and MatMulInteger, and a constant DynamicQuantizeLinear
+input, stay run-time plugin inputs (`weights`): their values do not become plugin fields, and nodes that differ
+only in weights share one plan."""
 
 from __future__ import annotations
 
@@ -45,7 +49,19 @@ RULES = [
     OpRule(
         ("ConvInteger",),
         lowering="decompose",
-        summary="Conv of the zero-point-shifted operands in float64 (exact for 8-bit products), cast to int32",
+        summary="Conv of the zero-point-shifted operands in float64 (exact for 8-bit products), cast to int32; "
+        "weights stay run-time inputs",
         rewrite=_conv_integer,
-    )
+        weights=(1, 3),
+    ),
+    OpRule(
+        ("MatMulInteger",),
+        summary="TVM; B and its zero point stay run-time plugin inputs (weights)",
+        weights=(1, 3),
+    ),
+    OpRule(
+        ("DynamicQuantizeLinear",),
+        summary="TVM; a constant input (weights quantized at run time) stays a run-time plugin input",
+        weights=(0,),
+    ),
 ]

@@ -75,11 +75,13 @@ RULES = [
         summary="8-bit: Conv of the shifted operands exact in float64 (as ConvInteger), requantized as ONNX's "
         "reference does",
         rewrite=_qlinear_conv,
+        weights=(3, 5, 8),
     ),
     OpRule(
         ("QLinearMatMul",),
         lowering="decompose",
         summary="8-bit: MatMulInteger (exact int32), requantized in float64 as ONNX's reference does",
         rewrite=_qlinear_matmul,
+        weights=(3, 5),
     ),
 ]
