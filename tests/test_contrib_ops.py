@@ -311,8 +311,13 @@ def test_shapes_flow_past_a_quantized_lstm_and_a_computed_reshape():
         initializer=inits,
     )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
-    (sub,) = extract_nodes(m, [nodes[-1]])
+    sub, lstm_sub = extract_nodes(m, [nodes[-1], lstm])
     assert [d.dim_value for d in sub.model.graph.input[0].type.tensor_type.shape.dim] == [t, b * h]
+    from opforge.core.errors import OpforgeError
+    from opforge.lower import lower_subgraph
+
+    with pytest.raises(OpforgeError, match="recurrent ops"):
+        lower_subgraph(lstm_sub)
 
 
 @pytest.mark.parametrize("case", _conformance("test_rotary_embedding"), ids=lambda c: c.name)

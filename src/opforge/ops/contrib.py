@@ -176,6 +176,11 @@ RULES = [
         "not lowered (no exact form: onnxruntime quantizes each step's input); its output shapes as an LSTM's, so "
         "the nodes after it get shapes",
         shapes=_quantized_lstm_shapes,
+        refuse=lambda node, a: (
+            "opforge has no lowering for recurrent ops (LSTM, and onnxruntime's quantized LSTM, which quantizes each "
+            "step's input at run time); keep the LSTM in float (quantize_dynamic(op_types_to_quantize=[...]) "
+            "without LSTM) so TensorRT runs it"
+        ),
     ),
     OpRule(("Gelu",), MS, "decompose", "0.5 x (1 + erf(x / sqrt 2))", rewrite=_gelu),
     OpRule(("BiasGelu",), MS, "decompose", "Gelu (erf) of X + bias", rewrite=_bias_gelu),
