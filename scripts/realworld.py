@@ -50,7 +50,7 @@ QUANTIZED = {
     "ppocr-cls-qdyn": "ppocr-cls",
     "ppocrv4-det-qdyn": "ppocrv4-det",
     "ppocrv4-rec-qdyn": "ppocrv4-rec",
-    "ddddocr-ocr-old-qdyn": "ddddocr-ocr-old",
+    "ddddocr-det-qdyn": "ddddocr-det",
     "silero-vad-op15-qdyn": "silero-vad-op15",
 }
 # Built here with onnx.helper (no shipped model has them): name -> (builder, --input-shapes, note).
@@ -100,11 +100,28 @@ def shipped_model(name: str) -> Path:
 
 
 def quantized_model(name: str) -> Path:
+    """Constant nodes made initializers (paddle2onnx writes weights as Constant nodes, which quantize_dynamic
+    cannot quantize statically and fails on for PP-OCRv4), then quantize_dynamic with its defaults."""
+    import onnx
+    from onnx import numpy_helper
     from onnxruntime.quantization import quantize_dynamic
 
     path = cache_dir() / "models" / f"{name}.onnx"
     if not path.is_file():
-        quantize_dynamic(str(shipped_model(QUANTIZED[name])), str(path))
+        m = onnx.load(str(shipped_model(QUANTIZED[name])))
+        keep = []
+        for n in m.graph.node:
+            value = next((a.t for a in n.attribute if a.name == "value"), None) if n.op_type == "Constant" else None
+            if value is None:
+                keep.append(n)
+            else:
+                m.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(value), n.output[0]))
+        del m.graph.node[:]
+        m.graph.node.extend(keep)
+        staged = path.with_suffix(".float.onnx")
+        onnx.save(m, str(staged))
+        quantize_dynamic(str(staged), str(path))
+        staged.unlink()
     return path
 
 
