@@ -161,3 +161,41 @@ def test_model_level_parser_failure_is_reported(tmp_path):
     assert proc.returncode == 1 and "(the model)" in proc.stderr, proc.stderr
     md = (tmp_path / "out" / "report.md").read_text()
     assert "fails the model as a whole" in md and "Rejected: 0" in md
+
+
+def test_unsorted_nodes_are_sorted_before_work():
+    """onnxruntime's quantize_dynamic leaves some models (silero-vad's, with If subgraphs) with nodes out of
+    topological order; sort_nodes orders them, counting names a subgraph reads from the outer scope."""
+    from opforge.inspect_model import sort_nodes
+
+    then = helper.make_graph(
+        [helper.make_node("Identity", ["r"], ["t"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [4])],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Neg", ["r"], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [4])],
+    )
+    nodes = [
+        helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other, name="if"),
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),  # read only inside the branches, yet listed after
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(m)
+    assert sort_nodes(m) and [n.name for n in m.graph.node] == ["relu", "if"]
+    onnx.checker.check_model(m)
+    assert not sort_nodes(m)

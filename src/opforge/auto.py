@@ -16,7 +16,7 @@ from opforge.core.manifest import Manifest
 from opforge.extract import load_model
 from opforge.extract.subgraph import Dim
 from opforge.generate import DynamicBatch, generate
-from opforge.inspect_model import check_graph_input_shapes, inspect_model, name_nodes
+from opforge.inspect_model import check_graph_input_shapes, inspect_model, name_nodes, sort_nodes
 
 
 def gpu_available() -> bool:
@@ -46,7 +46,8 @@ def auto(
     model = load_model(model_path)
     check_graph_input_shapes(model, input_shapes)
     source = model_path
-    if name_nodes(model):  # unnamed nodes get names so they can be selected; work on a named copy
+    # Unnamed nodes get names so they can be selected, unsorted nodes are sorted: work on such a copy.
+    if sum([sort_nodes(model), bool(name_nodes(model))]):
         source = out_dir / f"{model_path.stem}.named.onnx"
         atomic_write_bytes(source, model.SerializeToString())
     say("inspecting with TensorRT's ONNX parser")

@@ -66,6 +66,46 @@ def name_nodes(model: onnx.ModelProto) -> int:
     return count
 
 
+def _subgraph_inputs(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs (If/Loop/Scan bodies) read, from the enclosing scopes too."""
+    out: set[str] = set()
+    for a in node.attribute:
+        for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+            for n in g.node:
+                out.update(i for i in n.input if i)
+                out |= _subgraph_inputs(n)
+    return out
+
+
+def sort_nodes(model: onnx.ModelProto) -> bool:
+    """Put the graph's nodes in topological order (onnxruntime's quantize_dynamic leaves some models unsorted, which
+    onnx.checker rejects); stable: nodes already in order keep it. Returns whether anything moved."""
+    nodes = list(model.graph.node)
+    producer = {o: k for k, n in enumerate(nodes) for o in n.output if o}
+    deps = [
+        {producer[i] for i in {*n.input, *_subgraph_inputs(n)} if i in producer and producer[i] != k}
+        for k, n in enumerate(nodes)
+    ]
+    if all(d < k for k, ds in enumerate(deps) for d in ds):
+        return False  # already in order (the usual case)
+    order: list[int] = []
+    placed: set[int] = set()
+    pending = list(range(len(nodes)))
+    while pending:
+        ready = [k for k in pending if deps[k] <= placed]
+        if not ready:  # a cycle: leave the model as it is
+            return False
+        take = ready[0]
+        order.append(take)
+        placed.add(take)
+        pending.remove(take)
+    if order == list(range(len(nodes))):
+        return False
+    del model.graph.node[:]
+    model.graph.node.extend(nodes[k] for k in order)
+    return True
+
+
 def check_graph_input_shapes(model: onnx.ModelProto, given: dict[str, list[Dim]] | None) -> None:
     inits = {t.name for t in model.graph.initializer}
     missing = [
