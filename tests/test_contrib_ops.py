@@ -361,3 +361,33 @@ def test_requantization_rounds_half_to_even_and_saturates(opset, out_type):
     info = np.iinfo(helper.tensor_dtype_to_np_dtype(out_type))
     want = np.clip(np.rint(y), info.min, info.max).astype(info.dtype)
     np.testing.assert_array_equal(ReferenceEvaluator(m).run(None, {"y": y})[0], want)
+
+
+def test_missing_shape_names_where_inference_stops_when_inputs_are_known():
+    """Every graph input shaped (a scalar given as 'c:' included): a node past an If whose branches differ in rank
+    is told where shape inference stops, not to give --input-shapes."""
+    from opforge.extract.subgraph import extract_each
+
+    then = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["t"])], "t", [], [helper.make_tensor_value_info("t", F, None)]
+    )
+    other = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["x", "axes"], ["e"])], "e", [], [helper.make_tensor_value_info("e", F, None)]
+    )
+    nodes = [
+        helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other, name="if"),
+        helper.make_node("Relu", ["y"], ["r"], name="relu"),
+        helper.make_node("DynamicQuantizeLinear", ["r"], ["q", "s", "z"], name="dq"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", F, None), helper.make_tensor_value_info("c", TensorProto.BOOL, None)],
+        [helper.make_tensor_value_info("q", U8, None)],
+        initializer=[_init("axes", np.array([0], np.int64))],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    (err,) = extract_each(m, [nodes[-1]], {"x": [4], "c": []})
+    assert "stops at If node 'if'" in str(err) and "--input-shapes" not in str(err)
+    (err,) = extract_each(m, [nodes[-1]], {"x": [4]})  # c's shape unknown: then the hint helps
+    assert "--input-shapes" in str(err)

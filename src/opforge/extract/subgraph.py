@@ -99,6 +99,7 @@ def _with_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[Dim]], dyn
         tt = vi.type.tensor_type
         if name in shapes:
             tt.ClearField("shape")
+            tt.shape.SetInParent()  # a scalar ("sr:") has a shape with no dims, not an unknown one
             for d in shapes[name]:
                 dim = tt.shape.dim.add()
                 if isinstance(d, int):
@@ -150,7 +151,10 @@ def _infer_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
                 types[name] = t
     except Exception:
         pass
-    if _untyped(model, types):
+    # onnxruntime's symbolic inference only for the contrib ops it knows: on standard ops ONNX's is the reference
+    # (onnxruntime's guesses an If's output from one branch, whatever the other gives).
+    custom = any(n.domain not in ("", "ai.onnx") for n in model.graph.node)
+    if custom and _untyped(model, types):
         for name, t in _symbolic_types(model).items():
             if not _has_shape(types.get(name)):
                 types[name] = t
@@ -269,6 +273,20 @@ def _cut(
                 f"{where}: input {name!r} has no type or shape; give it with --input-shapes {name}:D0xD1x..."
             )
         dims = _dims(t)
+        if dims is None and _inputs_static(model):  # --input-shapes would not help: say where inference stopped
+            producers = {o: n for n in model.graph.node for o in n.output}
+            first, seen = producers.get(name), set()
+            while first is not None and first.name not in seen:  # up to where the shapes stop
+                seen.add(first.name)
+                up = next((i for i in first.input if i in producers and _dims(types.get(i)) is None), None)
+                if up is None:
+                    break
+                first = producers[up]
+            what = f"{first.op_type} node {first.name!r}" if first is not None else "its producer"
+            raise OpforgeError(
+                f"{where}: input {name!r} has no shape: ONNX shape inference stops at {what} (its output shape is "
+                "not inferred), though every graph input's shape is known"
+            )
         if dims is None:
             raise OpforgeError(
                 f"{where}: input {name!r} has no shape; give the graph inputs' shapes with --input-shapes"
@@ -319,6 +337,15 @@ def _cut(
         input_names=[n for pos, n in enumerate(node.input) if n and pos not in constant_inputs],
         constant_inputs=constant_inputs,
         output_names=list(node.output),
+    )
+
+
+def _inputs_static(model: onnx.ModelProto) -> bool:
+    inits = {t.name for t in model.graph.initializer}
+    return all(
+        i.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in i.type.tensor_type.shape.dim)
+        for i in model.graph.input
+        if i.name not in inits
     )
 
 
