@@ -120,7 +120,14 @@ def quantized_model(name: str) -> Path:
         m.graph.node.extend(keep)
         staged = path.with_suffix(".float.onnx")
         onnx.save(m, str(staged))
-        quantize_dynamic(str(staged), str(path))
+        here = Path.cwd()
+        os.chdir(path.parent)  # quantize_dynamic leaves <uuid>.data scratch files in the working folder
+        try:
+            quantize_dynamic(str(staged), str(path))
+        finally:
+            os.chdir(here)
+            for scratch in path.parent.glob("*-*-*-*-*.data"):
+                scratch.unlink()
         staged.unlink()
     return path
 
