@@ -209,10 +209,19 @@ def _untyped(model: onnx.ModelProto, types: dict[str, onnx.TypeProto]) -> bool:
 
 def _symbolic_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     """onnxruntime's symbolic shape inference (it knows many com.microsoft ops); empty if it is absent or fails."""
+    import os
+    import tempfile
+
+    here = os.getcwd()
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
+        with tempfile.TemporaryDirectory() as scratch:
+            os.chdir(scratch)  # where it stops, it saves sym_shape_infer_temp.onnx in the working folder
+            try:
+                inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
+            finally:
+                os.chdir(here)
     except Exception:
         return {}
     if inferred is None:
