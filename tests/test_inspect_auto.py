@@ -117,3 +117,87 @@ def test_bad_input(tmp_path):
     p = tmp_path / "future.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 99)]), str(p))
     _fail(_opforge("auto", p, "-o", tmp_path / "o3"), "opset 99")
+
+
+def _save(tmp_path, name, nodes, inputs, outputs, inits=()):
+    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_auto_fails_when_a_rejected_node_stays(tmp_path):
+    """NonZero (data-dependent output shape): opforge makes no plugin, so the model still does not parse; auto
+    exits 1 naming the node, and report.md names it with the reason, not 'No plugin was needed'."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 5])
+    path = _save(
+        tmp_path,
+        "nonzero",
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("NonZero", ["r"], ["nz"], name="nz")],
+        [x],
+        [helper.make_tensor_value_info("nz", TensorProto.INT64, None)],
+    )
+    proc = _opforge("auto", path, "-o", tmp_path / "out", "--json", "--verify", "never")
+    assert proc.returncode == 1, proc.stderr
+    assert "still rejects 1" in proc.stderr and "nz (NonZero)" in proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["ok"] is False and [e["node"] for e in result["after"]["other_errors"]] == ["nz"]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "still rejects the model" in md and "| nz | NonZero |" in md and "No plugin was needed" not in md
+
+
+def test_model_level_parser_failure_is_reported(tmp_path):
+    """A uint32 initializer fails the whole model in TensorRT's parser, before any node: inspect says so (and
+    still gives node verdicts, from a re-parse with the initializer widened); auto exits 1."""
+    k = numpy_helper.from_array(np.arange(5, dtype=np.uint32), "k")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 5])
+    nodes = [
+        helper.make_node("Cast", ["k"], ["kf"], to=TensorProto.FLOAT, name="cast"),
+        helper.make_node("Add", ["x", "kf"], ["y"], name="add"),
+    ]
+    path = _save(tmp_path, "u32", nodes, [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 5])], [k])
+    report = inspect_model(str(path), try_lowering=False)
+    assert report.rejected == [] and len(report.model_errors) == 1 and not report.parser_accepts
+    assert "'k' is uint32" in report.model_errors[0].note and "cast" in report.model_errors[0].note
+    proc = _opforge("auto", path, "-o", tmp_path / "out", "--verify", "never")
+    assert proc.returncode == 1 and "(the model)" in proc.stderr, proc.stderr
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "fails the model as a whole" in md and "Rejected: 0" in md
+
+
+def test_unsorted_nodes_are_sorted_before_work():
+    """onnxruntime's quantize_dynamic leaves some models (silero-vad's, with If subgraphs) with nodes out of
+    topological order; sort_nodes orders them, counting names a subgraph reads from the outer scope."""
+    from opforge.inspect_model import sort_nodes
+
+    then = helper.make_graph(
+        [helper.make_node("Identity", ["r"], ["t"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [4])],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Neg", ["r"], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [4])],
+    )
+    nodes = [
+        helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other, name="if"),
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),  # read only inside the branches, yet listed after
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(m)
+    assert sort_nodes(m) and [n.name for n in m.graph.node] == ["relu", "if"]
+    onnx.checker.check_model(m)
+    assert not sort_nodes(m)

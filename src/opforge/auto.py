@@ -18,7 +18,7 @@ from opforge.extract import load_model
 from opforge.extract.select import check_names_exist, check_unique_names
 from opforge.extract.subgraph import Dim, check_input_shapes
 from opforge.generate import DynamicBatch, generate
-from opforge.inspect_model import check_graph_input_shapes, inspect_model, name_nodes
+from opforge.inspect_model import check_graph_input_shapes, inspect_model, name_nodes, sort_nodes
 
 
 def gpu_available() -> bool:
@@ -59,7 +59,9 @@ def auto(
     for t in node_types or ():
         if t not in present:
             raise UsageError(f"-t: op type {t!r} does not occur in the model")
-    name_nodes(model)  # unnamed nodes get names so they can be selected
+    # Unnamed nodes get names so they can be selected, unsorted nodes are sorted (generate reads this copy).
+    sort_nodes(model)
+    name_nodes(model)
     with OutputFolder(out_dir, model_path, force, say) as folder:
         say("inspecting with TensorRT's ONNX parser")
         report = inspect_model(model, input_shapes, progress=say)
@@ -68,6 +70,14 @@ def auto(
         chosen += [n for n in (node_names or []) if n not in chosen]
         result: dict = {"inspect": report.as_dict(), "plugins": [], "verification": None, "after": None}
         if not chosen and not node_types:
+            # Nothing to rewrite: what TensorRT's parser rejects in the model stays rejected.
+            remaining = [{"node": "", "op_type": "", "reason": m.reason, "note": m.note} for m in report.model_errors]
+            remaining += [
+                {"node": r.name, "op_type": r.op_type, "reason": r.reason, "note": r.plugin_note}
+                for r in report.rejected
+            ]
+            result["after"] = {"parser": report.parser, "plugin_lookups": [], "other_errors": remaining}
+            result["ok"] = not remaining
             folder.commit(
                 Manifest(__version__, str(model_path.resolve()), "", {}, "", [])  # a folder of this run, no plugin
             )
@@ -94,12 +104,23 @@ def auto(
             for s in gen.plugins
         ]
         plugin_names = {s.name for s in gen.plugins}
-        after = trt_parser.parse_any(load_model(gen.model))
+        rewritten = load_model(gen.model)
+        after = trt_parser.parse_any(rewritten)
+        for e in after.errors:  # the parser names some nodes by index only
+            if not e.node and 0 <= e.index < len(rewritten.graph.node):
+                e.node = rewritten.graph.node[e.index].name
+        notes = {r.name: r.plugin_note for r in report.rejected}
+        notes[""] = "; ".join(m.note for m in report.model_errors)
         result["after"] = {
             "parser": after.parser,
             "plugin_lookups": sorted({e.op_type for e in after.errors if e.op_type in plugin_names}),
-            "other_errors": [vars(e) for e in after.errors if e.op_type not in plugin_names],
+            # What the parser still rejects once opforge's plugins stand in: nodes opforge could not lower (with
+            # the reason), and failures of the model as a whole (an initializer TensorRT cannot hold, ...).
+            "other_errors": [
+                {**vars(e), "note": notes.get(e.node, "")} for e in after.errors if e.op_type not in plugin_names
+            ],
         }
+        result["ok"] = not result["after"]["other_errors"]
         if verify == "always" or (verify == "auto" and gpu_available()):
             from opforge.verify.results import run_metadata
 
@@ -189,6 +210,10 @@ def _report_files(result: dict) -> dict[str, bytes]:
         "",
         f"Parser: {insp['parser']}. Nodes: {insp['nodes']}. Rejected: {len(insp['rejected'])}.",
         "",
+    ]
+    for m in insp.get("model_errors", []):
+        lines += [f"**The parser fails the model as a whole**: {m['reason']}", "", f"{m['note']}.", ""]
+    lines += [
         "## Nodes TensorRT's parser rejects",
         "",
         "| # | node | op | reason | plugin |",
@@ -211,7 +236,7 @@ def _report_files(result: dict) -> dict[str, bytes]:
         ]
     lines += ["", "## Plugins", ""]
     if not result["plugins"]:
-        lines.append("No plugin was needed or possible.")
+        lines.append("No plugin was built.")
     else:
         lines += ["| plugin | op | nodes | kernels | verified | time (µs) |", "|---|---|---|---|---|---|"]
         for p in result["plugins"]:
@@ -225,7 +250,7 @@ def _report_files(result: dict) -> dict[str, bytes]:
         lines += [
             "",
             f"After rewriting, {after['parser']} reports plugin look-ups for: "
-            f"{', '.join(after['plugin_lookups']) or 'none'}; other errors: {len(after['other_errors'])}.",
+            f"{', '.join(after['plugin_lookups']) or 'none'}.",
         ]
         if result["verification"]:
             meta = result.get("verification_meta", {})
@@ -240,6 +265,7 @@ def _report_files(result: dict) -> dict[str, bytes]:
                 f"- date (UTC): {meta.get('date_utc', '?')}",
                 f"- command: `{meta.get('command', '?')}`",
             ]
+    lines += _remaining_lines(result)
     timed = [(p["name"], ver[p["name"]]["time_us"]) for p in result["plugins"] if "time_us" in ver.get(p["name"], {})]
     meta = result.get("verification_meta") or {}
     caption = f"{meta['device']}, {meta['date_utc']} UTC, {meta['command']}" if meta else ""
@@ -263,6 +289,33 @@ def _report_files(result: dict) -> dict[str, bytes]:
         "report.json": json.dumps(result, indent=1, default=str).encode(),
         "report.html": page.encode(),
     }
+
+
+def _remaining_lines(result: dict) -> list[str]:
+    """The verdict: does TensorRT's parser accept the (rewritten) model but for opforge's plugins? If not, what
+    stays rejected, by name, and why opforge did not make a plugin of it."""
+    after = result.get("after")
+    if after is None:
+        return []
+    rest = after["other_errors"]
+    if not rest:
+        what = "but for opforge's plugins" if result["plugins"] else "as it is"
+        return ["", "## Verdict", "", f"TensorRT's parser accepts the model {what}."]
+    lines = [
+        "",
+        "## Verdict: TensorRT's parser still rejects the model",
+        "",
+        f"{len(rest)} error(s) remain after opforge's work:",
+        "",
+        "| node | op | parser's reason | why opforge did not help |",
+        "|---|---|---|---|",
+    ]
+    for e in rest:
+        node = e.get("node") or "(the model)"
+        reason = e["reason"].strip().splitlines()[0] if e["reason"].strip() else ""
+        why = (e.get("note") or "not selected").replace("|", "/")
+        lines.append(f"| {node} | {e.get('op_type', '')} | {reason[:120].replace('|', '/')} | {why[:200]} |")
+    return lines
 
 
 def _md_table_html(lines: list[str]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from opforge.cli import args as a
@@ -48,4 +49,15 @@ def run(args: argparse.Namespace) -> int:
     elif not args.quiet:
         print((args.output / "report.md").read_text())
     failed = any(not r["ok"] for r in result["verification"] or [])
-    return EXIT_FAILED if failed else EXIT_OK
+    if failed:
+        return EXIT_FAILED
+    rest = (result.get("after") or {}).get("other_errors", [])
+    if rest:  # the model still does not parse: say what stays rejected (report.md has the reasons)
+        names = [f"{e.get('node') or '(the model)'} ({e.get('op_type') or e['reason'][:60]})" for e in rest]
+        print(
+            f"opforge: TensorRT's parser still rejects {len(rest)} thing(s) in the model: {', '.join(names[:8])}"
+            f"{' ...' if len(names) > 8 else ''}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return EXIT_OK

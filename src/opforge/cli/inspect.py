@@ -29,8 +29,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_dict(), indent=1))
         return EXIT_OK
     print(f"{args.model}: {report.nodes} nodes; parser: {report.parser}")
+    for m in report.model_errors:
+        print(f"The parser fails the model as a whole: {m.reason}\n  {m.note}")
     if not report.rejected:
-        print("TensorRT's parser accepts every node.")
+        print("TensorRT's parser accepts every node." if not report.model_errors else "No node is rejected.")
     else:
         print(f"\n{'#':>5}  {'node':28s} {'op':20s} {'plugin':7s} reason")
         for r in report.rejected:

@@ -76,10 +76,21 @@ def _topological(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[on
     return order
 
 
+def _read(nodes) -> set[str]:
+    """Every name the nodes read, inside their subgraphs (If/Loop/Scan bodies read the outer scope) too."""
+    out: set[str] = set()
+    for n in nodes:
+        out.update(n.input)
+        for a in n.attribute:
+            for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                out |= _read(g.node)
+    return out
+
+
 def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
     """Initializers only the replaced nodes read now live in plugin attributes: drop them, and the graph inputs
     that merely declared them (models of IR version < 4 list initializers as inputs too)."""
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    used = _read(graph.node) | {o.name for o in graph.output}
     init_names = {t.name for t in graph.initializer}
     keep = [t for t in graph.initializer if t.name in used]
     inputs = [i for i in graph.input if i.name in used or i.name not in init_names]

@@ -18,6 +18,7 @@ from onnx import helper, numpy_helper
 from opforge.core.errors import OpforgeError, UsageError
 from opforge.extract.fold import constant_values, infer_types
 from opforge.extract.model_io import opset_of
+from opforge.ops import apply_rewrites, rule_for
 
 Dim = int | str
 BATCH_DIM = "batch"
@@ -102,10 +103,28 @@ def extract_nodes(
     dynamic_batch: bool = False,
 ) -> list[NodeSubgraph]:
     model = _with_input_shapes(model, input_shapes or {}, dynamic_batch)
-    types = _infer_types(model)
-    consts = constant_values(model, types)
+    types, consts = _types_and_constants(model)
     opset = opset_of(model)
-    return [_cut(node, types, consts, opset, model) for node in nodes]
+    named = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.HasField("dim_param")}
+    return [_cut(node, types, consts, opset, model, named) for node in nodes]
+
+
+def extract_each(
+    model: onnx.ModelProto, nodes: list[onnx.NodeProto], input_shapes: dict[str, list[Dim]] | None = None
+) -> list[NodeSubgraph | OpforgeError]:
+    """extract_nodes with shapes inferred once, where a node that cannot be cut gets its error instead of failing
+    the others."""
+    model = _with_input_shapes(model, input_shapes or {}, False)
+    types, consts = _types_and_constants(model)
+    opset = opset_of(model)
+    named = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.HasField("dim_param")}
+    out: list[NodeSubgraph | OpforgeError] = []
+    for node in nodes:
+        try:
+            out.append(_cut(node, types, consts, opset, model, named))
+        except OpforgeError as e:
+            out.append(e)
+    return out
 
 
 def extract_groups(
@@ -118,16 +137,11 @@ def extract_groups(
     as one fused subgraph whose inputs are the tensors the group reads from outside and whose outputs are the
     tensors it produces for the rest of the model."""
     model = _with_input_shapes(model, input_shapes or {}, dynamic_batch)
-    types = _infer_types(model)
-    consts = constant_values(model, types)
+    types, consts = _types_and_constants(model)
     opset = opset_of(model)
-    out = []
-    for group in groups:
-        if len(group) == 1:
-            out.append(_cut(group[0], types, consts, opset, model))
-        else:
-            out.append(_cut_group(group, types, consts, opset, model))
-    return out
+    named = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.HasField("dim_param")}
+    cut = [_cut_group if len(g) > 1 else (lambda g, *a: _cut(g[0], *a)) for g in groups]
+    return [f(g, types, consts, opset, model, named) for f, g in zip(cut, groups)]
 
 
 def _with_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[Dim]], dynamic_batch: bool) -> onnx.ModelProto:
@@ -136,10 +150,17 @@ def _with_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[Dim]], dyn
     inits = {i.name for i in m.graph.initializer}
     graph_inputs = {i.name: i for i in m.graph.input if i.name not in inits}
     check_input_shapes(model, shapes)
+    _clean_dims(m, graph_inputs)
+    # Tools that write contrib ops sometimes leave out their domain's opset import (onnxruntime's transformer
+    # optimizer does): ONNX's shape inference then fails the whole model.
+    imported = {o.domain for o in m.opset_import}
+    for domain in sorted({n.domain for n in m.graph.node} - imported - {"", "ai.onnx"}):
+        m.opset_import.append(helper.make_opsetid(domain, 1))
     for name, vi in graph_inputs.items():
         tt = vi.type.tensor_type
         if name in shapes:
             tt.ClearField("shape")
+            tt.shape.SetInParent()  # a scalar ("sr:") has a shape with no dims, not an unknown one
             for d in shapes[name]:
                 dim = tt.shape.dim.add()
                 if isinstance(d, int):
@@ -154,11 +175,120 @@ def _with_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[Dim]], dyn
     return m
 
 
+_PLACEHOLDER = re.compile(r"^[^A-Za-z0-9]*$")  # "?", "-1", "": exporters' ways of saying "unknown"
+
+
+def _clean_dims(m: onnx.ModelProto, graph_inputs: dict[str, onnx.ValueInfoProto]) -> None:
+    """Exporters write unknown extents as dim_value -1 or dim_param "?" (paddle2onnx does both). Several "?" would
+    become one shape variable, and -1 is no extent at all: on a graph input such a dim gets a name of its own
+    (`<input>_<axis>`, which shape inference then carries downstream), elsewhere it is left unknown."""
+    for vi in [*m.graph.input, *m.graph.value_info, *m.graph.output]:
+        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            continue
+        for k, d in enumerate(vi.type.tensor_type.shape.dim):
+            bad = (d.HasField("dim_value") and d.dim_value < 0) or (
+                d.HasField("dim_param") and _PLACEHOLDER.match(d.dim_param)
+            )
+            if not bad:
+                continue
+            d.Clear()
+            if vi.name in graph_inputs:
+                d.dim_param = f"{_dim_name(vi.name)}_{k}"
+
+
 def _infer_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    """ONNX's shape inference; where it stops at ops it does not know (com.microsoft's, ...), on through the op
+    registry's decompositions of them (they keep the output names), then onnxruntime's symbolic shape inference."""
     try:
-        return infer_types(model)
+        types = infer_types(model)
     except Exception as e:
         raise OpforgeError(f"ONNX shape inference failed on the model: {str(e).splitlines()[0]}") from None
+    if not _untyped(model, types):
+        return types
+    try:
+        rewritten = apply_rewrites(model, lambda n: n.domain not in ("", "ai.onnx"), for_shapes=True)
+        for name, t in infer_types(rewritten).items():
+            if _known(t) > _known(types.get(name)):
+                types[name] = t
+    except Exception:
+        pass
+    # onnxruntime's symbolic inference only for the contrib ops it knows: on standard ops ONNX's is the reference
+    # (onnxruntime's guesses an If's output from one branch, whatever the other gives).
+    custom = any(n.domain not in ("", "ai.onnx") for n in model.graph.node)
+    if custom and _untyped(model, types):
+        for name, t in _symbolic_types(model).items():
+            if not _has_shape(types.get(name)):
+                types[name] = t
+    return types
+
+
+def _types_and_constants(
+    model: onnx.ModelProto, rounds: int = 3
+) -> tuple[dict[str, onnx.TypeProto], dict[str, np.ndarray]]:
+    """Types, shapes and constant values. Where shapes stop at a Reshape whose target shape is computed from
+    Shape ops (past an op shape inference learnt about late, like a contrib op), the folded shape values are
+    given to shape inference as constants and it runs again."""
+    types = _infer_types(model)
+    consts = constant_values(model, types)
+    for _ in range(rounds):
+        if not _untyped(model, types):
+            break
+        inits = {t.name for t in model.graph.initializer}
+        small = {k: v for k, v in consts.items() if k not in inits and v.dtype == np.int64 and v.size <= 64}
+        if not small:
+            break
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        keep = [n for n in m.graph.node if not (n.output and all(o in small for o in n.output if o))]
+        del m.graph.node[:]
+        m.graph.node.extend(keep)
+        m.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in small.items())
+        before = sum(_known(t) for t in types.values())
+        for name, t in _infer_types(m).items():
+            if _known(t) > _known(types.get(name)):
+                types[name] = t
+        consts = constant_values(model, types)
+        if sum(_known(t) for t in types.values()) == before:
+            break
+    return types, consts
+
+
+def _known(t: onnx.TypeProto | None) -> int:
+    """How much a type says: 0 none, 1 a rank, more for each known extent."""
+    if not _has_shape(t):
+        return 0
+    return 1 + sum(d.HasField("dim_value") for d in t.tensor_type.shape.dim)
+
+
+def _has_shape(t: onnx.TypeProto | None) -> bool:
+    return t is not None and t.HasField("tensor_type") and t.tensor_type.HasField("shape")
+
+
+def _untyped(model: onnx.ModelProto, types: dict[str, onnx.TypeProto]) -> bool:
+    return any(o and not _has_shape(types.get(o)) for n in model.graph.node for o in n.output)
+
+
+def _symbolic_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    """onnxruntime's symbolic shape inference (it knows many com.microsoft ops); empty if it is absent or fails."""
+    import os
+    import tempfile
+
+    here = os.getcwd()
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        with tempfile.TemporaryDirectory() as scratch:
+            os.chdir(scratch)  # where it stops, it saves sym_shape_infer_temp.onnx in the working folder
+            try:
+                inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
+            finally:
+                os.chdir(here)
+    except Exception:
+        return {}
+    if inferred is None:
+        return {}
+    g = inferred.graph
+    return {vi.name: vi.type for vi in [*g.value_info, *g.output]}
 
 
 def _dims(t: onnx.TypeProto | None) -> list[Dim] | None:
@@ -176,20 +306,89 @@ def _dim_name(param: str) -> str:
     return name if name and not name[0].isdigit() else f"d_{name}"
 
 
+class _DimNames:
+    """A subgraph's own names for unknown extents: unk0, unk1, ... by first use (see _input_shape)."""
+
+    def __init__(self):
+        self.count = 0
+        self.generated: dict[str, str] = {}  # ONNX's invented dim names (unk__7) -> the subgraph's own
+
+    def fresh(self) -> str:
+        self.count += 1
+        return f"unk{self.count - 1}"
+
+
+def _input_shape(
+    name: str,
+    types: dict[str, onnx.TypeProto],
+    where: str,
+    model: onnx.ModelProto,
+    named: set[str] | frozenset[str],
+    dims_seen: _DimNames,
+) -> list[Dim]:
+    """The shape a subgraph input gets: known extents kept, the model's named dims kept (as identifiers), unknown
+    ones and names shape inference invented renamed per subgraph; an OpforgeError saying why when there is none."""
+    t = types.get(name)
+    if t is None or not t.HasField("tensor_type"):
+        raise OpforgeError(
+            f"{where}: input {name!r} has no type or shape; give it with --input-shapes {name}:D0xD1x..."
+        )
+    dims = _dims(t)
+    if dims is None and _inputs_static(model):  # --input-shapes would not help: say where inference stopped
+        producers = {o: n for n in model.graph.node for o in n.output}
+        first, seen = producers.get(name), set()
+        while first is not None and first.name not in seen:  # up to where the shapes stop
+            seen.add(first.name)
+            up = next((i for i in first.input if i in producers and _dims(types.get(i)) is None), None)
+            if up is None:
+                break
+            first = producers[up]
+        what = f"{first.op_type} node {first.name!r}" if first is not None else "its producer"
+        raise OpforgeError(
+            f"{where}: input {name!r} has no shape: ONNX shape inference stops at {what} (its output shape is "
+            "not inferred), though every graph input's shape is known"
+        )
+    if dims is None:
+        raise OpforgeError(f"{where}: input {name!r} has no shape; give the graph inputs' shapes with --input-shapes")
+    shape: list[Dim] = []
+    for d in dims:
+        if d == "":  # unknown extent: a fresh symbolic dimension, read at run time
+            shape.append(dims_seen.fresh())
+        elif isinstance(d, str) and d not in named:
+            # Shape inference names each unknown extent it creates anew (unk__0, unk__1, ...; onnxruntime's
+            # <node>_o0__d2 or expressions of the inputs' dims): such a name says nothing beyond "equal within
+            # this node", so the subgraph names them by first use and identical nodes share one plan.
+            if d not in dims_seen.generated:
+                dims_seen.generated[d] = dims_seen.fresh()
+            shape.append(dims_seen.generated[d])
+        else:
+            shape.append(d if isinstance(d, int) else _dim_name(d))
+    return shape
+
+
 def _cut(
     node: onnx.NodeProto,
     types: dict[str, onnx.TypeProto],
     consts: dict[str, np.ndarray],
     opset: int,
     model: onnx.ModelProto,
+    named: set[str] | frozenset[str] = frozenset(),
 ) -> NodeSubgraph:
     where = f"node {node.name!r} ({node.op_type})"
     graph_inputs, inits, names = [], [], []
     constant_inputs: dict[int, np.ndarray] = {}
-    unknown = 0
+    weights = set(rule_for(node).weights)
+    dims_seen = _DimNames()
     for pos, name in enumerate(node.input):
         if not name:
             names.append("")
+            continue
+        if name in consts and pos in weights:  # stays a run-time input: typed and shaped by its value
+            value = consts[name]
+            iname = f"in{pos}"
+            elem = helper.np_dtype_to_tensor_dtype(value.dtype)
+            graph_inputs.append(helper.make_tensor_value_info(iname, elem, list(value.shape)))
+            names.append(iname)
             continue
         if name in consts:
             cname = f"const{pos}"
@@ -197,23 +396,8 @@ def _cut(
             constant_inputs[pos] = consts[name]
             names.append(cname)
             continue
-        t = types.get(name)
-        if t is None or not t.HasField("tensor_type"):
-            raise OpforgeError(
-                f"{where}: input {name!r} has no type or shape; give it with --input-shapes {name}:D0xD1x..."
-            )
-        dims = _dims(t)
-        if dims is None:
-            raise OpforgeError(
-                f"{where}: input {name!r} has no shape; give the graph inputs' shapes with --input-shapes"
-            )
-        shape: list[Dim] = []
-        for d in dims:
-            if d == "":  # unknown extent: a fresh symbolic dimension, read at run time
-                shape.append(f"unk{unknown}")
-                unknown += 1
-            else:
-                shape.append(d if isinstance(d, int) else _dim_name(d))
+        shape = _input_shape(name, types, where, model, named, dims_seen)
+        t = types[name]
         iname = f"in{pos}"
         graph_inputs.append(helper.make_tensor_value_info(iname, t.tensor_type.elem_type, shape))
         names.append(iname)
@@ -231,7 +415,11 @@ def _cut(
     )
     sub_node.attribute.extend(node.attribute)
     graph = helper.make_graph([sub_node], "opforge_node", graph_inputs, outs, initializer=inits)
-    sub = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="opforge")
+    imports = [helper.make_opsetid("", opset)]
+    if node.domain not in ("", "ai.onnx"):  # the node's own domain, at the model's version of it
+        version = next((o.version for o in model.opset_import if o.domain == node.domain), 1)
+        imports.append(helper.make_opsetid(node.domain, version))
+    sub = helper.make_model(graph, opset_imports=imports, producer_name="opforge")
     sub.ir_version = model.ir_version
     _infer_outputs(sub)
     return NodeSubgraph(
@@ -244,31 +432,13 @@ def _cut(
     )
 
 
-def _input_info(name: str, t: onnx.TypeProto | None, where: str, counter: list[int]) -> list[Dim]:
-    """The shape of a subgraph input (unknown extents become fresh symbolic dims unk0, unk1, ...)."""
-    if t is None or not t.HasField("tensor_type"):
-        raise OpforgeError(
-            f"{where}: input {name!r} has no type or shape; give it with --input-shapes {name}:D0xD1x..."
-        )
-    dims = _dims(t)
-    if dims is None:
-        raise OpforgeError(f"{where}: input {name!r} has no shape; give the graph inputs' shapes with --input-shapes")
-    shape: list[Dim] = []
-    for d in dims:
-        if d == "":
-            shape.append(f"unk{counter[0]}")
-            counter[0] += 1
-        else:
-            shape.append(d if isinstance(d, int) else _dim_name(d))
-    return shape
-
-
 def _cut_group(
     group: list[onnx.NodeProto],
     types: dict[str, onnx.TypeProto],
     consts: dict[str, np.ndarray],
     opset: int,
     model: onnx.ModelProto,
+    named: set[str] | frozenset[str] = frozenset(),
 ) -> NodeSubgraph:
     where = "fused nodes " + ", ".join(repr(n.name) for n in group)
     members = {n.name for n in group}  # selected nodes are named (opforge.extract.select)
@@ -277,19 +447,27 @@ def _cut_group(
     outside |= {o.name for o in model.graph.output}
     rename: dict[str, str] = {"": ""}
     graph_inputs, inits, input_names, member_constants = [], [], [], []
-    counter = [0]
+    dims_seen = _DimNames()
     for n in group:
         mine: dict[int, np.ndarray] = {}
+        weights = set(rule_for(n).weights)
         for pos, name in enumerate(n.input):
-            if name in consts:
+            if name in consts and pos not in weights:
                 mine[pos] = consts[name]
             if not name or name in produced or name in rename:
+                continue
+            if name in consts and pos in weights:  # stays a run-time input (the initializer), as in _cut
+                value = consts[name]
+                rename[name] = f"in{len(graph_inputs)}"
+                elem = helper.np_dtype_to_tensor_dtype(value.dtype)
+                graph_inputs.append(helper.make_tensor_value_info(rename[name], elem, list(value.shape)))
+                input_names.append(name)
                 continue
             if name in consts:
                 rename[name] = f"c{len(inits)}"
                 inits.append(numpy_helper.from_array(consts[name], rename[name]))
                 continue
-            shape = _input_info(name, types.get(name), where, counter)
+            shape = _input_shape(name, types, where, model, named, dims_seen)
             rename[name] = f"in{len(graph_inputs)}"
             graph_inputs.append(helper.make_tensor_value_info(rename[name], types[name].tensor_type.elem_type, shape))
             input_names.append(name)
@@ -335,6 +513,15 @@ def _copy(node: onnx.NodeProto) -> onnx.NodeProto:
     out = onnx.NodeProto()
     out.CopyFrom(node)
     return out
+
+
+def _inputs_static(model: onnx.ModelProto) -> bool:
+    inits = {t.name for t in model.graph.initializer}
+    return all(
+        i.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in i.type.tensor_type.shape.dim)
+        for i in model.graph.input
+        if i.name not in inits
+    )
 
 
 def _infer_outputs(sub: onnx.ModelProto) -> None:

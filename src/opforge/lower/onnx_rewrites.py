@@ -10,8 +10,8 @@ import onnx
 from onnx import helper
 
 from opforge.extract.fold import expand_functions, fold_graph
-from opforge.ops import rule_for
-from opforge.ops.base import Emitter, attrs, elem_types
+from opforge.ops import apply_rewrites, rule_for
+from opforge.ops.base import attrs
 
 
 def _tvm_gets_wrong(node: onnx.NodeProto) -> bool:
@@ -62,25 +62,7 @@ def _tvm_converters() -> set[str] | None:
 def prepare_for_tvm(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of the model with every node the registry rewrites replaced by its rewrite (one pass: the nodes a
     rewrite emits are not rewritten again)."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    types = elem_types(m)
-    constants = {t.name for t in m.graph.initializer}
-    out, changed = [], False
-    for node in m.graph.node:
-        rewrite = rule_for(node).rewrite
-        e = Emitter(m, node, types, constants)
-        if rewrite is None or not rewrite(e, node, attrs(node)):
-            out.append(node)
-            continue
-        out.extend(e.nodes)
-        changed = True
-    if changed:
-        del m.graph.node[:]
-        m.graph.node.extend(out)
-        if not any(o.domain in ("", "ai.onnx") for o in m.opset_import):
-            m.opset_import.append(helper.make_opsetid("", onnx.defs.onnx_opset_version()))
-    return m
+    return apply_rewrites(model)
 
 
 def append_casts(model: onnx.ModelProto, casts: dict[int, int]) -> onnx.ModelProto:

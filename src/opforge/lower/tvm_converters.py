@@ -24,6 +24,7 @@ def install() -> None:
     def convert_map():
         return {**original(), **extra}
 
+    convert_map.__wrapped__ = original  # TVM's own converters (the op table reads those)
     onnx_frontend._get_convert_map = convert_map
     _installed = True
 

@@ -73,4 +73,35 @@ def kernel_overrides() -> dict[str, str]:
     return out
 
 
-__all__ = ["OpRule", "all_rules", "kernel_overrides", "module_of", "rule_for"]
+def apply_rewrites(model: onnx.ModelProto, which=None, for_shapes: bool = False) -> onnx.ModelProto:
+    """A copy of the model with every node the registry rewrites (of those `which` selects) replaced by its
+    rewrite, in one pass (the nodes a rewrite emits are not rewritten again). The rewrites keep the replaced nodes'
+    output names, so the copy also serves to infer shapes through ops ONNX's shape inference does not know
+    (`for_shapes`: rules' shape-only stand-ins too)."""
+    from onnx import helper
+
+    from opforge.ops.base import Emitter, attrs, elem_types
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    types = elem_types(m)
+    constants = {t.name for t in m.graph.initializer}
+    out, changed = [], False
+    for node in m.graph.node:
+        rule = rule_for(node)
+        rewrite = (rule.rewrite or (rule.shapes if for_shapes else None)) if which is None or which(node) else None
+        e = Emitter(m, node, types, constants)
+        if rewrite is None or not rewrite(e, node, attrs(node)):
+            out.append(node)
+            continue
+        out.extend(e.nodes)
+        changed = True
+    if changed:
+        del m.graph.node[:]
+        m.graph.node.extend(out)
+        if not any(o.domain in ("", "ai.onnx") for o in m.opset_import):
+            m.opset_import.append(helper.make_opsetid("", onnx.defs.onnx_opset_version()))
+    return m
+
+
+__all__ = ["OpRule", "all_rules", "apply_rewrites", "kernel_overrides", "module_of", "rule_for"]

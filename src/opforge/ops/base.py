@@ -148,6 +148,13 @@ class OpRule:
     value_range: tuple[float, float] | None = None  # float inputs drawn uniformly in this range
     torch: TorchFn | None = None  # the op in PyTorch, for benchmark contenders
     torch_note: str = ""  # where the counterpart differs from ONNX (then it is marked, not used)
+    # For shape inference only, where there is no exact `rewrite`: ONNX ops whose outputs have the node's output
+    # types and shapes (DynamicQuantizeLSTM as an LSTM), so the nodes after it get shapes.
+    shapes: RewriteFn | None = None
+    # Input positions that stay run-time inputs of the plugin even when the model gives them as constants (the
+    # weights of quantized MatMul/Conv): TensorRT passes the initializer to the plugin as a constant tensor, the
+    # values do not become plugin fields, and nodes differing only in weights share one plan.
+    weights: tuple[int, ...] = ()
 
     @property
     def has_input_domain(self) -> bool:

@@ -38,7 +38,9 @@ def _tvm_converters() -> set[str] | None:
     try:
         from tvm.relax.frontend.onnx import onnx_frontend
 
-        return set(onnx_frontend._get_convert_map())
+        # TVM's own converters, also once opforge has added its own (lower/tvm_converters.py) in this process.
+        get = onnx_frontend._get_convert_map
+        return set(getattr(get, "__wrapped__", get)())
     except Exception:  # TVM absent (a GPU host) or an API change: the column says so
         return None
 
