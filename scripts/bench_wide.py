@@ -45,7 +45,12 @@ def build(bundle: Path, only: str, space: str = "small") -> None:
             continue  # resumable: built before
         model = w.model()
         groups = fusion_groups(model, list(model.graph.node))
-        entry: dict = {"nodes": [n.op_type for n in model.graph.node], "plugins": len(groups), "note": w.note}
+        entry: dict = {
+            "nodes": [n.op_type for n in model.graph.node],
+            "plugins": len(groups),
+            "note": w.note,
+            "commit": info["commit"],  # a resumed build may span commits: each workload names its own
+        }
         t0 = time.perf_counter()
         try:
             if len(groups) != 1:
@@ -87,7 +92,8 @@ def _compare_all(got, refs, dtype: str) -> bool:
     return True
 
 
-def run(bundle: Path, out: Path, only: str) -> int:
+def run(bundle: Path, out: Path, only: str, part: str = "0/1") -> int:
+    """Measure the workloads (those whose index is I mod N for part I/N: a run split over device calls)."""
     import numpy as np
     import onnx
     import torch
@@ -108,7 +114,8 @@ def run(bundle: Path, out: Path, only: str) -> int:
     empty_us = empty_kernel_us(torch, flush)
     print(f"{device}: D2D {bandwidth / 1e12:.2f} TB/s, empty kernel {empty_us:.2f} µs", flush=True)
     rows = []
-    for w in workloads(only):
+    i, n = (int(x) for x in part.split("/"))
+    for w in [w for k, w in enumerate(workloads(only)) if k % n == i]:
         b = built["workloads"].get(w.name, {})
         model = w.model()
         row = {
@@ -127,7 +134,11 @@ def run(bundle: Path, out: Path, only: str) -> int:
             row["opforge_error"] = b.get("error", "not built")
         else:
             t0 = time.perf_counter()
-            recs = measure_bundle(d)
+            try:
+                recs = measure_bundle(d)
+            except Exception as e:  # a workload that cannot be measured is a row saying why, the run goes on
+                recs = []
+                row["opforge_error"] = f"{type(e).__name__}: {str(e)[:280]}"
             row["tuning_gpu_s"] = round(time.perf_counter() - t0, 1)
             store = TuningRecords(out / f"records-{w.name}.jsonl")
             for r in recs:
@@ -166,9 +177,10 @@ def run(bundle: Path, out: Path, only: str) -> int:
             row.update(torch_contenders(torch, fn, tensors, matches, flush))
         rows.append(row)
         print(json.dumps(row), flush=True)
-        meta = run_metadata(device, {"opforge_commit": built.get("commit", "?"), "d2d_TBps": bandwidth / 1e12})
-        part = f"-{only}" if only else ""
-        (out / f"bench-wide-part{part}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        commits = sorted({b.get("commit", built.get("commit", "?")) for b in built["workloads"].values()})
+        meta = run_metadata(device, {"opforge_commit": ", ".join(commits), "d2d_TBps": bandwidth / 1e12})
+        tag = (f"-{only}" if only else "") + (f"-{i}of{n}" if n > 1 else "")
+        (out / f"bench-wide-part{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     return 0
 
 
@@ -269,6 +281,7 @@ def main() -> int:
     r.add_argument("bundle", type=Path)
     r.add_argument("out", type=Path)
     r.add_argument("--only", default="")
+    r.add_argument("--part", default="0/1", metavar="I/N", help="only workloads I, I+N, I+2N, ... (split runs)")
     p = sub.add_parser("report")
     p.add_argument("parts", type=Path)
     p.add_argument("results", type=Path)
@@ -277,7 +290,7 @@ def main() -> int:
         build(a.bundle, a.only, a.space)
         return 0
     if a.cmd == "run":
-        return run(a.bundle, a.out, a.only)
+        return run(a.bundle, a.out, a.only, a.part)
     return report(a.parts, a.results)
 
 

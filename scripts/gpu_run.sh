@@ -32,7 +32,7 @@ for phase in "$@"; do
         python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/trt-site .gpu_carry/*.whl
         cmd=(env PYTHONPATH="/tmp/trt-site:$PYTHONPATH" python3 scripts/trt_lean.py run .gpu_bundle/trt-lean "$res")
         ;;
-    bench-wide) cmd=(python3 scripts/bench_wide.py run .gpu_bundle/wide "$res/wide-parts" ${WIDE_ONLY:+--only "$WIDE_ONLY"}) ;;
+    bench-wide) cmd=(python3 scripts/bench_wide.py run .gpu_bundle/wide "$res" --part "${WIDE_PART:-0/1}") ;;
     *)
         echo "unknown phase $phase" >&2
         failed=$((failed + 1))

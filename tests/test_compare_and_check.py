@@ -64,3 +64,30 @@ def test_check_once_catches_unwritten_element(planned_cases):
     assert row["ok"] and row["contexts"] == 2
     assert not check_once(plan, sub.model, forgets_one, {"B": 5}, rng)["ok"]
     assert len(POISONS) == 2 and POISONS[0] != POISONS[1]
+
+
+def test_reference_runs_a_model_of_a_newer_ir_version_through_onnxruntime():
+    """A model whose IR version is newer than this onnxruntime reads (the GPU host's is older than the onnx that
+    wrote it) is run declared with the lowest IR version its opsets need, not handed to a slower evaluator."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from opforge.verify.reference import reference_outputs
+
+    g = helper.make_graph(
+        [helper.make_node("GatherElements", ["x", "i"], ["y"], axis=1)],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 8]),
+            helper.make_tensor_value_info("i", TensorProto.INT64, [3, 2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 99
+    rng = np.random.default_rng(4)
+    x, i = rng.standard_normal((3, 8)).astype(np.float32), rng.integers(0, 8, (3, 2))
+    (y,), who = reference_outputs(m, [x, i])
+    assert who == "onnxruntime"
+    np.testing.assert_array_equal(y, np.take_along_axis(x, i, axis=1))
+    assert m.ir_version == 99 and onnx.helper.find_min_ir_version_for(list(m.opset_import)) < 99  # input untouched
