@@ -140,7 +140,7 @@ def run(bundle: Path, out: Path, only: str, part: str = "0/1") -> int:
                 recs = []
                 row["opforge_error"] = f"{type(e).__name__}: {str(e)[:280]}"
             row["tuning_gpu_s"] = round(time.perf_counter() - t0, 1)
-            store = TuningRecords(out / f"records-{w.name}.jsonl")
+            store = TuningRecords(out / "records" / f"{w.name}.jsonl")
             for r in recs:
                 store.append(r)
             best = store.best(recs[0].workload) if recs else None

@@ -6,7 +6,9 @@
 #   bash scripts/gpu_run.sh conformance verify-model fuzz realworld trt-lean bench-wide
 #
 # Each phase is the `run` half of a two-phase script (scripts/<name>.py build ran on the CPU machine); a phase
-# that fails is logged and the next one still runs. The exit code is the number of phases that failed.
+# that fails is logged and the next one still runs; one that outlives PHASE_TIMEOUT seconds (default 540, inside
+# the device call's 600) is stopped, so the results of the others are still packed. The exit code is the number of
+# phases that failed.
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -40,7 +42,7 @@ for phase in "$@"; do
         ;;
     esac
     echo "== $phase: ${cmd[*]}" | tee "$OUT/log-$phase.txt"
-    if ! "${cmd[@]}" >>"$OUT/log-$phase.txt" 2>&1; then
+    if ! timeout "${PHASE_TIMEOUT:-540}" "${cmd[@]}" >>"$OUT/log-$phase.txt" 2>&1; then
         failed=$((failed + 1))
         echo "== $phase FAILED" | tee -a "$OUT/log-$phase.txt"
     fi

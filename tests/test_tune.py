@@ -173,3 +173,14 @@ def test_tune_cli_bad_input(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("opforge: error:")
+
+
+def test_slow_candidates_are_timed_within_the_budget():
+    """Fast kernels get the full 20 calls x 50 replays; slow ones fewer, so one candidate costs ~2 s at most."""
+    from opforge.tune.measure import CALLS_PER_GRAPH, REPLAYS, TIMING_BUDGET_US, _timing_shape
+
+    assert _timing_shape(3.0) == (CALLS_PER_GRAPH, REPLAYS)
+    for us in (900.0, 40_000.0, 250_000.0):
+        calls, replays = _timing_shape(us)
+        assert calls * replays * us <= TIMING_BUDGET_US and replays >= 5
+    assert _timing_shape(5e6) == (1, 5)  # never fewer than 5 samples

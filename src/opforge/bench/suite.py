@@ -9,11 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from opforge.core import dtypes
 from opforge.examples.onnx_build import single_node_model as m
-from opforge.ops import rule_for
 
 F32, F16, I64 = "float32", "float16", "int64"
 
@@ -37,14 +35,10 @@ class BenchCase:
 
 
 def torch_counterpart(torch, model: onnx.ModelProto) -> Callable:
-    """The registry's PyTorch counterpart of a one-node model's node: a callable of its runtime inputs."""
-    node = model.graph.node[0]
-    rule = rule_for(node)
-    if rule.torch is None:
-        raise NotImplementedError(f"{node.op_type}: no PyTorch counterpart in the op registry")
-    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    consts = {k: inits[name] for k, name in enumerate(node.input) if name in inits}
-    return rule.torch(torch, node, consts)
+    """The registry's PyTorch counterpart of a one-node model's node: a callable of its run-time inputs."""
+    from opforge.bench.wide import torch_node
+
+    return torch_node(torch, model, model.graph.node[0])[0]
 
 
 def _nbytes(shape: tuple[int, ...], dtype: str) -> int:

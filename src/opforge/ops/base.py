@@ -126,6 +126,11 @@ class InputDomain:
         return self.values.get(name, self.inits.get(name))
 
 
+def torch_device(torch) -> str:
+    """Where PyTorch counterparts put their constants: the GPU when there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 RewriteFn = Callable[[Emitter, onnx.NodeProto, dict], bool]
 InputsFn = Callable[[InputDomain], None]
 # (torch module, node, constant inputs by position) -> a callable of the node's runtime inputs (as tensors).

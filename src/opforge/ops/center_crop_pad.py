@@ -12,7 +12,7 @@ def _torch(torch, node, consts):
     sizes = [int(v) for v in np.asarray(consts[1]).reshape(-1)]
     axes_attr = next((list(onnx.helper.get_attribute_value(x)) for x in node.attribute if x.name == "axes"), None)
 
-    def f(x):
+    def f(x, _shape):
         axes = [a % x.dim() for a in (axes_attr if axes_attr is not None else range(x.dim()))]
         for ax, size in zip(axes, sizes):
             n = x.shape[ax]

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from opforge.ops.base import Emitter, OpRule
+from opforge.ops.base import Emitter, OpRule, torch_device
 
 
 def _compress_to_gather(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
@@ -24,10 +24,10 @@ def _compress_to_gather(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
 
 def _torch(torch, node, consts):
     axis = next((a.i for a in node.attribute if a.name == "axis"), None)
-    keep = np.flatnonzero(np.asarray(consts[1]).astype(bool))
+    # The kept positions of the constant condition, on the device once (no copy while timed).
+    idx = torch.as_tensor(np.flatnonzero(np.asarray(consts[1]).astype(bool)), device=torch_device(torch))
 
-    def f(x):
-        idx = torch.as_tensor(keep, device=x.device)
+    def f(x, _condition):
         return torch.index_select(x.reshape(-1) if axis is None else x, 0 if axis is None else axis, idx)
 
     return f

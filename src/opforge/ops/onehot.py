@@ -44,16 +44,12 @@ def _indices(d: InputDomain) -> None:
 
 def _torch(torch, node: onnx.NodeProto, consts: dict[int, np.ndarray]):
     depth = int(np.asarray(consts[1]).reshape(-1)[0])
-    off, on = (float(v) for v in np.asarray(consts[2]).reshape(-1))
     axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
 
-    def f(idx):
+    def f(idx, _depth, values):
         cols = torch.arange(depth, device=idx.device)
-        dtype = getattr(torch, str(consts[2].dtype))
-        on_t = torch.tensor(on, dtype=dtype, device=idx.device)
-        off_t = torch.tensor(off, dtype=dtype, device=idx.device)
         idx = torch.where(idx < 0, idx + depth, idx)
-        out = torch.where(idx.unsqueeze(-1) == cols, on_t, off_t)
+        out = torch.where(idx.unsqueeze(-1) == cols, values[1], values[0])
         return out if axis in (-1, idx.dim()) else out.movedim(-1, axis)
 
     return f

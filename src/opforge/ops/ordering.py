@@ -24,7 +24,7 @@ def _torch_topk(torch, node, consts):
     largest = a["largest"].i if "largest" in a else 1
     k = int(np.asarray(consts[1]).reshape(-1)[0])
 
-    def f(x):
+    def f(x, _k):
         v, i = torch.topk(x, k, dim=axis, largest=bool(largest), sorted=True)
         return v, i
 

@@ -28,12 +28,12 @@ def _axes(node: onnx.NodeProto, consts: dict[int, np.ndarray]) -> tuple[list[int
 
 def _torch_max(torch, node, consts):
     axes, keep = _axes(node, consts)
-    return lambda x: torch.amax(x, dim=axes if axes is not None else list(range(x.dim())), keepdim=keep)
+    return lambda x, *_: torch.amax(x, dim=axes if axes is not None else list(range(x.dim())), keepdim=keep)
 
 
 def _torch_min(torch, node, consts):
     axes, keep = _axes(node, consts)
-    return lambda x: torch.amin(x, dim=axes if axes is not None else list(range(x.dim())), keepdim=keep)
+    return lambda x, *_: torch.amin(x, dim=axes if axes is not None else list(range(x.dim())), keepdim=keep)
 
 
 _KERNELS = {

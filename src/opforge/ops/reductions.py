@@ -11,8 +11,8 @@ from opforge.ops.base import OpRule
 from opforge.ops.math_domains import POSITIVE
 
 
-def _axes(node: onnx.NodeProto, consts: dict[int, np.ndarray], rank: int) -> tuple[list[int], bool]:
-    a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+def _axes(a: dict, consts: dict[int, np.ndarray], rank: int) -> tuple[list[int], bool]:
+    """The reduced axes and keepdims, from the node's attributes `a` or its constant axes input."""
     if "axes" in a:
         axes = list(a["axes"])
     elif 1 in consts and np.asarray(consts[1]).size:
@@ -26,9 +26,10 @@ def _axes(node: onnx.NodeProto, consts: dict[int, np.ndarray], rank: int) -> tup
 
 def _torch(torch, node, consts):
     op = node.op_type
+    a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
 
-    def f(x):
-        axes, keep = _axes(node, consts, x.dim())
+    def f(x, *_axes_input):
+        axes, keep = _axes(a, consts, x.dim())
         if not axes:
             return x
         if op == "ReduceSum":

@@ -81,9 +81,9 @@ def _torch(torch, node: onnx.NodeProto, consts: dict[int, np.ndarray]):
         return [int(np.floor(x.shape[k + 2] * float(scales[k + 2]))) for k in range(2)]
 
     if mode == "linear":
-        return lambda x: F.interpolate(x, size=out_hw(x), mode="bilinear", align_corners=False)
+        return lambda x, *_: F.interpolate(x, size=out_hw(x), mode="bilinear", align_corners=False)
 
-    def nearest(x):
+    def nearest(x, *_):
         oh, ow = out_hw(x)
 
         def table(n_in, n_out):

@@ -13,7 +13,7 @@ def _torch_cumsum(torch, node, consts):
     exclusive, reverse = a.get("exclusive", 0), a.get("reverse", 0)
     axis = int(np.asarray(consts[1]).reshape(-1)[0])
 
-    def f(x):
+    def f(x, _axis):
         y = torch.flip(x, [axis]) if reverse else x
         out = torch.cumsum(y, dim=axis)
         if exclusive:

@@ -27,6 +27,7 @@ from opforge.tune.records import Record
 
 CALLS_PER_GRAPH = 20
 REPLAYS = 50
+TIMING_BUDGET_US = 2e6  # a slow candidate is timed with fewer calls and replays: at most ~2 s of GPU time each
 FINALISTS = 3  # the fastest candidates that pass the check under every poison; only they may win
 UNCHECKED = "timed, not checked: slower than the checked finalists"
 
@@ -76,8 +77,10 @@ def measure_bundle(bundle: Path, part: tuple[int, int] = (0, 1), progress=None) 
             def run(poison, timing=None, lib=lib, entry=entry, fields=fields, plan=plan):
                 return harness.run_plan(lib, entry["plugin"], fields, plan, inputs, poison, timing=timing)
 
-            timing = TimingRequest(CALLS_PER_GRAPH, REPLAYS, flush_l2=True)
-            outputs = run(POISONS[0], timing)
+            probe = TimingRequest(1, 3, flush_l2=True)
+            outputs = run(POISONS[0], probe)
+            timing = TimingRequest(*_timing_shape(statistics.median(probe.samples_us)), flush_l2=True)
+            run(POISONS[0], timing)
             baseline = entry["config"] is None
             bad = check(plan, outputs) if baseline else ""
             if bad:
@@ -111,6 +114,18 @@ def measure_bundle(bundle: Path, part: tuple[int, int] = (0, 1), progress=None) 
             src = by_label[e["same_as"]]
             out.append(record(e, ok=src.ok, us=src.us, error=src.error or f"same kernels as {src.label}"))
     return out
+
+
+def _timing_shape(us: float) -> tuple[int, int]:
+    """(calls per graph, replays) for a candidate taking `us` per call: CALLS_PER_GRAPH x REPLAYS, halved (calls
+    first, replays down to 5) until the timing fits TIMING_BUDGET_US."""
+    calls, replays = CALLS_PER_GRAPH, REPLAYS
+    while calls * replays * us > TIMING_BUDGET_US and (calls > 1 or replays > 5):
+        if calls > 1:
+            calls = max(1, calls // 2)
+        else:
+            replays = max(5, replays // 2)
+    return calls, replays
 
 
 def reference(bundle: Path, model: onnx.ModelProto, inputs: list[np.ndarray], out_dtypes: list[str]) -> list:
