@@ -189,6 +189,7 @@ def test_auto_on_a_dynamically_quantized_model(tmp_path, monkeypatch):
             "--json",
             "--verify",
             "never",
+            "--no-fuse",  # one plugin per node: the weights mechanism is per node (fusion would pair DQL+ConvInteger)
         ],
         capture_output=True,
         text=True,

@@ -22,7 +22,7 @@ def _torch(torch, node, consts):
                 before = (size - n) // 2
                 pad = [0, 0] * (x.dim() - 1 - ax) + [before, size - n - before]
                 x = torch.nn.functional.pad(x, pad)
-        return x
+        return x.contiguous()  # a new tensor, as the ONNX op gives (a crop alone would be a view)
 
     return f
 

@@ -11,25 +11,24 @@ from opforge.ops.base import OpRule
 from opforge.ops.math_domains import POSITIVE
 
 
-def _axes(a: dict, consts: dict[int, np.ndarray], rank: int) -> tuple[list[int], bool]:
-    """The reduced axes and keepdims, from the node's attributes `a` or its constant axes input."""
+def _axes(a: dict, consts: dict[int, np.ndarray]) -> list[int] | None:
+    """The reduced axes from the node's attributes `a` or its constant axes input; None: every axis."""
     if "axes" in a:
-        axes = list(a["axes"])
-    elif 1 in consts and np.asarray(consts[1]).size:
-        axes = [int(v) for v in np.asarray(consts[1]).reshape(-1)]
-    elif a.get("noop_with_empty_axes", 0):
-        axes = []
-    else:
-        axes = list(range(rank))
-    return axes, bool(a.get("keepdims", 1))
+        return list(a["axes"])
+    if 1 in consts and np.asarray(consts[1]).size:
+        return [int(v) for v in np.asarray(consts[1]).reshape(-1)]
+    return [] if a.get("noop_with_empty_axes", 0) else None
 
 
 def _torch(torch, node, consts):
+    """Attributes and constant axes are read here, once: the returned function is plain tensor code (torch.compile
+    traces it)."""
     op = node.op_type
     a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+    given, keep = _axes(a, consts), bool(a.get("keepdims", 1))
 
     def f(x, *_axes_input):
-        axes, keep = _axes(a, consts, x.dim())
+        axes = given if given is not None else list(range(x.dim()))
         if not axes:
             return x
         if op == "ReduceSum":
@@ -38,7 +37,7 @@ def _torch(torch, node, consts):
             return torch.mean(x, dim=axes, keepdim=keep)
         if op == "ReduceProd":
             out = x
-            for ax in sorted((a % x.dim() for a in axes), reverse=True):
+            for ax in sorted((ax % x.dim() for ax in axes), reverse=True):
                 out = torch.prod(out, dim=ax, keepdim=keep)
             return out
         if op == "ReduceL1":
