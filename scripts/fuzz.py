@@ -97,7 +97,7 @@ def run(bundle: Path, out: Path) -> int:
             for r in wrong
         ]
     meta = run_metadata(device, {"opforge_commit": info.get("commit", "?"), "seed": info.get("seed")})
-    write_results(out, "fuzz", meta, rows, summary, "\n".join(lines))
+    write_results(out, "fuzz-h100", meta, rows, summary, "\n".join(lines))
     print(json.dumps(summary))
     return 0
 

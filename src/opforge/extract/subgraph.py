@@ -102,11 +102,8 @@ def extract_nodes(
     input_shapes: dict[str, list[Dim]] | None = None,
     dynamic_batch: bool = False,
 ) -> list[NodeSubgraph]:
-    model = _with_input_shapes(model, input_shapes or {}, dynamic_batch)
-    types, consts = _types_and_constants(model)
-    opset = opset_of(model)
-    named = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.HasField("dim_param")}
-    return [_cut(node, types, consts, opset, model, named) for node in nodes]
+    """One subgraph per node."""
+    return extract_groups(model, [[n] for n in nodes], input_shapes, dynamic_batch)
 
 
 def extract_each(
@@ -114,17 +111,7 @@ def extract_each(
 ) -> list[NodeSubgraph | OpforgeError]:
     """extract_nodes with shapes inferred once, where a node that cannot be cut gets its error instead of failing
     the others."""
-    model = _with_input_shapes(model, input_shapes or {}, False)
-    types, consts = _types_and_constants(model)
-    opset = opset_of(model)
-    named = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.HasField("dim_param")}
-    out: list[NodeSubgraph | OpforgeError] = []
-    for node in nodes:
-        try:
-            out.append(_cut(node, types, consts, opset, model, named))
-        except OpforgeError as e:
-            out.append(e)
-    return out
+    return _extract([[n] for n in nodes], model, input_shapes, False, keep_errors=True)
 
 
 def extract_groups(
@@ -136,12 +123,34 @@ def extract_groups(
     """One subgraph per group (see opforge.extract.groups): a single node as extract_nodes cuts it, several nodes
     as one fused subgraph whose inputs are the tensors the group reads from outside and whose outputs are the
     tensors it produces for the rest of the model."""
+    return _extract(groups, model, input_shapes, dynamic_batch, keep_errors=False)
+
+
+def _extract(
+    groups: list[list[onnx.NodeProto]],
+    model: onnx.ModelProto,
+    input_shapes: dict[str, list[Dim]] | None,
+    dynamic_batch: bool,
+    keep_errors: bool,
+) -> list:
+    """Shapes and constants inferred once for the model, then each group cut; with keep_errors a group that
+    cannot be cut gives its OpforgeError in its place."""
     model = _with_input_shapes(model, input_shapes or {}, dynamic_batch)
     types, consts = _types_and_constants(model)
     opset = opset_of(model)
     named = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.HasField("dim_param")}
-    cut = [_cut_group if len(g) > 1 else (lambda g, *a: _cut(g[0], *a)) for g in groups]
-    return [f(g, types, consts, opset, model, named) for f, g in zip(cut, groups)]
+    out: list = []
+    for g in groups:
+        try:
+            if len(g) == 1:
+                out.append(_cut(g[0], types, consts, opset, model, named))
+            else:
+                out.append(_cut_group(g, types, consts, opset, model, named))
+        except OpforgeError as e:
+            if not keep_errors:
+                raise
+            out.append(e)
+    return out
 
 
 def _with_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[Dim]], dynamic_batch: bool) -> onnx.ModelProto:
