@@ -160,6 +160,9 @@ class OpRule:
     # weights of quantized MatMul/Conv): TensorRT passes the initializer to the plugin as a constant tensor, the
     # values do not become plugin fields, and nodes differing only in weights share one plan.
     weights: tuple[int, ...] = ()
+    # Attribute values the differential fuzzer enumerates in full (their cross product, one case per point),
+    # beyond the values the op's conformance forms use: the parameter space real models live in.
+    fuzz_grid: dict[str, tuple] = field(default_factory=dict)
 
     @property
     def has_input_domain(self) -> bool:

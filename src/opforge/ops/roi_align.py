@@ -60,5 +60,11 @@ RULES = [
         kernels={"relax.vision.roi_align": "opforge.lower.kernels.roi_align:override"},
         inputs=_boxes,
         torch_note="torchvision.ops.roi_align (avg only) is not on the GPU host",
+        # FPN detectors use scales 1/4 .. 1/32 of the image; both coordinate modes, both pooling modes.
+        fuzz_grid={
+            "spatial_scale": (1.0, 0.5, 0.25, 0.125, 0.0625),
+            "coordinate_transformation_mode": ("half_pixel", "output_half_pixel"),
+            "mode": ("avg", "max"),
+        },
     )
 ]

@@ -79,6 +79,9 @@ class Case:
     model: onnx.ModelProto
     inputs: list[np.ndarray]
     outputs: list[np.ndarray]
+    # Where `model` has symbolic dims (one plugin for several shapes), the same node with this case's static
+    # shapes: lowered instead when the symbolic model does not lower.
+    static_model: onnx.ModelProto | None = None
 
 
 def load_cases(names: set[str] | None = None) -> list[Case]:
@@ -191,7 +194,6 @@ def build(
     """CPU side: classify and lower every case, emit one plugin per distinct plan, compile them into plugin
     libraries of PLUGINS_PER_LIBRARY plugins each, build the harness; write the bundle the GPU side runs
     (`record`: the build record's file name in the bundle; `library_stem`: libopforge_<stem>_NN.so)."""
-    from opforge.plan.planner import plan_subgraphs
 
     say = progress or (lambda _msg: None)
     bundle.mkdir(parents=True, exist_ok=True)
@@ -210,20 +212,34 @@ def build(
         subs.append((row, sub))
     say(f"{len(subs)} of {len(cases)} cases eligible")
     from opforge.lower.tvm_lower import lower_subgraph  # noqa: F401  (fail early without TVM)
-
-    planned: dict[str, tuple[dict, NodeSubgraph, object]] = {}
-    for k, (row, sub) in enumerate(subs):
-        try:
-            p = plan_subgraphs([sub], bundle / "plans_tmp")[0]
-            planned[row["case"]] = (row, sub, p)
-        except OpforgeError as e:
-            row.update({"class": "lower-failed", "reason": str(e).split(": ", 1)[-1][:300]})
-        except Exception as e:  # a TVM crash is a lowering failure too
-            row.update({"class": "lower-failed", "reason": f"{type(e).__name__}: {str(e)[:280]}"})
-        if k % 100 == 0:
-            say(f"{k}/{len(subs)} eligible cases lowered ({time.perf_counter() - t0:.0f}s)")
+    from opforge.plan.isolated import IsolatedPlanner
 
     by_name = {c.name: c for c in cases}
+    planned: dict[str, tuple[dict, NodeSubgraph, object]] = {}
+    planner = IsolatedPlanner()
+    for k, (row, sub) in enumerate(subs):
+        case = by_name[row["case"]]
+        try:
+            p = _plan(sub, bundle, planner)
+        except _LowerFailed as e:
+            if case.static_model is None:
+                row.update({"class": "lower-failed", "reason": str(e)})
+            else:  # the symbolic form did not lower: this case gets a plugin of its own static shapes
+                row["shapes"] = f"static (symbolic: {str(e)[:200]})"
+                sub, _ = case_subgraph(Case(case.name, case.op_type, case.static_model, case.inputs, case.outputs))
+                try:
+                    p = _plan(sub, bundle, planner)
+                except _LowerFailed as e2:
+                    row.update({"class": "lower-failed", "reason": str(e2)})
+        else:
+            if case.static_model is not None:
+                row["shapes"] = "symbolic"
+        if "class" not in row:
+            planned[row["case"]] = (row, sub, p)
+        if k % 100 == 0:
+            say(f"{k}/{len(subs)} eligible cases lowered ({time.perf_counter() - t0:.0f}s)")
+    planner.close()
+
     specs = _plugin_specs(planned, by_name)
     say(f"{len(planned)} cases planned: {len(specs)} distinct plugins; compiling")
     from opforge.build.package import LibraryGroup, package
@@ -273,6 +289,21 @@ def build(
     info = {"cases": len(cases), "build_s": round(time.perf_counter() - t0, 1), "rows": rows}
     (bundle / record).write_text(json.dumps(info, indent=1))
     return rows
+
+
+class _LowerFailed(Exception):
+    """A case's lowering failed; the message is the row's reason."""
+
+
+def _plan(sub: NodeSubgraph, bundle: Path, planner):
+    """The case's plan, or _LowerFailed with a one-line reason (a TVM crash is a lowering failure too; `planner`,
+    an IsolatedPlanner, lowers in a worker process)."""
+    try:
+        return planner.plan(sub, bundle / "plans_tmp")
+    except OpforgeError as e:
+        raise _LowerFailed(str(e).split(": ", 1)[-1][:300]) from None
+    except Exception as e:
+        raise _LowerFailed(f"{type(e).__name__}: {str(e)[:280]}") from None
 
 
 @dataclass

@@ -89,9 +89,15 @@ class FuzzCase:
     outputs: list[np.ndarray]
     mutation: dict = field(default_factory=dict)
     reference: str = "onnx"  # "onnx" (ReferenceEvaluator) or "onnxruntime"
+    # The family's node with symbolic dims (the dims its shape siblings vary), lowered into one plugin shared by
+    # the family; None: this case's static shapes only.
+    symbolic: onnx.ModelProto | None = None
+    family: str = ""
 
     def as_case(self) -> Case:
-        return Case(self.name, self.op_type, self.model, self.inputs, self.outputs)
+        if self.symbolic is None:
+            return Case(self.name, self.op_type, self.model, self.inputs, self.outputs)
+        return Case(self.name, self.op_type, self.symbolic, self.inputs, self.outputs, static_model=self.model)
 
     def record(self) -> dict:
         return {
@@ -103,6 +109,8 @@ class FuzzCase:
             "reference": self.reference,
             "input_shapes": [list(x.shape) for x in self.inputs],
             "input_dtypes": [dtypes.from_numpy(x.dtype).name for x in self.inputs],
+            "family": self.family or self.name,
+            "symbolic_dims": _symbolic_dims(self.symbolic),
         }
 
 
@@ -163,8 +171,31 @@ def _set_shape(vi: onnx.ValueInfoProto, shape: list[int]) -> None:
         t.shape.dim.add().dim_value = int(d)
 
 
-def _mutate(model: onnx.ModelProto, pool: dict, rng: np.random.Generator, plain: bool) -> tuple[onnx.ModelProto, dict]:
-    """A mutated copy of a seed form and what was changed (`plain`: attributes and types only, shapes kept)."""
+def _structural_sizes(m: onnx.ModelProto) -> set[int]:
+    """Dim sizes of the runtime inputs the node's schema ties to its attributes or to other constants (RoiAlign's
+    rois are [num_rois, 4]): changing one alone fails ONNX's strict shape inference. They keep their size."""
+    sizes = {d for vi in m.graph.input for d in _shape_of(vi) if d > 1}
+    fixed = set()
+    for s in sizes:
+        t = onnx.ModelProto()
+        t.CopyFrom(m)
+        del t.graph.value_info[:]
+        for vi in t.graph.input:
+            _set_shape(vi, [s + 1 if d == s else d for d in _shape_of(vi)])
+        for vi in t.graph.output:
+            vi.type.tensor_type.ClearField("shape")
+        try:
+            onnx.shape_inference.infer_shapes(t, check_type=True, strict_mode=True)
+        except Exception:
+            fixed.add(s)
+    return fixed
+
+
+def _mutate(
+    model: onnx.ModelProto, pool: dict, rng: np.random.Generator, plain: bool, forced: dict | None = None
+) -> tuple[onnx.ModelProto, dict]:
+    """A mutated copy of a seed form and what was changed (`plain`: attributes and types only, shapes kept;
+    `forced`: attribute values set last, a point of the op's fuzz grid)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
@@ -172,7 +203,8 @@ def _mutate(model: onnx.ModelProto, pool: dict, rng: np.random.Generator, plain:
     what: dict = {}
     del g.value_info[:]
     # shapes
-    dims = sorted({d for vi in g.input for d in _shape_of(vi) if d > 1})
+    fixed = _structural_sizes(model) if not plain else set()
+    dims = sorted({d for vi in g.input for d in _shape_of(vi) if d > 1 and d not in fixed})
     if dims and not plain:
         regime = str(rng.choice(list(_REGIMES), p=[0.3, 0.35, 0.25, 0.1]))
         sizes = _REGIMES[regime]
@@ -231,6 +263,11 @@ def _mutate(model: onnx.ModelProto, pool: dict, rng: np.random.Generator, plain:
         if a.name == "axis" and a.type == onnx.AttributeProto.INT and rank and rng.random() < 0.4:
             a.i = int(rng.integers(-rank, rank))
             changed.append("axis")
+    for name, value in (forced or {}).items():
+        kept = [a for a in node.attribute if a.name != name]
+        del node.attribute[:]
+        node.attribute.extend([*kept, helper.make_attribute(name, value)])
+        changed.append(name)
     if changed:
         what["attributes"] = {a.name: _attr_text(a) for a in node.attribute if a.name in changed}
     # outputs: shapes come from the reference
@@ -333,54 +370,185 @@ def _draw(model: onnx.ModelProto, rng: np.random.Generator, make_constant: bool)
     return values, constant
 
 
-def make_case(op: str, k: int, seed: int, forms: list[tuple[str, onnx.ModelProto]]) -> FuzzCase | None:
-    """The k-th case of `op` under `seed`: deterministic; None when no try gives a valid case."""
-    case_seed = [seed, zlib.crc32(op.encode()), k]
+def _complete(m: onnx.ModelProto, values: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
+    """The reference's outputs on `values`, written into the model's output types and shapes; raises when the
+    case is not valid (no reference, outputs not small tensors, not a TensorRT-holdable model, checker fails)."""
+    feeds = {vi.name: v for vi, v in zip(m.graph.input, values)}
+    outs, ref = reference_outputs(m, feeds)
+    if len(outs) != len(m.graph.output):
+        raise ValueError("the reference gave another number of outputs")
+    for vi, o in zip(m.graph.output, outs):
+        if o.dtype == object or o.size > MAX_ELEMENTS:
+            raise ValueError("output not a small tensor")
+        vi.type.tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(o.dtype)
+        _set_shape(vi, list(o.shape))
+    if conformance.ineligible_reason(m):
+        raise ValueError("ineligible")
+    onnx.checker.check_model(m, full_check=True)
+    return outs, ref
+
+
+def make_case(
+    op: str, k: int, seed: int, forms: list[tuple[str, onnx.ModelProto]], forced: dict | None = None
+) -> FuzzCase | None:
+    """The k-th case of `op` under `seed` (`forced`: the k-th point of the op's fuzz grid, then named
+    <op>_g<k>): deterministic; None when no try gives a valid case."""
+    case_seed = [seed, zlib.crc32(op.encode()), k] + ([1] if forced else [])
     rng = np.random.default_rng(case_seed)
     pool = _attr_pool(forms)
     form_name, form = forms[int(rng.integers(len(forms)))]
     for attempt in range(TRIES):
         plain = attempt == TRIES - 1
         try:
-            m, what = _mutate(form, {} if plain else pool, rng, plain)
+            m, what = _mutate(form, {} if plain else pool, rng, plain, forced)
             if plain:
-                what = {}
+                what = {"grid": forced} if forced else {}
             values, constant = _draw(m, rng, make_constant=not plain and rng.random() < 0.2)
             if constant:
                 what["constant_input"] = constant
-            feeds = {vi.name: v for vi, v in zip(m.graph.input, values)}
-            outs, ref = reference_outputs(m, feeds)
-            if len(outs) != len(m.graph.output):
-                continue
-            for vi, o in zip(m.graph.output, outs):
-                if o.dtype == object or o.size > MAX_ELEMENTS:
-                    raise ValueError("output not a small tensor")
-                vi.type.tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(o.dtype)
-                _set_shape(vi, list(o.shape))
-            if conformance.ineligible_reason(m):
-                continue
-            onnx.checker.check_model(m, full_check=True)
+            outs, ref = _complete(m, values)
         except Exception:
             continue
-        name = f"{op}_{k:03d}"
+        name = f"{op}_g{k:03d}" if forced else f"{op}_{k:03d}"
         what["attempt"] = attempt
+        if forced:
+            what["grid"] = {n: _attr_text(helper.make_attribute(n, v)) for n, v in forced.items()}
         return FuzzCase(name, op, case_seed, form_name, m, values, outs, what, ref)
     return None
 
 
-def generate(seed: int, per_op: int, ops: list[str] | None = None, forms=None, progress=None) -> list[FuzzCase]:
-    """`per_op` cases for each op type with a seed form (or those in `ops`), in op order; deterministic."""
+# --- shape siblings: one symbolic plugin, several shapes --------------------------------------------------------
+
+FAMILY = 4  # cases per family: a generated case and up to FAMILY - 1 more shapes of the same node
+SIBLING_TRIES = 4
+
+
+def _symbolic_dims(m: onnx.ModelProto | None) -> list[str]:
+    if m is None:
+        return []
+    return sorted({d.dim_param for vi in m.graph.input for d in vi.type.tensor_type.shape.dim if d.dim_param})
+
+
+def _varying_sizes(m: onnx.ModelProto) -> list[int]:
+    """The dim sizes of the runtime inputs a sibling changes: over 1 (size-1 dims broadcast), in no constant's
+    shape (constants are the node's, shared by the family) and not tied by the schema (_structural_sizes)."""
+    fixed = {int(d) for t in m.graph.initializer for d in t.dims} | _structural_sizes(m)
+    return sorted({d for vi in m.graph.input for d in _shape_of(vi) if d > 1 and d not in fixed})
+
+
+def siblings(base: FuzzCase, count: int = FAMILY - 1) -> list[FuzzCase]:
+    """Up to `count` more cases of `base`'s node (same attributes, types and constants) at other sizes of its
+    varying dims, each size mapped consistently across inputs (equal dims stay equal); deterministic."""
+    sizes = _varying_sizes(base.model)
+    out: list[FuzzCase] = []
+    if not sizes:
+        return out
+    for j in range(1, count + 1):
+        rng = np.random.default_rng([*base.seed, 7, j])
+        for _attempt in range(SIBLING_TRIES):
+            regime = str(rng.choice(list(_REGIMES), p=[0.3, 0.35, 0.25, 0.1]))
+            new = {d: int(rng.choice([x for x in _REGIMES[regime] if x > 1])) for d in sizes}
+            big = [d for d in sizes if new[d] > 300]
+            for d in big[1:]:  # one large dim at most
+                new[d] = int(rng.choice(_REGIMES["small"][1:]))
+            if all(new[d] == d for d in sizes):
+                continue
+            m = onnx.ModelProto()
+            m.CopyFrom(base.model)
+            for vi in m.graph.input:
+                _set_shape(vi, [new.get(d, d) for d in _shape_of(vi)])
+            for vi in m.graph.output:
+                vi.type.tensor_type.ClearField("shape")
+            try:
+                values, _ = _draw(m, rng, make_constant=False)
+                outs, ref = _complete(m, values)
+            except Exception:
+                continue
+            what = {**base.mutation, "sibling_of": base.name, "sibling_dims": {str(k): v for k, v in new.items()}}
+            what["sibling_regime"] = regime
+            out.append(
+                FuzzCase(f"{base.name}_{j}", base.op_type, [*base.seed, 7, j], base.form, m, values, outs, what, ref)
+            )
+            break
+    return out
+
+
+def symbolic_model(base: FuzzCase, sibs: list[FuzzCase]) -> onnx.ModelProto:
+    """`base`'s node with every input dim the siblings vary made symbolic (named after its size in `base`, so equal
+    dims share a name); output shapes inferred symbolically by ONNX."""
+    varied = {int(k) for s in sibs for k, v in s.mutation["sibling_dims"].items() if int(k) != v}
+    m = onnx.ModelProto()
+    m.CopyFrom(base.model)
+    for vi in m.graph.input:
+        for dim in vi.type.tensor_type.shape.dim:
+            if dim.HasField("dim_value") and dim.dim_value in varied:
+                v = dim.dim_value
+                dim.Clear()
+                dim.dim_param = f"d{v}"
+    for vi in m.graph.output:
+        vi.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(m, strict_mode=True)
+        shapes = {vi.name: vi.type.tensor_type for vi in [*inferred.graph.value_info, *inferred.graph.output]}
+        for vi in m.graph.output:
+            t = shapes.get(vi.name)
+            if t is not None and t.HasField("shape"):
+                vi.type.tensor_type.shape.CopyFrom(t.shape)
+    except Exception:
+        pass  # outputs without shapes: the lowering infers them
+    return m
+
+
+def family(base: FuzzCase, size: int = FAMILY) -> list[FuzzCase]:
+    """`base` and its shape siblings, sharing one symbolic node (so one plugin) when there are siblings."""
+    sibs = siblings(base, size - 1)
+    if not sibs:
+        return [base]
+    sym = symbolic_model(base, sibs)
+    for c in (base, *sibs):
+        c.symbolic, c.family = sym, base.name
+    return [base, *sibs]
+
+
+def _grid(op: str) -> list[dict]:
+    """The points of the op's fuzz grid (the registry's `fuzz_grid`: attribute values crossed in full)."""
+    from itertools import product
+
+    from opforge.ops import rule_for
+
+    grid = rule_for(("", op)).fuzz_grid
+    if not grid:
+        return []
+    names = sorted(grid)
+    return [dict(zip(names, values)) for values in product(*(grid[n] for n in names))]
+
+
+def generate(
+    seed: int, per_op: int, ops: list[str] | None = None, forms=None, progress=None, family_size: int = FAMILY
+) -> list[FuzzCase]:
+    """About `per_op` cases for each op type with a seed form (or those in `ops`), in op order, in families of
+    `family_size` shapes sharing one symbolic plugin; plus one case per point of the op's fuzz grid (registry);
+    deterministic."""
     forms = seed_forms() if forms is None else forms
     out = []
     for op in sorted(forms):
         if ops is not None and op not in ops:
             continue
+        mine: list[FuzzCase] = []
+        for k, point in enumerate(_grid(op)):
+            c = make_case(op, k, seed, forms[op], forced=point)
+            if c is not None:
+                mine.extend(family(c, family_size))
+        on_grid = len(mine)
         for k in range(per_op):
+            if len(mine) - on_grid >= per_op:
+                break
             c = make_case(op, k, seed, forms[op])
             if c is not None:
-                out.append(c)
+                mine.extend(family(c, family_size))
+        out.extend(mine)
         if progress:
-            progress(f"{op}: {sum(c.op_type == op for c in out)} cases")
+            progress(f"{op}: {len(mine)} cases")
     return out
 
 
@@ -400,14 +568,30 @@ def explanation(case: FuzzCase) -> str | None:
 # --- CPU check (TVM llvm) --------------------------------------------------------------------------------------
 
 
+_WORKER = None
+
+
 def cpu_check(case: FuzzCase) -> dict:
-    """The case's subgraph as opforge lowers it, run by TVM on the CPU (llvm), against the stored reference."""
+    """The case's subgraph as opforge lowers it, run by TVM on the CPU (llvm), against the stored reference; in a
+    worker process (TVM crashes on some generated nodes: that case is an "error" row, the caller goes on)."""
+    from opforge.core.errors import LoweringError
+    from opforge.plan.isolated import Worker
+
+    global _WORKER
+    _WORKER = _WORKER or Worker()
+    try:
+        return _WORKER.call(case.name, _cpu_check_here, case.as_case())
+    except LoweringError as e:
+        return {"cpu_check": "error", "cpu_reason": str(e)}
+
+
+def _cpu_check_here(case: Case) -> dict:
     from opforge.lower.cpu_run import run_on_cpu
     from opforge.verify.compare import compare
 
-    sub, _ = conformance.case_subgraph(case.as_case())
+    sub, _ = conformance.case_subgraph(case)
     try:
-        outs = run_on_cpu(sub, conformance._kept_inputs(case.as_case(), sub))
+        outs = run_on_cpu(sub, conformance._kept_inputs(case, sub))
     except Exception as e:
         return {"cpu_check": "error", "cpu_reason": f"{type(e).__name__}: {str(e)[:200]}"}
     worst, ok = 0.0, True
@@ -465,6 +649,8 @@ def save_case(bundle: Path, case: FuzzCase) -> None:
     d = bundle / "fuzz-cases"
     d.mkdir(parents=True, exist_ok=True)
     (d / f"{case.name}.onnx").write_bytes(case.model.SerializeToString())
+    if case.symbolic is not None:
+        (d / f"{case.name}.symbolic.onnx").write_bytes(case.symbolic.SerializeToString())
     (d / f"{case.name}.case.json").write_text(json.dumps(case.record()))
 
 
@@ -483,7 +669,21 @@ def load_case(bundle: Path, name: str, first: str = "onnx") -> FuzzCase:
     else:
         ins, _ = _draw(model, np.random.default_rng([*rec["seed"], 1]), make_constant=False)
         outs, ref = reference_outputs(model, {vi.name: v for vi, v in zip(model.graph.input, ins)}, first)
-    return FuzzCase(name, rec["op_type"], rec["seed"], rec["form"], model, ins, outs, rec["mutation"], ref)
+    sym_file = d / f"{name}.symbolic.onnx"
+    sym = onnx.load_model_from_string(sym_file.read_bytes()) if sym_file.is_file() else None
+    return FuzzCase(
+        name,
+        rec["op_type"],
+        rec["seed"],
+        rec["form"],
+        model,
+        ins,
+        outs,
+        rec["mutation"],
+        ref,
+        sym,
+        rec.get("family", ""),
+    )
 
 
 def _case_bytes(case: FuzzCase) -> int:
