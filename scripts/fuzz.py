@@ -68,10 +68,16 @@ def run(bundle: Path, out: Path) -> int:
     t0 = time.perf_counter()
     rows = fuzz.run(bundle)
     counts = Counter(r.get("class", "?") for r in rows)
+    ran = [r for r in rows if r.get("class") in ("pass", "wrong", "runtime-failed")]
     summary = {
         "cases": len(rows),
         "op_types": len({r["op_type"] for r in rows}),
         **{k: counts.get(k, 0) for k in ("pass", "wrong", "lower-failed", "build-failed", "runtime-failed")},
+        "through_harness": len(ran),
+        "op_types_through_harness": len({r["op_type"] for r in ran}),
+        "wrong_unexplained": sum(r.get("class") == "wrong" and not r.get("explanation") for r in rows),
+        "through_harness_symbolic": sum(r.get("shapes") == "symbolic" for r in ran),
+        "plugins": len({(r.get("library"), r.get("plugin")) for r in ran}),
         "seed": info.get("seed"),
         "run_s": round(time.perf_counter() - t0, 1),
     }
@@ -87,6 +93,18 @@ def run(bundle: Path, out: Path) -> int:
         other = len(rs) - c["pass"] - c["wrong"] - c["lower-failed"]
         top = top.replace("|", "/")
         lines.append(f"| {op} | {len(rs)} | {c['pass']} | {c['wrong']} | {c['lower-failed']} | {other} | {top} |")
+    grid = [r for r in rows if r["op_type"] == "RoiAlign" and r.get("mutation", {}).get("grid")]
+    if grid:
+        lines += ["", "## RoiAlign grid (registry fuzz_grid; a point's family shares one plugin)", ""]
+        lines += ["| spatial_scale | coordinate mode | mode | cases | pass | shapes |", "|---|---|---|---|---|---|"]
+        points: dict[tuple, list[dict]] = defaultdict(list)
+        for r in grid:
+            g = r["mutation"]["grid"]
+            points[(g["spatial_scale"], g["coordinate_transformation_mode"], g["mode"])].append(r)
+        for (scale, ctm, mode), rs in sorted(points.items(), key=lambda kv: (-kv[0][0], kv[0][1], kv[0][2])):
+            passed = sum(r.get("class") == "pass" for r in rs)
+            kinds = ", ".join(sorted({r.get("shapes", "static")[:8] for r in rs}))
+            lines.append(f"| {scale:g} | {ctm} | {mode} | {len(rs)} | {passed} | {kinds} |")
     wrong = [r for r in rows if r.get("class") == "wrong"]
     if wrong:
         lines += ["", "## Wrong results (replay: python scripts/fuzz.py replay BUNDLE CASE)", ""]
