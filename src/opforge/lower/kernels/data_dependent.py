@@ -1,0 +1,296 @@
+"""Kernels of ONNX ops whose output extent depends on the input values: NonZero, Unique, Compress (run-time
+condition).
+
+Each kernel writes its outputs densely for their real shapes (as TensorRT expects of an output whose shape holds a
+size tensor), into buffers allocated at an upper bound, and writes the real extent into a 0-d int32 size tensor on
+the device: no host synchronisation. The ONNX converters (opforge.lower.tvm_converters) emit one such kernel per
+node and mark each data-dependent output with `bounded`, a call of the packed function BOUNDED(tensor, size, axis);
+opforge.lower.tvm_lower turns that mark into the plan's size tensors (opforge.core.kernel_plan.SizeTensor), and
+opforge.lower.cpu_run registers BOUNDED to trim the tensor when TVM runs the graph on the CPU.
+
+Speed: correctness first. Every kernel is one CUDA thread (one block of one thread) walking the input in order,
+which gives ONNX's order of results without a scan: O(N) for NonZero and Compress, O(M^2 * S) for Unique (M slices
+of S elements each). Fine for small tensors (masks, boxes, labels); a parallel scan is the next step for large ones.
+On the CPU (llvm) the same loops run without the thread binding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import tvm
+from tvm import relax, te, tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder import tirx as T
+
+from opforge.lower.tir_text import dtype_of
+
+# The packed function that marks a data-dependent output: BOUNDED(tensor, size tensor, axis).
+BOUNDED = "opforge.bounded"
+# TensorRT's size tensors are 0-d INT32 (IPluginV3OneBuild::getOutputDataTypes, NvInferRuntime.h 10.14 and 11.1).
+SIZE_DTYPE = "int32"
+IDX = "int64"
+
+
+def on_gpu() -> bool:
+    """Whether the kernels are being made for CUDA (the lowering imports under a CUDA target) or for the CPU."""
+    target = tvm.target.Target.current(allow_none=True)
+    return target is not None and target.kind.name == "cuda"
+
+
+def bounded(bb: relax.BlockBuilder, tensor: relax.Expr, size: relax.Expr, axis: int) -> relax.Expr:
+    """`tensor` (allocated at an upper bound on `axis`) whose real extent on `axis` is the value of `size`."""
+    ty = tensor.ty
+    return bb.emit(
+        relax.op.call_pure_packed(
+            BOUNDED, tensor, size, relax.ShapeExpr([axis]), ty_args=relax.TensorType(ndim=ty.ndim, dtype=ty.dtype)
+        )
+    )
+
+
+def _i64(e):
+    return tirx.const(e, IDX) if isinstance(e, int) else (tirx.Cast(IDX, e) if dtype_of(e) != IDX else e)
+
+
+def _numel(shape) -> tirx.PrimExpr:
+    n = _i64(1)
+    for d in shape:
+        n = n * _i64(d)
+    return n
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """The kernel's body: inside one CUDA block of one thread on the GPU, plain code on the CPU."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(T.seq_scope())
+        if on_gpu():
+            bx, tx = te.thread_axis("blockIdx.x"), te.thread_axis("threadIdx.x")
+            stack.enter_context(T.attr(bx, "thread_extent", 1))
+            stack.enter_context(T.attr(tx, "thread_extent", 1))
+        yield
+
+
+def _counter():
+    """A local int64 scalar (a one-element local buffer): read it as c[0], write it with _set."""
+    return T.alloc_buffer((1,), IDX, scope="local")
+
+
+def _set(buf, value, index=0) -> None:
+    T.buffer_store(buf, value, [index])
+
+
+def _view(buf) -> tirx.Buffer:
+    """A flat view of a dense buffer: the kernels compute element offsets themselves."""
+    return T.decl_buffer([_numel(buf.shape)], buf.dtype, data=buf.data)
+
+
+def _flat(t: te.Tensor, name: str) -> tirx.Buffer:
+    """A dense input buffer (no element offset), viewed flat in the kernel."""
+    return tirx.decl_buffer(t.shape, t.dtype, name)
+
+
+def _nonzero(value, dtype: str):
+    """Whether an element is non-zero (a bool element is its own truth value)."""
+    return value if dtype == "bool" else value != tirx.const(0, dtype)
+
+
+# --- NonZero ------------------------------------------------------------------------------------------------
+
+
+def nonzero_te(x: te.Tensor) -> list[te.Tensor]:
+    """ONNX NonZero: (indices [rank, K] int64, K) with K the number of non-zero elements, indices allocated
+    [rank, numel] and written densely as [rank, K], coordinates in row-major order of the elements."""
+    rank = len(x.shape)
+    n = _numel(x.shape)
+    out_b = tirx.decl_buffer((rank, n), IDX, "indices")
+    size_b = tirx.decl_buffer((), SIZE_DTYPE, "size")
+    return te.extern(
+        [out_b.shape, size_b.shape],
+        [x],
+        lambda ins, outs: _nonzero_ir(ins[0], outs[0], outs[1]),
+        dtype=[IDX, SIZE_DTYPE],
+        in_buffers=[_flat(x, "x")],
+        out_buffers=[out_b, size_b],
+        name="opf_nonzero",
+        tag="opf_nonzero",
+    )
+
+
+def _nonzero_ir(x_buf, out_buf, size_buf):
+    shape = list(x_buf.shape)
+    n = _numel(shape)
+    dtype = str(x_buf.dtype)
+    with IRBuilder() as ib:
+        with _one_thread():
+            x, out, size = _view(x_buf), _view(out_buf), _view(size_buf)
+            k = _counter()
+            _set(k, _i64(0))
+            with T.serial(_i64(0), n) as i:
+                with T.If(_nonzero(x[i], dtype)), T.Then():
+                    _set(k, k[0] + _i64(1))
+            total = T.Bind(k[0])
+            _set(size, tirx.Cast(SIZE_DTYPE, total))
+            _set(k, _i64(0))
+            with T.serial(_i64(0), n) as i:
+                with T.If(_nonzero(x[i], dtype)), T.Then():
+                    rest = i
+                    for d in reversed(range(len(shape))):
+                        _set(out, tirx.floormod(rest, _i64(shape[d])), _i64(d) * total + k[0])
+                        rest = tirx.floordiv(rest, _i64(shape[d]))
+                    _set(k, k[0] + _i64(1))
+        return ib.get()
+
+
+# --- Compress -----------------------------------------------------------------------------------------------
+
+
+def _split(shape, axis: int):
+    """(pre, extent, post): the products of the dims before `axis`, the axis, the dims after it."""
+    return _numel(shape[:axis]), _i64(shape[axis]), _numel(shape[axis + 1 :])
+
+
+def compress_shape(shape, cond_len, axis: int | None) -> list:
+    """The allocated (upper-bound) shape of Compress's output: the selectable positions on the axis."""
+    if axis is None:
+        return [tirx.min(_numel(shape), _i64(cond_len))]
+    out = list(shape)
+    out[axis] = tirx.min(_i64(shape[axis]), _i64(cond_len))
+    return out
+
+
+def compress_te(x: te.Tensor, cond: te.Tensor, axis: int | None) -> list[te.Tensor]:
+    """ONNX Compress with a run-time condition: (output, K) with K the number of true conditions among the
+    positions the axis has (`axis` None: of the flattened input)."""
+    shape = compress_shape(x.shape, cond.shape[0], axis)
+    out_b = tirx.decl_buffer(shape, x.dtype, "selected")
+    size_b = tirx.decl_buffer((), SIZE_DTYPE, "size")
+    return te.extern(
+        [out_b.shape, size_b.shape],
+        [x, cond],
+        lambda ins, outs: _compress_ir(ins[0], ins[1], outs[0], outs[1], axis),
+        dtype=[str(x.dtype), SIZE_DTYPE],
+        in_buffers=[_flat(x, "x"), _flat(cond, "condition")],
+        out_buffers=[out_b, size_b],
+        name="opf_compress",
+        tag="opf_compress",
+    )
+
+
+def _compress_ir(x_buf, cond_buf, out_buf, size_buf, axis: int | None):
+    shape = [_numel(x_buf.shape)] if axis is None else list(x_buf.shape)
+    a = 0 if axis is None else axis
+    pre, extent, post = _split(shape, a)
+    limit = tirx.min(extent, _i64(cond_buf.shape[0]))
+    with IRBuilder() as ib:
+        with _one_thread():
+            x, cond, out, size = (_view(b) for b in (x_buf, cond_buf, out_buf, size_buf))
+            k = _counter()
+            _set(k, _i64(0))
+            with T.serial(_i64(0), limit) as c:
+                with T.If(cond[c]), T.Then():
+                    _set(k, k[0] + _i64(1))
+            total = T.Bind(k[0])
+            _set(size, tirx.Cast(SIZE_DTYPE, total))
+            _set(k, _i64(0))
+            with T.serial(_i64(0), limit) as c:
+                with T.If(cond[c]), T.Then():
+                    with T.serial(_i64(0), pre) as p, T.serial(_i64(0), post) as q:
+                        _set(out, x[(p * extent + c) * post + q], (p * total + k[0]) * post + q)
+                    _set(k, k[0] + _i64(1))
+        return ib.get()
+
+
+# --- Unique -------------------------------------------------------------------------------------------------
+
+
+def unique_te(x: te.Tensor, axis: int | None, sorted_: bool) -> list[te.Tensor]:
+    """ONNX Unique: (Y, indices, inverse_indices, counts, K, and two scratch arrays). The input is seen as M slices
+    along `axis` (None: M = numel single elements); K of them are distinct. Y is allocated at the input's shape
+    (flattened when axis is None) and written densely with K on the axis; indices and counts are allocated [M] and
+    hold K entries; inverse_indices is [M]. sorted_: slices in ascending lexicographic order, else in order of
+    first occurrence."""
+    shape = [_numel(x.shape)] if axis is None else list(x.shape)
+    m = shape[0 if axis is None else axis]
+    bufs = [
+        tirx.decl_buffer(shape, x.dtype, "Y"),
+        tirx.decl_buffer((m,), IDX, "indices"),
+        tirx.decl_buffer((m,), IDX, "inverse_indices"),
+        tirx.decl_buffer((m,), IDX, "counts"),
+        tirx.decl_buffer((), SIZE_DTYPE, "size"),
+        tirx.decl_buffer((m,), IDX, "first"),  # scratch: the first slice equal to each slice
+        tirx.decl_buffer((m,), IDX, "rank"),  # scratch: each slice's position in Y
+    ]
+    return te.extern(
+        [b.shape for b in bufs],
+        [x],
+        lambda ins, outs: _unique_ir(ins[0], *outs, axis=axis, sorted_=sorted_),
+        dtype=[str(b.dtype) for b in bufs],
+        in_buffers=[_flat(x, "x")],
+        out_buffers=bufs,
+        name="opf_unique",
+        tag="opf_unique",
+    )
+
+
+def _unique_ir(x_buf, y_buf, idx_buf, inv_buf, cnt_buf, size_buf, first_buf, rank_buf, axis, sorted_):
+    shape = [_numel(x_buf.shape)] if axis is None else list(x_buf.shape)
+    pre, m, post = _split(shape, 0 if axis is None else axis)
+    s_len = pre * post
+    with IRBuilder() as ib:
+        with _one_thread():
+            x, y, idx, inv, cnt, size, first, rank = (
+                _view(b) for b in (x_buf, y_buf, idx_buf, inv_buf, cnt_buf, size_buf, first_buf, rank_buf)
+            )
+
+            def elem(i, s):
+                """Element s of slice i (s runs over the slice in row-major order of the other axes)."""
+                return x[((s // post) * m + i) * post + s % post]
+
+            state = _counter()  # comparison of two slices: 0 equal so far, -1 less, 1 greater
+            k = _counter()
+
+            def compare(i, j):
+                """Sets state to the lexicographic order of slice i against slice j."""
+                _set(state, _i64(0))
+                with T.serial(_i64(0), s_len) as s:
+                    a, b = elem(i, s), elem(j, s)
+                    with T.If(state[0] == _i64(0)), T.Then():
+                        _set(state, tirx.Select(a < b, _i64(-1), tirx.Select(b < a, _i64(1), _i64(0))))
+
+            # 1. first[i]: the smallest j <= i whose slice equals slice i.
+            with T.serial(_i64(0), m) as i:
+                _set(first, i, i)
+                with T.serial(_i64(0), i) as j:
+                    with T.If(first[i] == i), T.Then():
+                        compare(j, i)
+                        with T.If(state[0] == _i64(0)), T.Then():
+                            _set(first, j, i)
+            # 2. each distinct slice's position in Y; K.
+            _set(k, _i64(0))
+            with T.serial(_i64(0), m) as i:
+                with T.If(first[i] == i), T.Then():
+                    if sorted_:
+                        _set(rank, _i64(0), i)
+                        with T.serial(_i64(0), m) as j:
+                            with T.If(first[j] == j), T.Then():
+                                compare(j, i)
+                                with T.If(state[0] < _i64(0)), T.Then():
+                                    _set(rank, rank[i] + _i64(1), i)
+                    else:
+                        _set(rank, k[0], i)
+                    _set(k, k[0] + _i64(1))
+            total = T.Bind(k[0])
+            _set(size, tirx.Cast(SIZE_DTYPE, total))
+            # 3. the outputs.
+            with T.serial(_i64(0), m) as i:
+                _set(cnt, _i64(0), i)
+            with T.serial(_i64(0), m) as i:
+                r = T.Bind(rank[first[i]])
+                _set(inv, r, i)
+                _set(cnt, cnt[r] + _i64(1), r)
+                with T.If(first[i] == i), T.Then():
+                    _set(idx, i, r)
+                    with T.serial(_i64(0), pre) as p, T.serial(_i64(0), post) as q:
+                        _set(y, x[(p * m + i) * post + q], (p * total + r) * post + q)
+        return ib.get()
