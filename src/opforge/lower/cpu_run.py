@@ -17,7 +17,6 @@ from opforge.extract.subgraph import NodeSubgraph
 from opforge.lower.onnx_rewrites import tvm_candidates, unsupported_reason
 from opforge.lower.tvm_lower import _import, _reason, kernel_overrides
 
-
 _registered = False
 
 

@@ -74,9 +74,7 @@ def _converters() -> dict:
             if axis is not None:
                 axis = int(axis) % x.ty.ndim
             out = bb.emit_te(dd.compress_te, x, cond, axis, primfunc_name_hint="compress")
-            return dd.bounded(
-                bb, bb.emit(relax.TupleGetItem(out, 0)), bb.emit(relax.TupleGetItem(out, 1)), axis or 0
-            )
+            return dd.bounded(bb, bb.emit(relax.TupleGetItem(out, 0)), bb.emit(relax.TupleGetItem(out, 1)), axis or 0)
 
     class Unique(OnnxOpConverter):
         """Unique (sorted or in order of first occurrence, flattened or along an axis): the number of distinct

@@ -126,19 +126,17 @@ def _nonzero_ir(x_buf, out_buf, size_buf):
             x, out, size = _view(x_buf), _view(out_buf), _view(size_buf)
             k = _counter()
             _set(k, _i64(0))
-            with T.serial(_i64(0), n) as i:
-                with T.If(_nonzero(x[i], dtype)), T.Then():
-                    _set(k, k[0] + _i64(1))
+            with T.serial(_i64(0), n) as i, T.If(_nonzero(x[i], dtype)), T.Then():
+                _set(k, k[0] + _i64(1))
             total = T.Bind(k[0])
             _set(size, tirx.Cast(SIZE_DTYPE, total))
             _set(k, _i64(0))
-            with T.serial(_i64(0), n) as i:
-                with T.If(_nonzero(x[i], dtype)), T.Then():
-                    rest = i
-                    for d in reversed(range(len(shape))):
-                        _set(out, tirx.floormod(rest, _i64(shape[d])), _i64(d) * total + k[0])
-                        rest = tirx.floordiv(rest, _i64(shape[d]))
-                    _set(k, k[0] + _i64(1))
+            with T.serial(_i64(0), n) as i, T.If(_nonzero(x[i], dtype)), T.Then():
+                rest = i
+                for d in reversed(range(len(shape))):
+                    _set(out, tirx.floormod(rest, _i64(shape[d])), _i64(d) * total + k[0])
+                    rest = tirx.floordiv(rest, _i64(shape[d]))
+                _set(k, k[0] + _i64(1))
         return ib.get()
 
 
@@ -187,17 +185,15 @@ def _compress_ir(x_buf, cond_buf, out_buf, size_buf, axis: int | None):
             x, cond, out, size = (_view(b) for b in (x_buf, cond_buf, out_buf, size_buf))
             k = _counter()
             _set(k, _i64(0))
-            with T.serial(_i64(0), limit) as c:
-                with T.If(cond[c]), T.Then():
-                    _set(k, k[0] + _i64(1))
+            with T.serial(_i64(0), limit) as c, T.If(cond[c]), T.Then():
+                _set(k, k[0] + _i64(1))
             total = T.Bind(k[0])
             _set(size, tirx.Cast(SIZE_DTYPE, total))
             _set(k, _i64(0))
-            with T.serial(_i64(0), limit) as c:
-                with T.If(cond[c]), T.Then():
-                    with T.serial(_i64(0), pre) as p, T.serial(_i64(0), post) as q:
-                        _set(out, x[(p * extent + c) * post + q], (p * total + k[0]) * post + q)
-                    _set(k, k[0] + _i64(1))
+            with T.serial(_i64(0), limit) as c, T.If(cond[c]), T.Then():
+                with T.serial(_i64(0), pre) as p, T.serial(_i64(0), post) as q:
+                    _set(out, x[(p * extent + c) * post + q], (p * total + k[0]) * post + q)
+                _set(k, k[0] + _i64(1))
         return ib.get()
 
 
@@ -261,25 +257,22 @@ def _unique_ir(x_buf, y_buf, idx_buf, inv_buf, cnt_buf, size_buf, first_buf, ran
             # 1. first[i]: the smallest j <= i whose slice equals slice i.
             with T.serial(_i64(0), m) as i:
                 _set(first, i, i)
-                with T.serial(_i64(0), i) as j:
-                    with T.If(first[i] == i), T.Then():
-                        compare(j, i)
-                        with T.If(state[0] == _i64(0)), T.Then():
-                            _set(first, j, i)
+                with T.serial(_i64(0), i) as j, T.If(first[i] == i), T.Then():
+                    compare(j, i)
+                    with T.If(state[0] == _i64(0)), T.Then():
+                        _set(first, j, i)
             # 2. each distinct slice's position in Y; K.
             _set(k, _i64(0))
-            with T.serial(_i64(0), m) as i:
-                with T.If(first[i] == i), T.Then():
-                    if sorted_:
-                        _set(rank, _i64(0), i)
-                        with T.serial(_i64(0), m) as j:
-                            with T.If(first[j] == j), T.Then():
-                                compare(j, i)
-                                with T.If(state[0] < _i64(0)), T.Then():
-                                    _set(rank, rank[i] + _i64(1), i)
-                    else:
-                        _set(rank, k[0], i)
-                    _set(k, k[0] + _i64(1))
+            with T.serial(_i64(0), m) as i, T.If(first[i] == i), T.Then():
+                if sorted_:
+                    _set(rank, _i64(0), i)
+                    with T.serial(_i64(0), m) as j, T.If(first[j] == j), T.Then():
+                        compare(j, i)
+                        with T.If(state[0] < _i64(0)), T.Then():
+                            _set(rank, rank[i] + _i64(1), i)
+                else:
+                    _set(rank, k[0], i)
+                _set(k, k[0] + _i64(1))
             total = T.Bind(k[0])
             _set(size, tirx.Cast(SIZE_DTYPE, total))
             # 3. the outputs.
