@@ -7,7 +7,6 @@ import pytest
 
 from opforge.build.nvcc import compile_fatbin, find_nvcc, gencode_flags, parallel
 from opforge.core import expr
-from opforge.core.errors import LoweringError
 from opforge.core.kernel_plan import KernelPlan
 from opforge.examples.kernel_cases import CASES
 
@@ -32,10 +31,13 @@ def test_at_least_15_op_types_including_the_required_ones(planned_cases):
     assert len(lowered) >= 15
 
 
-def test_data_dependent_shapes_fail_with_one_line(planned_cases):
-    _, _, err = planned_cases["nonzero"]
-    assert isinstance(err, LoweringError)
-    assert "node 'node0' (NonZero)" in str(err) and "\n" not in str(err)
+def test_data_dependent_shape_is_a_size_tensor(planned_cases):
+    """NonZero's [rank, K]: K is the value of a 0-d int32 output the kernel writes, at most the input's size."""
+    _, _, plan = planned_cases["nonzero"]
+    assert isinstance(plan, KernelPlan), plan
+    (size,) = plan.sizes
+    assert size.output == 1 == plan.nb_onnx_outputs and plan.outputs[1].shape == [] and plan.outputs[1].dtype == "int32"
+    assert plan.outputs[0].shape == ["2", size.name] and expr.evaluate(size.upper, {"B": 3}) == 48
 
 
 def test_multi_kernel_plan_with_workspace(planned_cases):

@@ -1,0 +1,48 @@
+"""NonZero and Unique: output extents that depend on the input values. opforge's own kernels
+(opforge.lower.kernels.data_dependent, installed as converters of TVM's ONNX frontend) write the outputs densely and
+the extent into a size tensor, an extra plugin output TensorRT reads (IExprBuilder::declareSizeTensor). Compress's
+run-time condition takes the same path (opforge.ops.compress)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from opforge.ops.base import InputDomain, OpRule
+
+
+def _many_zeros(d: InputDomain) -> None:
+    """About half the elements zero, so that the count is neither 0 nor everything."""
+    name = d.free(0)
+    if name is None:
+        return
+    x = d.values[name]
+    keep = d.rng.random(x.shape) < 0.5
+    d.values[name] = np.where(keep, x, np.zeros_like(x)).astype(x.dtype)
+
+
+def _repeated(d: InputDomain) -> None:
+    """Values drawn from a few distinct ones, so that Unique finds repeats (rows repeat too, along an axis)."""
+    name = d.free(0)
+    if name is None:
+        return
+    x = d.values[name]
+    pool = np.unique(x.reshape(-1))[:4] if x.size else x.reshape(-1)
+    if pool.size == 0:
+        return
+    d.values[name] = pool[d.rng.integers(0, pool.size, x.shape)].astype(x.dtype)
+
+
+RULES = [
+    OpRule(
+        ("NonZero",),
+        lowering="kernel",
+        summary="opforge's kernel: indices written densely as [rank, K], K into a size tensor (data-dependent shape)",
+        inputs=_many_zeros,
+    ),
+    OpRule(
+        ("Unique",),
+        lowering="kernel",
+        summary="opforge's kernel: sorted or first-occurrence order, flattened or along an axis; K into a size tensor",
+        inputs=_repeated,
+    ),
+]
