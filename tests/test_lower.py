@@ -7,7 +7,7 @@ import pytest
 
 from opforge.build.nvcc import compile_fatbin, find_nvcc, gencode_flags, parallel
 from opforge.core import expr
-from opforge.core.kernel_plan import KernelPlan
+from opforge.core.kernel_plan import PLAN_VERSION, KernelPlan
 from opforge.examples.kernel_cases import CASES
 
 REQUIRED = {
@@ -60,7 +60,7 @@ def test_plan_is_consistent_and_round_trips(planned_cases, name):
     case, _sub, plan = planned_cases[name]
     again = KernelPlan.from_json(plan.to_json())
     assert again == plan
-    assert json.loads(plan.to_json())["version"] == 1
+    assert json.loads(plan.to_json())["version"] == PLAN_VERSION
     # Every expression only uses the plan's dimensions, and evaluates at each batch size.
     dims = {d.name for d in plan.dims}
     for b in case.batches:
