@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Data-dependent output shapes on the GPU: the conformance cases of NonZero, Unique and Compress (and larger
+"""Data-dependent output shapes on the GPU: the conformance cases of NonZero, Unique, Compress and NonMaxSuppression
+(and larger
 seeded cases of each: many zeros, repeated values, a non-leading data-dependent axis) through the plugin harness,
 which plays TensorRT's part (declareSizeTensor, outputs allocated at the upper bound, poisoned, trimmed to the size
 tensors' values after the enqueue).
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-OP_TYPES = ("NonZero", "Unique", "Compress")
+OP_TYPES = ("NonZero", "Unique", "Compress", "NonMaxSuppression")
 
 
 def _model(op: str, inputs: list[tuple[str, int, list[int]]], outputs: list[tuple[str, int]], **attrs):
@@ -58,6 +59,22 @@ def larger_cases() -> list:
         ("dd_compress_axis1_64x300", _model("Compress", [("x", F, [64, 300]), ("c", B, [300])], [("y", F)], axis=1),
          [rng.standard_normal((64, 300)).astype(np.float32), rng.random(300) < 0.3]),
     ]  # fmt: skip
+    nms = _model(
+        "NonMaxSuppression",
+        [
+            ("boxes", F, [2, 300, 4]),
+            ("scores", F, [2, 3, 300]),
+            ("max_out", I64, [1]),
+            ("iou", F, [1]),
+            ("score", F, [1]),
+        ],
+        [("y", I64)],
+    )
+    lo = rng.uniform(0, 40, (2, 300, 2))
+    boxes = np.concatenate([lo, lo + rng.uniform(1, 8, (2, 300, 2))], -1).astype(np.float32)
+    nms_in = [boxes, rng.random((2, 3, 300)).astype(np.float32), np.array([40], np.int64),
+              np.array([0.4], np.float32), np.array([0.1], np.float32)]  # fmt: skip
+    specs.append(("dd_nms_2x3x300", nms, nms_in))
     cases = []
     for name, m, inputs in specs:
         names = [vi.name for vi in m.graph.input]

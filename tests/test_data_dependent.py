@@ -160,6 +160,35 @@ def test_compress_with_runtime_condition_matches_onnx_on_cpu(seed, shape, cond_l
     _check_on_cpu(m, [x, rng.random(cond_len) < 0.5])
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("center", [0, 1])
+@pytest.mark.parametrize("with_score", [True, False])
+def test_nms_matches_onnx_on_cpu(seed, center, with_score):
+    rng = np.random.default_rng(seed)
+    n_batch, n_class, n_box, max_out = 2, 3, 24, 5
+    ins = [("boxes", F, [n_batch, n_box, 4]), ("scores", F, [n_batch, n_class, n_box]), ("iou", F, [1])]
+    ins += [("score", F, [1])] if with_score else []
+    node_inputs = ["boxes", "scores", "max_out", "iou"] + (["score"] if with_score else [])
+    node = helper.make_node("NonMaxSuppression", node_inputs, ["y"], name="n", center_point_box=center)
+    g = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in ins],
+        [helper.make_tensor_value_info("y", I64, None)],
+        [onnx.numpy_helper.from_array(np.array([max_out], np.int64), "max_out")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    lo = rng.uniform(0, 6, (n_batch, n_box, 2))
+    size = rng.uniform(0.5, 4, (n_batch, n_box, 2))
+    boxes = np.concatenate([lo, lo + size], -1) if not center else np.concatenate([lo, size], -1)
+    if seed == 2:
+        boxes[..., [0, 2]] = boxes[..., [2, 0]]  # flipped corners
+    scores = rng.random((n_batch, n_class, n_box)).round(1)  # ties among scores
+    inputs = [boxes.astype(np.float32), scores.astype(np.float32), np.array([0.3], np.float32)]
+    inputs += [np.array([0.25], np.float32)] if with_score else []
+    _check_on_cpu(m, inputs)
+
+
 # --- lowering to CUDA -------------------------------------------------------------------------------------------
 
 

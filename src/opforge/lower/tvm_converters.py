@@ -100,4 +100,32 @@ def _converters() -> dict:
             ][:n_out]
             return results[0] if n_out == 1 else relax.Tuple(results)
 
-    return {"BitCast": BitCast, "NonZero": NonZero, "Compress": Compress, "Unique": Unique}
+    class NonMaxSuppression(OnnxOpConverter):
+        """NonMaxSuppression, ONNX's reference semantics: [K, 3] selected (batch, class, box) rows, K data-dependent.
+        max_output_boxes_per_class must be a constant (it bounds the output); the thresholds may be run-time."""
+
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            from opforge.lower.kernels import data_dependent as dd
+
+            boxes, scores = inputs[0], inputs[1]
+            rest = [*inputs[2:], None, None, None][:3]
+            max_out = rest[0]
+            if max_out is None:
+                limit = 0
+            elif type(max_out).__name__ in ("Constant", "GenericConst"):
+                values = max_out.value.numpy().reshape(-1)
+                limit = max(int(values[0]), 0) if values.size else 0
+            else:
+                raise ValueError("max_output_boxes_per_class must be a constant (it bounds the output size)")
+            center = bool(attr.get("center_point_box", 0))
+            out = bb.emit_te(dd.nms_te, boxes, scores, rest[1], rest[2], limit, center, primfunc_name_hint="nms")
+            return dd.bounded(bb, bb.emit(relax.TupleGetItem(out, 0)), bb.emit(relax.TupleGetItem(out, 1)), 0)
+
+    return {
+        "BitCast": BitCast,
+        "NonZero": NonZero,
+        "Compress": Compress,
+        "Unique": Unique,
+        "NonMaxSuppression": NonMaxSuppression,
+    }

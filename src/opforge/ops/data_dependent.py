@@ -1,4 +1,4 @@
-"""NonZero and Unique: output extents that depend on the input values. opforge's own kernels
+"""NonZero, Unique and NonMaxSuppression: output extents that depend on the input values. opforge's own kernels
 (opforge.lower.kernels.data_dependent, installed as converters of TVM's ONNX frontend) write the outputs densely and
 the extent into a size tensor, an extra plugin output TensorRT reads (IExprBuilder::declareSizeTensor). Compress's
 run-time condition takes the same path (opforge.ops.compress)."""
@@ -32,6 +32,24 @@ def _repeated(d: InputDomain) -> None:
     d.values[name] = pool[d.rng.integers(0, pool.size, x.shape)].astype(x.dtype)
 
 
+def _nms_inputs(d: InputDomain) -> None:
+    """Corner boxes with positive extents (some overlapping), scores in [0, 1), IoU threshold 0.5, score threshold
+    0.2 where those are drawn: a mix of kept, suppressed and thresholded boxes."""
+    boxes = d.free(0)
+    if boxes is not None:
+        b = d.values[boxes]
+        lo = d.rng.uniform(0, 8, (*b.shape[:-1], 2))
+        size = d.rng.uniform(0.5, 4, (*b.shape[:-1], 2))
+        d.values[boxes] = np.concatenate([lo, lo + size], axis=-1).astype(b.dtype)
+    scores = d.free(1)
+    if scores is not None:
+        d.values[scores] = d.rng.random(d.values[scores].shape).astype(d.values[scores].dtype)
+    for pos, value in ((3, 0.5), (4, 0.2)):
+        name = d.free(pos)
+        if name is not None:
+            d.values[name] = np.full(d.values[name].shape, value, d.values[name].dtype)
+
+
 RULES = [
     OpRule(
         ("NonZero",),
@@ -44,5 +62,12 @@ RULES = [
         lowering="kernel",
         summary="opforge's kernel: sorted or first-occurrence order, flattened or along an axis; K into a size tensor",
         inputs=_repeated,
+    ),
+    OpRule(
+        ("NonMaxSuppression",),
+        lowering="kernel",
+        summary="opforge's kernel (ONNX's reference order and IoU); constant max_output_boxes_per_class bounds K, "
+        "written into a size tensor",
+        inputs=_nms_inputs,
     ),
 ]

@@ -287,3 +287,123 @@ def _unique_ir(x_buf, y_buf, idx_buf, inv_buf, cnt_buf, size_buf, first_buf, ran
                     with T.serial(_i64(0), pre) as p, T.serial(_i64(0), post) as q:
                         _set(y, x[(p * m + i) * post + q], (p * total + r) * post + q)
         return ib.get()
+
+
+# --- NonMaxSuppression -----------------------------------------------------------------------------------------
+
+
+def nms_te(
+    boxes: te.Tensor,
+    scores: te.Tensor,
+    iou: te.Tensor | None,
+    score: te.Tensor | None,
+    max_per_class: int,
+    center_point_box: bool,
+) -> list[te.Tensor]:
+    """ONNX NonMaxSuppression: (selected_indices [K, 3] int64, K, and two scratch arrays). Per batch and class,
+    the boxes whose score exceeds score_threshold (all boxes without one) are taken in descending score order (ties:
+    lower box index first), and each is kept unless its IoU with a box kept before exceeds iou_threshold, up to
+    `max_per_class` boxes; rows are (batch, class, box) in batch, class, then selection order. Allocated at
+    batches * classes * min(boxes, max_per_class) rows. The thresholds are run-time [1] tensors or absent."""
+    n_batch, n_class, n_box = scores.shape
+    per_class = tirx.min(_i64(n_box), _i64(max_per_class))
+    bufs = [
+        tirx.decl_buffer((_i64(n_batch) * _i64(n_class) * per_class, 3), IDX, "selected_indices"),
+        tirx.decl_buffer((), SIZE_DTYPE, "size"),
+        tirx.decl_buffer((n_box,), IDX, "taken"),  # scratch: 1 where a box was visited in this class
+        tirx.decl_buffer((n_box,), IDX, "kept"),  # scratch: the boxes kept in this class
+    ]
+    ins = [t for t in (boxes, scores, iou, score) if t is not None]
+    in_bufs = [_flat(t, name) for t, name in zip(ins, ("boxes", "scores", "iou", "score"))]
+
+    def body(i, o):
+        it = iter(i)
+        b, s = next(it), next(it)
+        iou_b = next(it) if iou is not None else None
+        score_b = next(it) if score is not None else None
+        return _nms_ir(b, s, iou_b, score_b, *o, max_per_class=max_per_class, center=center_point_box)
+
+    return te.extern(
+        [x.shape for x in bufs],
+        ins,
+        body,
+        dtype=[str(x.dtype) for x in bufs],
+        in_buffers=in_bufs,
+        out_buffers=bufs,
+        name="opf_nms",
+        tag="opf_nms",
+    )
+
+
+def _corners(bx, i, center: bool):
+    """Box i as (x_min, x_max, y_min, y_max) in float32, as ONNX's reference reads both box formats."""
+    v = [tirx.Cast("float32", bx[i * _i64(4) + _i64(k)]) for k in range(4)]
+    if center:
+        half = tirx.const(0.5, "float32")
+        return v[0] - v[2] * half, v[0] + v[2] * half, v[1] - v[3] * half, v[1] + v[3] * half
+    return tirx.min(v[1], v[3]), tirx.max(v[1], v[3]), tirx.min(v[0], v[2]), tirx.max(v[0], v[2])
+
+
+def _suppresses(bx, i, j, threshold, center: bool):
+    """Whether boxes i and j overlap with an IoU above `threshold` (ONNX's reference, float32)."""
+    ax0, ax1, ay0, ay1 = _corners(bx, i, center)
+    bx0, bx1, by0, by1 = _corners(bx, j, center)
+    ix0, ix1 = tirx.max(ax0, bx0), tirx.min(ax1, bx1)
+    iy0, iy1 = tirx.max(ay0, by0), tirx.min(ay1, by1)
+    zero = tirx.const(0.0, "float32")
+    inter = (ix1 - ix0) * (iy1 - iy0)
+    area_a, area_b = (ax1 - ax0) * (ay1 - ay0), (bx1 - bx0) * (by1 - by0)
+    union = area_a + area_b - inter
+    safe = tirx.Select(union > zero, union, tirx.const(1.0, "float32"))
+    return tirx.all(
+        ix1 > ix0, iy1 > iy0, inter > zero, area_a > zero, area_b > zero, union > zero, inter / safe > threshold
+    )
+
+
+def _nms_ir(boxes_b, scores_b, iou_b, score_b, out_b, size_b, taken_b, kept_b, max_per_class: int, center: bool):
+    n_batch, n_class, n_box = (_i64(d) for d in scores_b.shape)
+    limit = tirx.min(n_box, _i64(max_per_class))
+    with IRBuilder() as ib:
+        with _one_thread():
+            bx, sc, out, size, taken, kept = (_view(b) for b in (boxes_b, scores_b, out_b, size_b, taken_b, kept_b))
+            iou_t = tirx.Cast("float32", _view(iou_b)[0]) if iou_b is not None else tirx.const(0.0, "float32")
+            score_t = tirx.Cast("float32", _view(score_b)[0]) if score_b is not None else None
+            total, n_kept, best, hit = _counter(), _counter(), _counter(), _counter()
+            _set(total, _i64(0))
+            with T.serial(_i64(0), n_batch) as b, T.serial(_i64(0), n_class) as c:
+                base = T.Bind((b * n_class + c) * n_box)
+                with T.serial(_i64(0), n_box) as i:  # candidates: over the score threshold
+                    if score_t is not None:
+                        over = tirx.Cast("float32", sc[base + i]) > score_t
+                        _set(taken, tirx.Select(over, _i64(0), _i64(1)), i)
+                    else:
+                        _set(taken, _i64(0), i)
+                _set(n_kept, _i64(0))
+                # Visit candidates best-first (the first of equal scores first); stop at max_per_class kept.
+                with T.serial(_i64(0), n_box):
+                    _set(best, _i64(-1))
+                    with T.serial(_i64(0), n_box) as i:
+                        better = tirx.any(
+                            best[0] < _i64(0),
+                            tirx.Cast("float32", sc[base + i])
+                            > tirx.Cast("float32", sc[base + tirx.max(best[0], _i64(0))]),
+                        )
+                        with T.If(tirx.all(taken[i] == _i64(0), better)), T.Then():
+                            _set(best, i)
+                    with T.If(tirx.all(best[0] >= _i64(0), n_kept[0] < limit)), T.Then():
+                        cand = T.Bind(best[0])
+                        _set(taken, _i64(1), cand)
+                        _set(hit, _i64(0))
+                        with T.serial(_i64(0), n_kept[0]) as k:
+                            box_b = b * n_box
+                            with T.If(_suppresses(bx, box_b + cand, box_b + kept[k], iou_t, center)), T.Then():
+                                _set(hit, _i64(1))
+                        with T.If(hit[0] == _i64(0)), T.Then():
+                            _set(kept, cand, n_kept[0])
+                            _set(n_kept, n_kept[0] + _i64(1))
+                            _set(out, b, total[0] * _i64(3))
+                            _set(out, c, total[0] * _i64(3) + _i64(1))
+                            _set(out, cand, total[0] * _i64(3) + _i64(2))
+                            _set(total, total[0] + _i64(1))
+            _set(size, tirx.Cast(SIZE_DTYPE, total[0]))
+        return ib.get()
