@@ -8,9 +8,11 @@ node and mark each data-dependent output with `bounded`, a call of the packed fu
 opforge.lower.tvm_lower turns that mark into the plan's size tensors (opforge.core.kernel_plan.SizeTensor), and
 opforge.lower.cpu_run registers BOUNDED to trim the tensor when TVM runs the graph on the CPU.
 
-Speed: correctness first. Every kernel is one CUDA thread (one block of one thread) walking the input in order,
-which gives ONNX's order of results without a scan: O(N) for NonZero and Compress, O(M^2 * S) for Unique (M slices
-of S elements each). Fine for small tensors (masks, boxes, labels); a parallel scan is the next step for large ones.
+Speed: correctness first. NonZero and Compress count per chunk of CHUNK elements (one thread each), scan the
+chunk counts on one thread (serial over N / CHUNK entries) and write per chunk, so their serial depth is about
+2 * CHUNK + N / CHUNK; Compress then copies one output element per thread. Unique (O(M^2 * S) for M slices of S
+elements) and NonMaxSuppression (O(C * N^2) per batch) are one CUDA thread walking the input in order, which gives
+ONNX's order of results without a sort: fine for small tensors (labels, a few hundred boxes), slow for large ones.
 On the CPU (llvm) the same loops run without the thread binding.
 """
 
@@ -95,52 +97,104 @@ def _nonzero(value, dtype: str):
     return value if dtype == "bool" else value != tirx.const(0, dtype)
 
 
-# --- NonZero ------------------------------------------------------------------------------------------------
+# --- NonZero and Compress: chunked count, scan, write --------------------------------------------------------
+
+# Elements per thread in the counting and writing passes, and threads per block.
+CHUNK = 256
+BLOCK = 256
+
+
+@contextlib.contextmanager
+def _threads(n):
+    """One kernel launch of `n` threads (ceil(n / BLOCK) blocks) on the GPU, a loop on the CPU; yields the
+    thread's index (int64); threads past `n` do nothing."""
+    n = _i64(n)
+    with contextlib.ExitStack() as stack:
+        if on_gpu():
+            bx, tx = te.thread_axis("blockIdx.x"), te.thread_axis("threadIdx.x")
+            blocks = tirx.Cast("int32", (n + _i64(BLOCK - 1)) // _i64(BLOCK))
+            stack.enter_context(T.attr(bx, "thread_extent", blocks))
+            stack.enter_context(T.attr(tx, "thread_extent", BLOCK))
+            t = T.Bind(_i64(bx) * _i64(BLOCK) + _i64(tx))
+        else:
+            t = stack.enter_context(T.serial(_i64(0), n))
+        stack.enter_context(T.If(t < n))
+        stack.enter_context(T.Then())
+        yield t
+
+
+def _chunks(n):
+    return (_i64(n) + _i64(CHUNK - 1)) // _i64(CHUNK)
+
+
+def _count_and_scan(src_b, flag, n, cnt_b, off_b, size_b) -> None:
+    """Kernels 1 and 2: per chunk of CHUNK elements of `src_b`, the number of elements `v` where `flag(v)` holds
+    (one thread per chunk), then one thread turns the counts into each chunk's first output position and writes
+    the total into the size tensor."""
+    chunks = _chunks(n)
+    with _threads(chunks) as t:
+        src, cnt = _view(src_b), _view(cnt_b)
+        k = _counter()
+        _set(k, _i64(0))
+        first, stop = t * _i64(CHUNK), tirx.min((t + _i64(1)) * _i64(CHUNK), _i64(n))
+        with T.serial(first, stop) as i, T.If(flag(src[i])), T.Then():
+            _set(k, k[0] + _i64(1))
+        _set(cnt, k[0], t)
+    with _one_thread():
+        cnt, off, size = _view(cnt_b), _view(off_b), _view(size_b)
+        run = _counter()
+        _set(run, _i64(0))
+        with T.serial(_i64(0), chunks) as c:
+            _set(off, run[0], c)
+            _set(run, run[0] + cnt[c])
+        _set(size, tirx.Cast(SIZE_DTYPE, run[0]))
 
 
 def nonzero_te(x: te.Tensor) -> list[te.Tensor]:
-    """ONNX NonZero: (indices [rank, K] int64, K) with K the number of non-zero elements, indices allocated
-    [rank, numel] and written densely as [rank, K], coordinates in row-major order of the elements."""
+    """ONNX NonZero: (indices [rank, K] int64, K, and per-chunk scratch) with K the number of non-zero elements,
+    indices allocated [rank, numel] and written densely as [rank, K], coordinates in row-major element order.
+    Three kernels: per-chunk counts (one thread per CHUNK elements), a one-thread scan over the chunks, per-chunk
+    writes; the scan is serial over numel / CHUNK entries."""
     rank = len(x.shape)
     n = _numel(x.shape)
-    out_b = tirx.decl_buffer((rank, n), IDX, "indices")
-    size_b = tirx.decl_buffer((), SIZE_DTYPE, "size")
+    bufs = [
+        tirx.decl_buffer((rank, n), IDX, "indices"),
+        tirx.decl_buffer((), SIZE_DTYPE, "size"),
+        tirx.decl_buffer((_chunks(n),), IDX, "chunk_count"),
+        tirx.decl_buffer((_chunks(n),), IDX, "chunk_offset"),
+    ]
     return te.extern(
-        [out_b.shape, size_b.shape],
+        [b.shape for b in bufs],
         [x],
-        lambda ins, outs: _nonzero_ir(ins[0], outs[0], outs[1]),
-        dtype=[IDX, SIZE_DTYPE],
+        lambda ins, outs: _nonzero_ir(ins[0], *outs),
+        dtype=[str(b.dtype) for b in bufs],
         in_buffers=[_flat(x, "x")],
-        out_buffers=[out_b, size_b],
+        out_buffers=bufs,
         name="opf_nonzero",
         tag="opf_nonzero",
     )
 
 
-def _nonzero_ir(x_buf, out_buf, size_buf):
+def _nonzero_ir(x_buf, out_buf, size_buf, cnt_buf, off_buf):
     shape = list(x_buf.shape)
     n = _numel(shape)
     dtype = str(x_buf.dtype)
     with IRBuilder() as ib:
-        with _one_thread():
-            x, out, size = _view(x_buf), _view(out_buf), _view(size_buf)
-            k = _counter()
-            _set(k, _i64(0))
-            with T.serial(_i64(0), n) as i, T.If(_nonzero(x[i], dtype)), T.Then():
-                _set(k, k[0] + _i64(1))
-            total = T.Bind(k[0])
-            _set(size, tirx.Cast(SIZE_DTYPE, total))
-            _set(k, _i64(0))
-            with T.serial(_i64(0), n) as i, T.If(_nonzero(x[i], dtype)), T.Then():
-                rest = i
-                for d in reversed(range(len(shape))):
-                    _set(out, tirx.floormod(rest, _i64(shape[d])), _i64(d) * total + k[0])
-                    rest = tirx.floordiv(rest, _i64(shape[d]))
-                _set(k, k[0] + _i64(1))
+        with T.seq_scope():
+            _count_and_scan(x_buf, lambda v: _nonzero(v, dtype), n, cnt_buf, off_buf, size_buf)
+            with _threads(_chunks(n)) as t:
+                x, out, size, off = _view(x_buf), _view(out_buf), _view(size_buf), _view(off_buf)
+                total = T.Bind(_i64(size[0]))
+                k = _counter()
+                _set(k, off[t])
+                first, stop = t * _i64(CHUNK), tirx.min((t + _i64(1)) * _i64(CHUNK), n)
+                with T.serial(first, stop) as i, T.If(_nonzero(x[i], dtype)), T.Then():
+                    rest = i
+                    for d in reversed(range(len(shape))):
+                        _set(out, tirx.floormod(rest, _i64(shape[d])), _i64(d) * total + k[0])
+                        rest = tirx.floordiv(rest, _i64(shape[d]))
+                    _set(k, k[0] + _i64(1))
         return ib.get()
-
-
-# --- Compress -----------------------------------------------------------------------------------------------
 
 
 def _split(shape, axis: int):
@@ -158,42 +212,53 @@ def compress_shape(shape, cond_len, axis: int | None) -> list:
 
 
 def compress_te(x: te.Tensor, cond: te.Tensor, axis: int | None) -> list[te.Tensor]:
-    """ONNX Compress with a run-time condition: (output, K) with K the number of true conditions among the
-    positions the axis has (`axis` None: of the flattened input)."""
+    """ONNX Compress with a run-time condition: (output, K, and scratch) with K the number of true conditions among
+    the positions the axis has (`axis` None: of the flattened input). Four kernels: per-chunk counts of the
+    condition, a one-thread scan over the chunks, per-chunk lists of the selected positions, then one thread per
+    output element of the allocation (those past K do nothing)."""
     shape = compress_shape(x.shape, cond.shape[0], axis)
-    out_b = tirx.decl_buffer(shape, x.dtype, "selected")
-    size_b = tirx.decl_buffer((), SIZE_DTYPE, "size")
+    limit = shape[0 if axis is None else axis]
+    bufs = [
+        tirx.decl_buffer(shape, x.dtype, "selected"),
+        tirx.decl_buffer((), SIZE_DTYPE, "size"),
+        tirx.decl_buffer((_chunks(limit),), IDX, "chunk_count"),
+        tirx.decl_buffer((_chunks(limit),), IDX, "chunk_offset"),
+        tirx.decl_buffer((limit,), IDX, "positions"),  # the selected positions, in order
+    ]
     return te.extern(
-        [out_b.shape, size_b.shape],
+        [b.shape for b in bufs],
         [x, cond],
-        lambda ins, outs: _compress_ir(ins[0], ins[1], outs[0], outs[1], axis),
-        dtype=[str(x.dtype), SIZE_DTYPE],
+        lambda ins, outs: _compress_ir(ins[0], ins[1], *outs, axis=axis),
+        dtype=[str(b.dtype) for b in bufs],
         in_buffers=[_flat(x, "x"), _flat(cond, "condition")],
-        out_buffers=[out_b, size_b],
+        out_buffers=bufs,
         name="opf_compress",
         tag="opf_compress",
     )
 
 
-def _compress_ir(x_buf, cond_buf, out_buf, size_buf, axis: int | None):
+def _compress_ir(x_buf, cond_buf, out_buf, size_buf, cnt_buf, off_buf, pos_buf, axis: int | None):
     shape = [_numel(x_buf.shape)] if axis is None else list(x_buf.shape)
-    a = 0 if axis is None else axis
-    pre, extent, post = _split(shape, a)
+    pre, extent, post = _split(shape, 0 if axis is None else axis)
     limit = tirx.min(extent, _i64(cond_buf.shape[0]))
     with IRBuilder() as ib:
-        with _one_thread():
-            x, cond, out, size = (_view(b) for b in (x_buf, cond_buf, out_buf, size_buf))
-            k = _counter()
-            _set(k, _i64(0))
-            with T.serial(_i64(0), limit) as c, T.If(cond[c]), T.Then():
-                _set(k, k[0] + _i64(1))
-            total = T.Bind(k[0])
-            _set(size, tirx.Cast(SIZE_DTYPE, total))
-            _set(k, _i64(0))
-            with T.serial(_i64(0), limit) as c, T.If(cond[c]), T.Then():
-                with T.serial(_i64(0), pre) as p, T.serial(_i64(0), post) as q:
-                    _set(out, x[(p * extent + c) * post + q], (p * total + k[0]) * post + q)
-                _set(k, k[0] + _i64(1))
+        with T.seq_scope():
+            _count_and_scan(cond_buf, lambda v: v, limit, cnt_buf, off_buf, size_buf)
+            with _threads(_chunks(limit)) as t:
+                cond, off, pos = _view(cond_buf), _view(off_buf), _view(pos_buf)
+                k = _counter()
+                _set(k, off[t])
+                first, stop = t * _i64(CHUNK), tirx.min((t + _i64(1)) * _i64(CHUNK), limit)
+                with T.serial(first, stop) as c, T.If(cond[c]), T.Then():
+                    _set(pos, c, k[0])
+                    _set(k, k[0] + _i64(1))
+            with _threads(pre * limit * post) as e:
+                x, out, size, pos = _view(x_buf), _view(out_buf), _view(size_buf), _view(pos_buf)
+                total = T.Bind(_i64(size[0]))
+                p, rest = e // (limit * post), e % (limit * post)
+                k, q = rest // post, rest % post
+                with T.If(k < total), T.Then():
+                    _set(out, x[(p * extent + pos[k]) * post + q], (p * total + k) * post + q)
         return ib.get()
 
 
