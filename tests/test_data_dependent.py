@@ -274,3 +274,24 @@ def test_plugins_run_on_the_gpu(built):
     bundle, _ = built
     results = {r["case"]: r for r in run(bundle)}
     assert all(results[c]["class"] == "pass" for c in CASES), results
+
+
+def test_a_data_dependent_node_is_not_fused_with_its_consumers():
+    from opforge.extract.groups import fusion_groups
+
+    nodes = [
+        helper.make_node("Compress", ["x", "c"], ["y"], name="cmp"),
+        helper.make_node("Unique", ["y"], ["u"], name="uq"),
+        helper.make_node("Compress", ["x", "k"], ["z"], name="const_cmp"),  # constant condition: a Gather
+        helper.make_node("Abs", ["z"], ["w"], name="abs"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", F, [5]), helper.make_tensor_value_info("c", B, [5])],
+        [helper.make_tensor_value_info("u", F, None), helper.make_tensor_value_info("w", F, None)],
+        [onnx.numpy_helper.from_array(np.array([1, 0, 1, 1, 0], bool), "k")],
+    )
+    m = helper.make_model(g)
+    groups = [[n.name for n in grp] for grp in fusion_groups(m, list(m.graph.node))]
+    assert groups == [["cmp"], ["uq"], ["const_cmp", "abs"]]

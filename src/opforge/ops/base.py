@@ -160,6 +160,9 @@ class OpRule:
     # weights of quantized MatMul/Conv): TensorRT passes the initializer to the plugin as a constant tensor, the
     # values do not become plugin fields, and nodes differing only in weights share one plan.
     weights: tuple[int, ...] = ()
+    # Whether the node's output extent depends on its input values (given the node and the graph's constant
+    # tensor names): its plugin writes a size tensor, and the node is not fused with the nodes that consume it.
+    data_dependent: Callable[[onnx.NodeProto, set[str]], bool] | None = None
 
     @property
     def has_input_domain(self) -> bool:

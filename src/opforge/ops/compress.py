@@ -42,5 +42,6 @@ RULES = [
         "size tensor (data-dependent shape)",
         rewrite=_compress_to_gather,
         torch=_torch,
+        data_dependent=lambda node, constants: len(node.input) < 2 or node.input[1] not in constants,
     )
 ]

@@ -6,6 +6,7 @@ run-time condition takes the same path (opforge.ops.compress)."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from opforge.ops.base import InputDomain, OpRule
 
@@ -50,18 +51,25 @@ def _nms_inputs(d: InputDomain) -> None:
             d.values[name] = np.full(d.values[name].shape, value, d.values[name].dtype)
 
 
+def always(node: onnx.NodeProto, constants: set[str]) -> bool:
+    """The op's output extent always depends on the input values."""
+    return True
+
+
 RULES = [
     OpRule(
         ("NonZero",),
         lowering="kernel",
         summary="opforge's kernel: indices written densely as [rank, K], K into a size tensor (data-dependent shape)",
         inputs=_many_zeros,
+        data_dependent=always,
     ),
     OpRule(
         ("Unique",),
         lowering="kernel",
         summary="opforge's kernel: sorted or first-occurrence order, flattened or along an axis; K into a size tensor",
         inputs=_repeated,
+        data_dependent=always,
     ),
     OpRule(
         ("NonMaxSuppression",),
@@ -69,5 +77,6 @@ RULES = [
         summary="opforge's kernel (ONNX's reference order and IoU); constant max_output_boxes_per_class bounds K, "
         "written into a size tensor",
         inputs=_nms_inputs,
+        data_dependent=always,
     ),
 ]
