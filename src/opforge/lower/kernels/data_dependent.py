@@ -10,9 +10,10 @@ opforge.lower.cpu_run registers BOUNDED to trim the tensor when TVM runs the gra
 
 Speed: correctness first. NonZero and Compress count per chunk of CHUNK elements (one thread each), scan the
 chunk counts on one thread (serial over N / CHUNK entries) and write per chunk, so their serial depth is about
-2 * CHUNK + N / CHUNK; Compress then copies one output element per thread. Unique (O(M^2 * S) for M slices of S
-elements) and NonMaxSuppression (O(C * N^2) per batch) are one CUDA thread walking the input in order, which gives
-ONNX's order of results without a sort: fine for small tensors (labels, a few hundred boxes), slow for large ones.
+2 * CHUNK + N / CHUNK; Compress then copies one output element per thread. Unique runs one thread per slice (M
+slices of S elements: O(M * S) per thread for the first occurrence and the sorted rank, plus one thread counting
+the M first occurrences). NonMaxSuppression runs one thread per (batch, class), each visiting its boxes best-first in
+O(N^2), which gives ONNX's order without a sort: fine for a few hundred boxes, slow for many thousands.
 On the CPU (llvm) the same loops run without the thread binding.
 """
 
@@ -295,60 +296,75 @@ def unique_te(x: te.Tensor, axis: int | None, sorted_: bool) -> list[te.Tensor]:
 
 
 def _unique_ir(x_buf, y_buf, idx_buf, inv_buf, cnt_buf, size_buf, first_buf, rank_buf, axis, sorted_):
+    """Four kernels: (1) per slice i, first[i] = the smallest j <= i whose slice equals it; (2) sorted: per distinct
+    slice, its rank = the number of distinct slices less than it; (3) one thread: K into the size tensor, and for
+    first-occurrence order each distinct slice's rank as a running count; (4) per slice: inverse_indices, and per
+    distinct slice its index, count and copy into Y."""
     shape = [_numel(x_buf.shape)] if axis is None else list(x_buf.shape)
     pre, m, post = _split(shape, 0 if axis is None else axis)
     s_len = pre * post
+
+    def comparer(x):
+        """compare(i, j): the lexicographic order of slice i against slice j (-1, 0, 1) into a local scalar."""
+        state = _counter()
+
+        def elem(i, s):
+            # Element s of slice i (s runs over the slice in row-major order of the other axes).
+            return x[((s // post) * m + i) * post + s % post]
+
+        def compare(i, j):
+            _set(state, _i64(0))
+            with T.serial(_i64(0), s_len) as s:
+                a, b = elem(i, s), elem(j, s)
+                with T.If(state[0] == _i64(0)), T.Then():
+                    _set(state, tirx.Select(a < b, _i64(-1), tirx.Select(b < a, _i64(1), _i64(0))))
+            return state[0]
+
+        return compare
+
     with IRBuilder() as ib:
-        with _one_thread():
-            x, y, idx, inv, cnt, size, first, rank = (
-                _view(b) for b in (x_buf, y_buf, idx_buf, inv_buf, cnt_buf, size_buf, first_buf, rank_buf)
-            )
-
-            def elem(i, s):
-                """Element s of slice i (s runs over the slice in row-major order of the other axes)."""
-                return x[((s // post) * m + i) * post + s % post]
-
-            state = _counter()  # comparison of two slices: 0 equal so far, -1 less, 1 greater
-            k = _counter()
-
-            def compare(i, j):
-                """Sets state to the lexicographic order of slice i against slice j."""
-                _set(state, _i64(0))
-                with T.serial(_i64(0), s_len) as s:
-                    a, b = elem(i, s), elem(j, s)
-                    with T.If(state[0] == _i64(0)), T.Then():
-                        _set(state, tirx.Select(a < b, _i64(-1), tirx.Select(b < a, _i64(1), _i64(0))))
-
-            # 1. first[i]: the smallest j <= i whose slice equals slice i.
-            with T.serial(_i64(0), m) as i:
+        with T.seq_scope():
+            with _threads(m) as i:
+                x, first = _view(x_buf), _view(first_buf)
+                compare = comparer(x)
                 _set(first, i, i)
                 with T.serial(_i64(0), i) as j, T.If(first[i] == i), T.Then():
-                    compare(j, i)
-                    with T.If(state[0] == _i64(0)), T.Then():
+                    order = compare(j, i)
+                    with T.If(order == _i64(0)), T.Then():
                         _set(first, j, i)
-            # 2. each distinct slice's position in Y; K.
-            _set(k, _i64(0))
-            with T.serial(_i64(0), m) as i, T.If(first[i] == i), T.Then():
-                if sorted_:
-                    _set(rank, _i64(0), i)
-                    with T.serial(_i64(0), m) as j, T.If(first[j] == j), T.Then():
-                        compare(j, i)
-                        with T.If(state[0] < _i64(0)), T.Then():
-                            _set(rank, rank[i] + _i64(1), i)
-                else:
-                    _set(rank, k[0], i)
-                _set(k, k[0] + _i64(1))
-            total = T.Bind(k[0])
-            _set(size, tirx.Cast(SIZE_DTYPE, total))
-            # 3. the outputs.
-            with T.serial(_i64(0), m) as i:
-                _set(cnt, _i64(0), i)
-            with T.serial(_i64(0), m) as i:
+            if sorted_:
+                with _threads(m) as i:
+                    x, first, rank = _view(x_buf), _view(first_buf), _view(rank_buf)
+                    compare = comparer(x)
+                    with T.If(first[i] == i), T.Then():
+                        _set(rank, _i64(0), i)
+                        with T.serial(_i64(0), m) as j, T.If(first[j] == j), T.Then():
+                            order = compare(j, i)
+                            with T.If(order < _i64(0)), T.Then():
+                                _set(rank, rank[i] + _i64(1), i)
+            with _one_thread():
+                first, rank, size = _view(first_buf), _view(rank_buf), _view(size_buf)
+                k = _counter()
+                _set(k, _i64(0))
+                with T.serial(_i64(0), m) as i, T.If(first[i] == i), T.Then():
+                    if not sorted_:
+                        _set(rank, k[0], i)
+                    _set(k, k[0] + _i64(1))
+                _set(size, tirx.Cast(SIZE_DTYPE, k[0]))
+            with _threads(m) as i:
+                x, y, idx, inv, cnt, size, first, rank = (
+                    _view(b) for b in (x_buf, y_buf, idx_buf, inv_buf, cnt_buf, size_buf, first_buf, rank_buf)
+                )
+                total = T.Bind(_i64(size[0]))
                 r = T.Bind(rank[first[i]])
                 _set(inv, r, i)
-                _set(cnt, cnt[r] + _i64(1), r)
                 with T.If(first[i] == i), T.Then():
                     _set(idx, i, r)
+                    c = _counter()
+                    _set(c, _i64(0))
+                    with T.serial(i, m) as j, T.If(first[j] == i), T.Then():
+                        _set(c, c[0] + _i64(1))
+                    _set(cnt, c[0], r)
                     with T.serial(_i64(0), pre) as p, T.serial(_i64(0), post) as q:
                         _set(y, x[(p * m + i) * post + q], (p * total + r) * post + q)
         return ib.get()
@@ -365,18 +381,24 @@ def nms_te(
     max_per_class: int,
     center_point_box: bool,
 ) -> list[te.Tensor]:
-    """ONNX NonMaxSuppression: (selected_indices [K, 3] int64, K, and two scratch arrays). Per batch and class,
+    """ONNX NonMaxSuppression: (selected_indices [K, 3] int64, K, and scratch arrays). Per batch and class,
     the boxes whose score exceeds score_threshold (all boxes without one) are taken in descending score order (ties:
     lower box index first), and each is kept unless its IoU with a box kept before exceeds iou_threshold, up to
     `max_per_class` boxes; rows are (batch, class, box) in batch, class, then selection order. Allocated at
-    batches * classes * min(boxes, max_per_class) rows. The thresholds are run-time [1] tensors or absent."""
+    batches * classes * min(boxes, max_per_class) rows. The thresholds are run-time [1] tensors or absent.
+    Three kernels: one thread per (batch, class) selects its boxes into scratch (O(N^2)); one thread turns the
+    per-class counts into row offsets and K; one thread per (batch, class) writes its rows."""
     n_batch, n_class, n_box = scores.shape
     per_class = tirx.min(_i64(n_box), _i64(max_per_class))
     bufs = [
         tirx.decl_buffer((_i64(n_batch) * _i64(n_class) * per_class, 3), IDX, "selected_indices"),
         tirx.decl_buffer((), SIZE_DTYPE, "size"),
-        tirx.decl_buffer((n_box,), IDX, "taken"),  # scratch: 1 where a box was visited in this class
-        tirx.decl_buffer((n_box,), IDX, "kept"),  # scratch: the boxes kept in this class
+        # scratch, per (batch, class): 1 where a box was visited or is under the score threshold; the boxes kept;
+        # how many; the first output row.
+        tirx.decl_buffer((_i64(n_batch) * _i64(n_class) * _i64(n_box),), IDX, "taken"),
+        tirx.decl_buffer((_i64(n_batch) * _i64(n_class) * _i64(n_box),), IDX, "kept"),
+        tirx.decl_buffer((_i64(n_batch) * _i64(n_class),), IDX, "class_count"),
+        tirx.decl_buffer((_i64(n_batch) * _i64(n_class),), IDX, "class_offset"),
     ]
     ins = [t for t in (boxes, scores, iou, score) if t is not None]
     in_bufs = [_flat(t, name) for t, name in zip(ins, ("boxes", "scores", "iou", "score"))]
@@ -425,24 +447,27 @@ def _suppresses(bx, i, j, threshold, center: bool):
     )
 
 
-def _nms_ir(boxes_b, scores_b, iou_b, score_b, out_b, size_b, taken_b, kept_b, max_per_class: int, center: bool):
+def _nms_ir(
+    boxes_b, scores_b, iou_b, score_b, out_b, size_b, taken_b, kept_b, cnt_b, off_b, max_per_class: int, center: bool
+):
     n_batch, n_class, n_box = (_i64(d) for d in scores_b.shape)
     limit = tirx.min(n_box, _i64(max_per_class))
+    pairs = n_batch * n_class
     with IRBuilder() as ib:
-        with _one_thread():
-            bx, sc, out, size, taken, kept = (_view(b) for b in (boxes_b, scores_b, out_b, size_b, taken_b, kept_b))
-            iou_t = tirx.Cast("float32", _view(iou_b)[0]) if iou_b is not None else tirx.const(0.0, "float32")
-            score_t = tirx.Cast("float32", _view(score_b)[0]) if score_b is not None else None
-            total, n_kept, best, hit = _counter(), _counter(), _counter(), _counter()
-            _set(total, _i64(0))
-            with T.serial(_i64(0), n_batch) as b, T.serial(_i64(0), n_class) as c:
-                base = T.Bind((b * n_class + c) * n_box)
+        with T.seq_scope():
+            with _threads(pairs) as pc:
+                bx, sc, taken, kept, cnt = (_view(b) for b in (boxes_b, scores_b, taken_b, kept_b, cnt_b))
+                iou_t = tirx.Cast("float32", _view(iou_b)[0]) if iou_b is not None else tirx.const(0.0, "float32")
+                score_t = tirx.Cast("float32", _view(score_b)[0]) if score_b is not None else None
+                n_kept, best, hit = _counter(), _counter(), _counter()
+                b = T.Bind(pc // n_class)
+                base = T.Bind(pc * n_box)  # this class's scores, taken and kept
                 with T.serial(_i64(0), n_box) as i:  # candidates: over the score threshold
                     if score_t is not None:
                         over = tirx.Cast("float32", sc[base + i]) > score_t
-                        _set(taken, tirx.Select(over, _i64(0), _i64(1)), i)
+                        _set(taken, tirx.Select(over, _i64(0), _i64(1)), base + i)
                     else:
-                        _set(taken, _i64(0), i)
+                        _set(taken, _i64(0), base + i)
                 _set(n_kept, _i64(0))
                 # Visit candidates best-first (the first of equal scores first); stop at max_per_class kept.
                 with T.serial(_i64(0), n_box):
@@ -453,22 +478,33 @@ def _nms_ir(boxes_b, scores_b, iou_b, score_b, out_b, size_b, taken_b, kept_b, m
                             tirx.Cast("float32", sc[base + i])
                             > tirx.Cast("float32", sc[base + tirx.max(best[0], _i64(0))]),
                         )
-                        with T.If(tirx.all(taken[i] == _i64(0), better)), T.Then():
+                        with T.If(tirx.all(taken[base + i] == _i64(0), better)), T.Then():
                             _set(best, i)
                     with T.If(tirx.all(best[0] >= _i64(0), n_kept[0] < limit)), T.Then():
                         cand = T.Bind(best[0])
-                        _set(taken, _i64(1), cand)
+                        _set(taken, _i64(1), base + cand)
                         _set(hit, _i64(0))
                         with T.serial(_i64(0), n_kept[0]) as k:
                             box_b = b * n_box
-                            with T.If(_suppresses(bx, box_b + cand, box_b + kept[k], iou_t, center)), T.Then():
+                            with T.If(_suppresses(bx, box_b + cand, box_b + kept[base + k], iou_t, center)), T.Then():
                                 _set(hit, _i64(1))
                         with T.If(hit[0] == _i64(0)), T.Then():
-                            _set(kept, cand, n_kept[0])
+                            _set(kept, cand, base + n_kept[0])
                             _set(n_kept, n_kept[0] + _i64(1))
-                            _set(out, b, total[0] * _i64(3))
-                            _set(out, c, total[0] * _i64(3) + _i64(1))
-                            _set(out, cand, total[0] * _i64(3) + _i64(2))
-                            _set(total, total[0] + _i64(1))
-            _set(size, tirx.Cast(SIZE_DTYPE, total[0]))
+                _set(cnt, n_kept[0], pc)
+            with _one_thread():
+                cnt, off, size = _view(cnt_b), _view(off_b), _view(size_b)
+                run = _counter()
+                _set(run, _i64(0))
+                with T.serial(_i64(0), pairs) as pc:
+                    _set(off, run[0], pc)
+                    _set(run, run[0] + cnt[pc])
+                _set(size, tirx.Cast(SIZE_DTYPE, run[0]))
+            with _threads(pairs) as pc:
+                out, kept, cnt, off = _view(out_b), _view(kept_b), _view(cnt_b), _view(off_b)
+                with T.serial(_i64(0), cnt[pc]) as k:
+                    row = T.Bind((off[pc] + k) * _i64(3))
+                    _set(out, pc // n_class, row)
+                    _set(out, pc % n_class, row + _i64(1))
+                    _set(out, kept[pc * n_box + k], row + _i64(2))
         return ib.get()
