@@ -295,3 +295,21 @@ def test_a_data_dependent_node_is_not_fused_with_its_consumers():
     m = helper.make_model(g)
     groups = [[n.name for n in grp] for grp in fusion_groups(m, list(m.graph.node))]
     assert groups == [["cmp"], ["uq"], ["const_cmp", "abs"]]
+
+
+def test_input_domains_draw_zeros_repeats_and_valid_boxes():
+    from opforge.verify.inputs import make_inputs
+
+    rng = np.random.default_rng(3)
+    (x,) = make_inputs(_model("NonZero", [("x", F, [40, 50])], [("y", I64)]), [(40, 50)], rng)
+    assert 0.2 < np.mean(x == 0) < 0.8
+    (u,) = make_inputs(_model("Unique", [("X", F, [200])], [("Y", F)]), [(200,)], rng)
+    assert len(np.unique(u)) <= 4
+    nms = _model(
+        "NonMaxSuppression",
+        [("boxes", F, [1, 30, 4]), ("scores", F, [1, 2, 30]), ("m", I64, [1]), ("iou", F, [1]), ("score", F, [1])],
+        [("y", I64)],
+    )
+    boxes, scores, _, iou, score = make_inputs(nms, [(1, 30, 4), (1, 2, 30), (1,), (1,), (1,)], rng)
+    assert (boxes[..., 2:] > boxes[..., :2]).all() and ((scores >= 0) & (scores < 1)).all()
+    assert iou[0] == np.float32(0.5) and score[0] == np.float32(0.2)
