@@ -264,14 +264,14 @@ def test_inspect_wide_shows_whole_reasons(tmp_path, monkeypatch):
 def test_failed_lowering_leaves_no_output_folder(tmp_path):
     p = project(tmp_path)
     _model(
-        p / "nz.onnx",
-        [helper.make_node("NonZero", ["x"], ["y"], name="nz")],
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.INT64, None)],
+        p / "det.onnx",
+        [helper.make_node("Det", ["x"], ["y"], name="det")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
     )
     before = snapshot(p)
-    proc = opforge("generate", "nz.onnx", "-o", "out", "-n", "nz", cwd=p)
-    assert_one_line_error(proc, 1, "node 'nz' (NonZero)")
+    proc = opforge("generate", "det.onnx", "-o", "out", "-n", "det", cwd=p)
+    assert_one_line_error(proc, 1, "node 'det' (Det)")
     assert snapshot(p) == before and not (p / "out").exists()
 
 

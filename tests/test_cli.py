@@ -67,16 +67,16 @@ def test_unreadable_and_malformed_model(tmp_path):
 
 def test_node_tvm_cannot_lower(tmp_path):
     g = helper.make_graph(
-        [helper.make_node("NonZero", ["x"], ["y"], name="nz")],
+        [helper.make_node("Det", ["x"], ["y"], name="det")],
         "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
-        [helper.make_tensor_value_info("y", TensorProto.INT64, None)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
     )
-    p = tmp_path / "nz.onnx"
+    p = tmp_path / "det.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), str(p))
     before = _digest(p)
-    proc = _opforge("generate", p, "-o", tmp_path / "out", "-n", "nz")
-    _assert_clean_failure(proc, tmp_path / "out", "node 'nz' (NonZero)", code=1)
+    proc = _opforge("generate", p, "-o", tmp_path / "out", "-n", "det")
+    _assert_clean_failure(proc, tmp_path / "out", "node 'det' (Det)", code=1)
     assert _digest(p) == before
 
 

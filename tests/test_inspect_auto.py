@@ -127,23 +127,23 @@ def _save(tmp_path, name, nodes, inputs, outputs, inits=()):
 
 
 def test_auto_fails_when_a_rejected_node_stays(tmp_path):
-    """NonZero (data-dependent output shape): opforge makes no plugin, so the model still does not parse; auto
+    """Det (TVM's frontend has no converter): opforge makes no plugin, so the model still does not parse; auto
     exits 1 naming the node, and report.md names it with the reason, not 'No plugin was needed'."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 5])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])
     path = _save(
         tmp_path,
-        "nonzero",
-        [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("NonZero", ["r"], ["nz"], name="nz")],
+        "det",
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Det", ["r"], ["d"], name="det")],
         [x],
-        [helper.make_tensor_value_info("nz", TensorProto.INT64, None)],
+        [helper.make_tensor_value_info("d", TensorProto.FLOAT, None)],
     )
     proc = _opforge("auto", path, "-o", tmp_path / "out", "--json", "--verify", "never")
     assert proc.returncode == 1, proc.stderr
-    assert "still rejects 1" in proc.stderr and "nz (NonZero)" in proc.stderr
+    assert "still rejects 1" in proc.stderr and "det (Det)" in proc.stderr
     result = json.loads(proc.stdout)
-    assert result["ok"] is False and [e["node"] for e in result["after"]["other_errors"]] == ["nz"]
+    assert result["ok"] is False and [e["node"] for e in result["after"]["other_errors"]] == ["det"]
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "still rejects the model" in md and "| nz | NonZero |" in md and "No plugin was needed" not in md
+    assert "still rejects the model" in md and "| det | Det |" in md and "No plugin was needed" not in md
 
 
 def test_model_level_parser_failure_is_reported(tmp_path):

@@ -7,8 +7,7 @@ import pytest
 
 from opforge.build.nvcc import compile_fatbin, find_nvcc, gencode_flags, parallel
 from opforge.core import expr
-from opforge.core.errors import LoweringError
-from opforge.core.kernel_plan import KernelPlan
+from opforge.core.kernel_plan import PLAN_VERSION, KernelPlan
 from opforge.examples.kernel_cases import CASES
 
 REQUIRED = {
@@ -32,10 +31,13 @@ def test_at_least_15_op_types_including_the_required_ones(planned_cases):
     assert len(lowered) >= 15
 
 
-def test_data_dependent_shapes_fail_with_one_line(planned_cases):
-    _, _, err = planned_cases["nonzero"]
-    assert isinstance(err, LoweringError)
-    assert "node 'node0' (NonZero)" in str(err) and "\n" not in str(err)
+def test_data_dependent_shape_is_a_size_tensor(planned_cases):
+    """NonZero's [rank, K]: K is the value of a 0-d int32 output the kernel writes, at most the input's size."""
+    _, _, plan = planned_cases["nonzero"]
+    assert isinstance(plan, KernelPlan), plan
+    (size,) = plan.sizes
+    assert size.output == 1 == plan.nb_onnx_outputs and plan.outputs[1].shape == [] and plan.outputs[1].dtype == "int32"
+    assert plan.outputs[0].shape == ["2", size.name] and expr.evaluate(size.upper, {"B": 3}) == 48
 
 
 def test_multi_kernel_plan_with_workspace(planned_cases):
@@ -58,7 +60,7 @@ def test_plan_is_consistent_and_round_trips(planned_cases, name):
     case, _sub, plan = planned_cases[name]
     again = KernelPlan.from_json(plan.to_json())
     assert again == plan
-    assert json.loads(plan.to_json())["version"] == 1
+    assert json.loads(plan.to_json())["version"] == PLAN_VERSION
     # Every expression only uses the plan's dimensions, and evaluates at each batch size.
     dims = {d.name for d in plan.dims}
     for b in case.batches:

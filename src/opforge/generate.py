@@ -225,7 +225,9 @@ def _generate_into(
             specs[name].nodes.append(node.name)
         else:
             specs[name] = PluginSpec(name, p.plan, attrs, [node.name])
-        replacements.append(Replacement(name, sub.node_names, sub.input_names, sub.output_names, attrs))
+        # A size tensor is a plugin output too: TensorRT's ONNX parser wants one node output per plugin output.
+        sizes = [f"{o.name}__{node.name}" for o in p.plan.outputs[p.plan.nb_onnx_outputs :]]
+        replacements.append(Replacement(name, sub.node_names, sub.input_names, [*sub.output_names, *sizes], attrs))
         node_plugin.update(dict.fromkeys(sub.node_names, name))
 
     say(f"compiling {len(specs)} kernel fatbin(s) with nvcc")

@@ -3,6 +3,13 @@
 Plain data, JSON-serialisable and versioned. It is produced by opforge.lower (with TVM) and consumed without TVM by
 the launcher (opforge.runtime), the plugin emitter (opforge.emit) and the checks. Every size is an expression of
 opforge.core.expr over the dimension names in `dims`, each read at run time from one axis of one input.
+
+Data-dependent output extents (NonZero, Unique, Compress) are named by `sizes`: a SizeTensor is an extra 0-d output
+(after the ONNX outputs) that the kernels write the extent into on the device, with an upper bound over the input
+dims. An output's shape names the size tensor on that axis; everything that allocates (the launcher, the harness,
+TensorRT) evaluates the name as its upper bound, and the real extent is read from the size tensor after the
+kernels ran. The kernels write such an output densely for its real shape (a prefix of the allocation), as
+TensorRT expects of an output whose shape has a size tensor in it.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ import numpy as np
 
 from opforge.core import dtypes, expr
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: data-dependent output extents (`sizes`)
+# Older versions that still load as they are: version 1 plans have no `sizes`.
+_LOADABLE_VERSIONS = (1, 2)
 WORKSPACE_ALIGNMENT = 256  # bytes; every workspace slice starts on this boundary
 
 ArgKind = Literal["input", "output", "workspace", "constant", "scalar"]
@@ -43,6 +52,19 @@ class DimSource:
     name: str
     input: int
     axis: int
+
+
+@dataclass
+class SizeTensor:
+    """A data-dependent extent: the value of 0-d output `output`, written by the kernels, at most `upper`.
+
+    `name` stands for the extent in output shapes; `opt` is the value TensorRT tunes for (declareSizeTensor's opt).
+    Both bounds are expressions over the plan's input dimensions."""
+
+    name: str
+    output: int
+    upper: str
+    opt: str
 
 
 @dataclass
@@ -99,6 +121,12 @@ class KernelPlan:
     producer: str = ""  # e.g. "tvm 0.27.0 dlight-default"
     version: int = PLAN_VERSION
     notes: list[str] = field(default_factory=list)
+    sizes: list[SizeTensor] = field(default_factory=list)
+
+    @property
+    def nb_onnx_outputs(self) -> int:
+        """The outputs the ONNX node has: all outputs but the size tensors, which come last."""
+        return len(self.outputs) - len(self.sizes)
 
     # -- serialisation ----------------------------------------------------------------------------------------
     def to_json(self) -> str:
@@ -107,8 +135,10 @@ class KernelPlan:
     @classmethod
     def from_json(cls, text: str) -> KernelPlan:
         d = json.loads(text)
-        if d.get("version") != PLAN_VERSION:
-            raise ValueError(f"kernel plan version {d.get('version')} is not {PLAN_VERSION}: regenerate the plan")
+        if d.get("version") not in _LOADABLE_VERSIONS:
+            raise ValueError(
+                f"kernel plan version {d.get('version')} is not one of {_LOADABLE_VERSIONS}: regenerate the plan"
+            )
         return cls(
             key=d["key"],
             op_type=d["op_type"],
@@ -123,6 +153,7 @@ class KernelPlan:
             producer=d["producer"],
             version=d["version"],
             notes=d.get("notes", []),
+            sizes=[SizeTensor(**x) for x in d.get("sizes", [])],
         )
 
     def save(self, path: str | Path) -> None:
@@ -144,7 +175,28 @@ class KernelPlan:
             want = [expr.evaluate(e, env) for e in spec.shape]
             if list(shape) != want:
                 raise ValueError(f"input {spec.name}: shape {tuple(shape)} does not fit the plan's {spec.shape}")
+        for s in self.sizes:  # a data-dependent extent is allocated at its upper bound
+            env[s.name] = expr.evaluate(s.upper, env)
         return env
 
     def output_shapes(self, env: dict[str, int]) -> list[tuple[int, ...]]:
+        """The outputs' allocated shapes (data-dependent extents at their upper bounds, as bind_dims gives them)."""
         return [tuple(expr.evaluate(e, env) for e in o.shape) for o in self.outputs]
+
+    def trim_outputs(self, env: dict[str, int], outputs: list[np.ndarray]) -> list[np.ndarray]:
+        """The ONNX outputs at their real shapes, from host copies of all outputs at their allocated shapes: each
+        size tensor's value replaces its upper bound, and an output with a data-dependent extent is the dense
+        prefix of its allocation. Raises ValueError where a size tensor lies outside [0, upper]."""
+        real = dict(env)
+        for s in self.sizes:
+            value = int(np.asarray(outputs[s.output]).reshape(-1)[0])
+            if not 0 <= value <= env[s.name]:
+                raise ValueError(f"size tensor {s.name} (output {s.output}) is {value}, outside [0, {env[s.name]}]")
+            real[s.name] = value
+        out = []
+        for spec, a in zip(self.outputs[: self.nb_onnx_outputs], outputs):
+            shape = tuple(expr.evaluate(e, real) for e in spec.shape)
+            if shape != a.shape:
+                a = np.ascontiguousarray(a).reshape(-1)[: int(np.prod(shape, dtype=np.int64))].reshape(shape)
+            out.append(a)
+        return out

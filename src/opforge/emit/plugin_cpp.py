@@ -184,6 +184,18 @@ def _static_dims(shape: list[str]) -> list[int]:
 def render_plugin(spec: PluginSpec) -> str:
     plan = spec.plan
     dim_expr = {d.name: f"inputs[{d.input}].d[{d.axis}]" for d in plan.dims}
+    # Data-dependent extents: each size tensor is declared once; output shapes use the expression it returns.
+    sizes = [
+        {
+            "var": f"size{k}",
+            "name": s.name,
+            "output": s.output,
+            "opt": expr.to_dim_expr(s.opt, dim_expr.__getitem__),
+            "upper": expr.to_dim_expr(s.upper, dim_expr.__getitem__),
+        }
+        for k, s in enumerate(plan.sizes)
+    ]
+    dim_expr.update({s["name"]: s["var"] for s in sizes})
     outputs = [
         {
             "trt": _trt(o.dtype, f"output {o.name}"),
@@ -208,6 +220,7 @@ def render_plugin(spec: PluginSpec) -> str:
         dim_names=", ".join(d.name for d in plan.dims) or "none",
         fields=[_field(a) for a in spec.attrs],
         workspace=_cpp(plan.workspace),
+        sizes=sizes,
     )
 
 

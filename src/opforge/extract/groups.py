@@ -3,7 +3,8 @@ allows), so a chain of rejected nodes costs one plugin launch sequence instead o
 
 A group is a connected set of selected nodes (producer -> consumer edges between selected nodes) that is convex:
 no path leaves the group through an unselected node and comes back into it, which would make the fused node
-depend on its own output. Groups that are not convex are split back into single nodes.
+depend on its own output. Groups that are not convex are split back into single nodes. A node whose output extent
+is data-dependent (its plugin writes a size tensor: NonZero, Unique, ...) is not fused with its consumers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ def fusion_groups(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> list[l
     selected = {id(n) for n in nodes}
     producer = {o: n for n in model.graph.node for o in n.output if o}
     parent = {id(n): id(n) for n in nodes}
+    constants = {t.name for t in model.graph.initializer} | {
+        o for n in model.graph.node if n.op_type == "Constant" for o in n.output
+    }
 
     def find(x: int) -> int:
         while parent[x] != x:
@@ -27,7 +31,7 @@ def fusion_groups(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> list[l
     for n in nodes:
         for i in n.input:
             p = producer.get(i)
-            if p is not None and id(p) in selected:
+            if p is not None and id(p) in selected and not _data_dependent(p, constants):
                 parent[find(id(n))] = find(id(p))
     by_root: dict[int, list[onnx.NodeProto]] = {}
     for n in sorted(nodes, key=lambda n: order[id(n)]):
@@ -39,6 +43,13 @@ def fusion_groups(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> list[l
         else:
             out.append(group)
     return sorted(out, key=lambda g: order[id(g[0])])
+
+
+def _data_dependent(node: onnx.NodeProto, constants: set[str]) -> bool:
+    from opforge.ops import rule_for
+
+    test = rule_for(node).data_dependent
+    return bool(test and test(node, constants))
 
 
 def _convex(model: onnx.ModelProto, group: list[onnx.NodeProto]) -> bool:

@@ -6,6 +6,11 @@
 // getOutputDataTypes -> getOutputShapes (IExprBuilder implemented here) -> supportsFormatCombination (every position,
 // plus negative probes) -> configurePlugin -> getWorkspaceSize -> getFieldsToSerialize -> createPlugin(kRUNTIME) ->
 // attachToContext x2 (two execution contexts) -> onShapeChange -> enqueue on two streams concurrently.
+//
+// Data-dependent output shapes: a plugin declares a size tensor with IExprBuilder::declareSizeTensor(output, opt,
+// upper); as TensorRT does, the harness allocates every output at the value of its shape expressions with each size
+// tensor at its upper bound, poisons the whole allocation, and after the enqueue copies it all back. The caller
+// (verify/harness.py) reads the size tensors and trims the outputs to their real, dense shapes before comparing.
 #include <NvInferRuntime.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
@@ -29,21 +34,31 @@ namespace
 class DimExpr final : public IDimensionExpr, public apiv::VDimensionExpr
 {
 public:
-    DimExpr(int64_t value, bool constant)
+    DimExpr(int64_t value, bool constant, bool sizeTensor = false)
         : mValue(value)
         , mConstant(constant)
+        , mSizeTensor(sizeTensor)
     {
         mImpl = this;
     }
     bool isConstant() const override { return mConstant; }
     int64_t getConstantValue() const override { return mConstant ? mValue : -1; }
-    bool isSizeTensor() const override { return false; }
+    bool isSizeTensor() const override { return mSizeTensor; }
     int64_t value() const { return mValue; }
     ~DimExpr() noexcept override = default;
 
 private:
-    int64_t mValue;
+    int64_t mValue; // for a size tensor: its upper bound, the extent outputs are allocated at
     bool mConstant;
+    bool mSizeTensor;
+};
+
+// A size tensor a plugin declared in getOutputShapes.
+struct SizeTensorDecl
+{
+    int32_t output;
+    int64_t opt;
+    int64_t upper;
 };
 
 class ExprBuilder final : public IExprBuilder, public apiv::VExprBuilder
@@ -52,9 +67,9 @@ public:
     ExprBuilder() { mImpl = this; }
     ~ExprBuilder() noexcept override = default;
 
-    DimExpr const* make(int64_t value, bool constant)
+    DimExpr const* make(int64_t value, bool constant, bool sizeTensor = false)
     {
-        mExprs.emplace_back(new DimExpr(value, constant));
+        mExprs.emplace_back(new DimExpr(value, constant, sizeTensor));
         return mExprs.back().get();
     }
     IDimensionExpr const* constant(int64_t value) override { return make(value, true); }
@@ -83,10 +98,34 @@ public:
         }
         return make(r, a.isConstant() && b.isConstant());
     }
-    IDimensionExpr const* declareSizeTensor(int32_t, IDimensionExpr const&, IDimensionExpr const&) override
+    // TensorRT's rules: opt must not depend on a size tensor, each output is declared at most once; the value the
+    // returned expression carries is the upper bound (what outputs are allocated at).
+    IDimensionExpr const* declareSizeTensor(int32_t outputIndex, IDimensionExpr const& opt, IDimensionExpr const& upper) override
     {
-        throw std::runtime_error("getOutputShapes: size tensors are not supported by the harness");
+        if (opt.isSizeTensor() || upper.isSizeTensor())
+        {
+            throw std::runtime_error("getOutputShapes: a size tensor's opt or upper bound depends on a size tensor");
+        }
+        for (SizeTensorDecl const& d : sizes)
+        {
+            if (d.output == outputIndex)
+            {
+                throw std::runtime_error("getOutputShapes: output " + std::to_string(outputIndex)
+                    + " is declared a size tensor twice");
+            }
+        }
+        int64_t const o = static_cast<DimExpr const&>(opt).value();
+        int64_t const u = static_cast<DimExpr const&>(upper).value();
+        if (u < 0 || o < 0 || o > u)
+        {
+            throw std::runtime_error("getOutputShapes: size tensor of output " + std::to_string(outputIndex)
+                + " has opt " + std::to_string(o) + " and upper bound " + std::to_string(u));
+        }
+        sizes.push_back({outputIndex, o, u});
+        return make(u, false, true);
     }
+
+    std::vector<SizeTensorDecl> sizes;
 
 private:
     std::deque<std::unique_ptr<DimExpr>> mExprs;
@@ -417,6 +456,13 @@ extern "C"
             }
             check(build->getOutputShapes(inExprs.data(), nbIn, nullptr, 0, outExprs.data(), nbOut, exprBuilder) == 0,
                 "getOutputShapes failed");
+            for (SizeTensorDecl const& d : exprBuilder.sizes)
+            {
+                check(d.output >= 0 && d.output < nbOut, format("declareSizeTensor names output %d of %d", d.output, nbOut));
+                check(outExprs[d.output].nbDims == 0, format("size tensor output %d is not declared 0-D", d.output));
+                check(outTypes[d.output] == DataType::kINT32 || outTypes[d.output] == DataType::kINT64,
+                    format("size tensor output %d is not INT32 or INT64", d.output));
+            }
             for (int32_t i = 0; i < nbOut; ++i)
             {
                 check(outExprs[i].nbDims == outs[i].nbDims, format("output %d rank differs from the reference", i));

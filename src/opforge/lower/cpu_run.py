@@ -17,12 +17,33 @@ from opforge.extract.subgraph import NodeSubgraph
 from opforge.lower.onnx_rewrites import tvm_candidates, unsupported_reason
 from opforge.lower.tvm_lower import _import, _reason, kernel_overrides
 
+_registered = False
+
+
+def _register_bounded() -> None:
+    """The packed function that marks a data-dependent output (opforge.lower.kernels.data_dependent.BOUNDED), for
+    Relax's VM: the tensor at its real shape, the dense prefix of its allocation."""
+    global _registered
+    if _registered:
+        return
+    from opforge.lower.kernels.data_dependent import BOUNDED
+
+    def trim(tensor, size, axis):
+        a = tensor.numpy()
+        shape = list(a.shape)
+        shape[int(axis[0])] = int(size.numpy())
+        return tvm.runtime.tensor(np.ascontiguousarray(a.reshape(-1)[: int(np.prod(shape))].reshape(shape)))
+
+    tvm.register_global_func(BOUNDED, trim, override=True)
+    _registered = True
+
 
 def compile_on_cpu(sub: NodeSubgraph, threads: int = 256) -> relax.VirtualMachine:
     """The subgraph's first ONNX form that TVM imports, legalized with opforge's kernels, compiled for llvm."""
     refused = unsupported_reason(sub.model)
     if refused:
         raise LoweringError(refused)
+    _register_bounded()
     first: str | None = None
     for model in tvm_candidates(sub.model):
         try:

@@ -45,4 +45,87 @@ def _converters() -> dict:
                 return relax.op.astype(x, to)
             return bb.emit_te(topi.reinterpret, x, to)
 
-    return {"BitCast": BitCast}
+    class NonZero(OnnxOpConverter):
+        """Indices of the non-zero elements, [rank, K] int64 with K data-dependent (opforge's kernel: TVM's frontend
+        gives a run-time nonzero whose output size no plan can express)."""
+
+        @classmethod
+        def _impl_v9(cls, bb, inputs, attr, params):
+            from opforge.lower.kernels import data_dependent as dd
+
+            x = inputs[0]
+            if x.ty.ndim < 1:
+                raise ValueError("NonZero of a 0-d tensor is not supported")
+            out = bb.emit_te(dd.nonzero_te, x, primfunc_name_hint="nonzero")
+            return dd.bounded(bb, bb.emit(relax.TupleGetItem(out, 0)), bb.emit(relax.TupleGetItem(out, 1)), 1)
+
+    class Compress(OnnxOpConverter):
+        """Compress by a run-time condition (a constant one is a Gather, opforge.ops.compress): the selected
+        extent is data-dependent."""
+
+        @classmethod
+        def _impl_v9(cls, bb, inputs, attr, params):
+            from opforge.lower.kernels import data_dependent as dd
+
+            x, cond = inputs
+            if cond.ty.ndim != 1:
+                raise ValueError("Compress's condition must be 1-D")
+            axis = attr.get("axis")
+            if axis is not None:
+                axis = int(axis) % x.ty.ndim
+            out = bb.emit_te(dd.compress_te, x, cond, axis, primfunc_name_hint="compress")
+            return dd.bounded(bb, bb.emit(relax.TupleGetItem(out, 0)), bb.emit(relax.TupleGetItem(out, 1)), axis or 0)
+
+    class Unique(OnnxOpConverter):
+        """Unique (sorted or in order of first occurrence, flattened or along an axis): the number of distinct
+        elements or slices is data-dependent; inverse_indices has the input's extent."""
+
+        @classmethod
+        def _impl_v11(cls, bb, inputs, attr, params):
+            from opforge.lower.kernels import data_dependent as dd
+
+            x = inputs[0]
+            axis = attr.get("axis")
+            if axis is not None:
+                axis = int(axis) % x.ty.ndim
+            n_out = attr["tvm_custom"]["num_outputs"]
+            out = bb.emit_te(dd.unique_te, x, axis, bool(attr.get("sorted", 1)), primfunc_name_hint="unique")
+            part = [bb.emit(relax.TupleGetItem(out, k)) for k in range(5)]
+            size = part[4]
+            results = [
+                dd.bounded(bb, part[0], size, axis or 0),
+                dd.bounded(bb, part[1], size, 0),
+                part[2],
+                dd.bounded(bb, part[3], size, 0),
+            ][:n_out]
+            return results[0] if n_out == 1 else relax.Tuple(results)
+
+    class NonMaxSuppression(OnnxOpConverter):
+        """NonMaxSuppression, ONNX's reference semantics: [K, 3] selected (batch, class, box) rows, K data-dependent.
+        max_output_boxes_per_class must be a constant (it bounds the output); the thresholds may be run-time."""
+
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            from opforge.lower.kernels import data_dependent as dd
+
+            boxes, scores = inputs[0], inputs[1]
+            rest = [*inputs[2:], None, None, None][:3]
+            max_out = rest[0]
+            if max_out is None:
+                limit = 0
+            elif type(max_out).__name__ in ("Constant", "GenericConst"):
+                values = max_out.value.numpy().reshape(-1)
+                limit = max(int(values[0]), 0) if values.size else 0
+            else:
+                raise ValueError("max_output_boxes_per_class must be a constant (it bounds the output size)")
+            center = bool(attr.get("center_point_box", 0))
+            out = bb.emit_te(dd.nms_te, boxes, scores, rest[1], rest[2], limit, center, primfunc_name_hint="nms")
+            return dd.bounded(bb, bb.emit(relax.TupleGetItem(out, 0)), bb.emit(relax.TupleGetItem(out, 1)), 0)
+
+    return {
+        "BitCast": BitCast,
+        "NonZero": NonZero,
+        "Compress": Compress,
+        "Unique": Unique,
+        "NonMaxSuppression": NonMaxSuppression,
+    }

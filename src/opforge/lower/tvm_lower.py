@@ -33,6 +33,7 @@ from opforge.core.kernel_plan import (
     KernelArg,
     KernelPlan,
     Launch,
+    SizeTensor,
     TensorSpec,
 )
 from opforge.core.schedule import ScheduleConfig
@@ -48,7 +49,7 @@ _DYN_SMEM = "tirx.use_dyn_shared_memory"
 
 
 # Bumped whenever opforge's lowering changes what plan a subgraph gets (invalidates cached plans).
-LOWERING_REVISION = 16
+LOWERING_REVISION = 19
 
 
 def producer_name(config: ScheduleConfig | None = None) -> str:
@@ -88,7 +89,9 @@ def _lower_form(
     model: onnx.ModelProto, sub: NodeSubgraph, target: CudaTarget, config: ScheduleConfig | None
 ) -> KernelPlan:
     try:
-        mod = _import(model, sub)
+        # Under the target: opforge's own kernels made during the import (data-dependent outputs) are made for CUDA.
+        with tvm.target.Target(target.tvm_config()):
+            mod = _import(model, sub)
         mod = _schedule(mod, target, config)
         plan = _plan(mod, sub, target, plan_key(sub, config))
         plan.producer = producer_name(config)
@@ -185,6 +188,8 @@ class _Storage:
     shape: list[str]
     root: _Storage | None = None
     offset: str = "0"  # workspace byte offset, for temp and scratch
+    # A data-dependent output: (axis, the 0-d tensor holding its real extent there); the shape is the upper bound.
+    bounded: tuple[int, _Storage] | None = None
 
     def base(self) -> _Storage:
         return self.root.base() if self.root is not None else self
@@ -292,7 +297,21 @@ def _plan(mod: tvm.IRModule, sub: NodeSubgraph, target: CudaTarget, key: str) ->
 
     outputs: list[TensorSpec] = []
     copy_funcs: dict = {}
+    sizes: list[SizeTensor] = []
+    size_storages: list[_Storage] = []
     for j, st in enumerate(results):
+        if st.bounded is not None:
+            axis, size = st.bounded
+            if size.base() not in size_storages:
+                size_storages.append(size.base())
+                m = len(size_storages) - 1
+                upper = st.shape[axis]
+                sizes.append(SizeTensor(f"opf_size{m}", len(results) + m, upper, upper))
+            name = sizes[size_storages.index(size.base())].name
+            shape = [name if k == axis else d for k, d in enumerate(st.shape)]
+            outputs.append(TensorSpec(sub.output_names[j] if j < len(sub.output_names) else f"out{j}", st.dtype, shape))
+            st.base().kind, st.base().index = "output", j
+            continue
         if st.base().kind != "temp":
             # An output that is an input, a constant or another output (Identity, a folded Shape): no kernel of
             # TVM's writes it, so the plan copies it into the output with a kernel of its own.
@@ -302,6 +321,12 @@ def _plan(mod: tvm.IRModule, sub: NodeSubgraph, target: CudaTarget, key: str) ->
             st = dst
         outputs.append(TensorSpec(sub.output_names[j] if j < len(sub.output_names) else f"out{j}", st.dtype, st.shape))
         st.base().kind, st.base().index = "output", j
+    # The size tensors: outputs after the node's own, each written by the kernel that makes its extent.
+    for s, st in zip(sizes, size_storages):
+        if st.kind != "temp" or st.shape:
+            raise LoweringError("a data-dependent extent is not a 0-d tensor of its own kernel")
+        outputs.append(TensorSpec(s.name, st.dtype, []))
+        st.kind, st.index = "output", s.output
 
     # Workspace: the remaining temporaries, one aligned slice each in order of creation, then the scratch
     # buffers TIR functions allocate for themselves (each call reuses the same region: calls run in order).
@@ -344,6 +369,7 @@ def _plan(mod: tvm.IRModule, sub: NodeSubgraph, target: CudaTarget, key: str) ->
         cuda_source=source,
         target=target.arch,
         producer=producer_name(),
+        sizes=sizes,
     )
 
 
@@ -369,6 +395,12 @@ def _resolve(e, env: dict, b: _Builder):
 _VIEW_BUILTINS = ("vm.builtin.reshape",)
 
 
+def _bounded_symbol() -> str:
+    from opforge.lower.kernels.data_dependent import BOUNDED
+
+    return BOUNDED
+
+
 def _bind_value(value, env: dict, b: _Builder, calls: list):
     call_tir = tvm.ir.Op.get("relax.call_tir")
     op_name = getattr(getattr(value, "op", None), "name", "")
@@ -376,6 +408,8 @@ def _bind_value(value, env: dict, b: _Builder, calls: list):
         args = [_resolve(a, env, b) for a in value.args[1].fields]
         if any(isinstance(a, tuple) for a in args):
             raise LoweringError("a TIR call takes a tuple argument")
+        if any(isinstance(a, _Storage) and a.bounded is not None for a in args):
+            raise LoweringError("a data-dependent output feeds another kernel: plan its node on its own")
         tir_vars = []
         if len(value.args) > 2:
             tir_vars = [_Scalar(tir_text(v, b.dim_names)) for v in value.args[2].values]
@@ -383,6 +417,12 @@ def _bind_value(value, env: dict, b: _Builder, calls: list):
         outs = [b.temp(t) for t in out_ty.fields] if isinstance(out_ty, relax.TupleType) else [b.temp(out_ty)]
         calls.append((value.args[0], [*args, *outs, *tir_vars]))
         return tuple(outs) if isinstance(out_ty, relax.TupleType) else outs[0]
+    if op_name == "relax.call_pure_packed" and str(getattr(value.args[0], "global_symbol", "")) == _bounded_symbol():
+        # A data-dependent output of one of opforge's kernels: (tensor at its upper bound, size tensor, [axis]).
+        src, size = _resolve(value.args[1], env, b), _resolve(value.args[2], env, b)
+        view = src.view(src.shape)
+        view.bounded = (int(value.args[3].values[0]), size)
+        return view
     if op_name == "relax.call_pure_packed" and str(getattr(value.args[0], "global_symbol", "")) in _VIEW_BUILTINS:
         src = _resolve(value.args[1], env, b)
         return src.view(b.shape_of(value.ty_args[0]))

@@ -163,6 +163,9 @@ class OpRule:
     # Attribute values the differential fuzzer enumerates in full (their cross product, one case per point),
     # beyond the values the op's conformance forms use: the parameter space real models live in.
     fuzz_grid: dict[str, tuple] = field(default_factory=dict)
+    # Whether the node's output extent depends on its input values (given the node and the graph's constant
+    # tensor names): its plugin writes a size tensor, and the node is not fused with the nodes that consume it.
+    data_dependent: Callable[[onnx.NodeProto, set[str]], bool] | None = None
 
     @property
     def has_input_domain(self) -> bool:

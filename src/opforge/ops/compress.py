@@ -1,5 +1,6 @@
-"""Compress: TVM lowers it through a run-time nonzero, whose output size no plan can express. With a constant
-condition it selects fixed positions: a Gather with a constant index table."""
+"""Compress: with a constant condition it selects fixed positions, a Gather with a constant index table. With a
+run-time condition the selected extent is data-dependent: opforge's kernel (opforge.lower.kernels.data_dependent)
+writes the output densely and the extent into a size tensor (IExprBuilder::declareSizeTensor)."""
 
 from __future__ import annotations
 
@@ -37,8 +38,10 @@ RULES = [
     OpRule(
         ("Compress",),
         lowering="rewrite",
-        summary="constant condition: Gather of the selected positions; a run-time condition is not supported",
+        summary="constant condition: Gather of the selected positions; run-time condition: opforge's kernel with a "
+        "size tensor (data-dependent shape)",
         rewrite=_compress_to_gather,
         torch=_torch,
+        data_dependent=lambda node, constants: len(node.input) < 2 or node.input[1] not in constants,
     )
 ]

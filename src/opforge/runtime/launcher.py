@@ -102,7 +102,8 @@ class PlanRunner:
                 b.free()
 
     def run(self, inputs: list[np.ndarray], poison: int = 0xFF) -> list[np.ndarray]:
-        """Run on the given host inputs; outputs and workspace are first filled with the byte `poison`."""
+        """Run on the given host inputs; outputs and workspace are first filled with the byte `poison`. Outputs
+        with a data-dependent extent come back trimmed to their real shapes (size tensors left out)."""
         cu = _cu()
         with self._buffers(inputs) as (env, out_shapes, ins, outs, ws):
             for buf in [*outs, ws]:
@@ -115,7 +116,7 @@ class PlanRunner:
                 if host.nbytes:
                     check(cu.cuMemcpyDtoH(host.ctypes.data, buf.ptr, host.nbytes))
                 results.append(host)
-            return results
+            return self.plan.trim_outputs(env, results) if self.plan.sizes else results
 
     def time_ms(self, inputs: list[np.ndarray], repeats: int = 20, per_graph: int = 50) -> float:
         """Device time of one enqueue (all kernels of the plan), in ms: `per_graph` enqueues are captured in a CUDA

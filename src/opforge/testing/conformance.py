@@ -398,7 +398,7 @@ def load_built_case(bundle: Path, row: dict, harness, declared: dict) -> BuiltCa
     plan = KernelPlan.load(d / "plan.json")
     data = load_arrays(d / "data")
     inputs = [data[f"in{i}"] for i in range(len(plan.inputs))]
-    expected = [data[f"out{i}"] for i in range(len(plan.outputs))]
+    expected = [data[f"out{i}"] for i in range(plan.nb_onnx_outputs)]
     node = onnx.NodeProto.FromString((d / "plugin_node.onnx").read_bytes())
     key = (row["library"], row["plugin"])
     if key not in declared:

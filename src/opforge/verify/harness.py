@@ -88,15 +88,25 @@ class Harness:
         timing: TimingRequest | None = None,
     ) -> list[list[np.ndarray]]:
         """run() for the plugin of `plan` (an opforge KernelPlan): which axes are symbolic, the output dtypes and
-        the output shapes for these inputs all come from the plan."""
+        the output shapes for these inputs all come from the plan.
+
+        With data-dependent outputs (plan.sizes), the outputs are allocated at their upper bounds, and what comes
+        back per context is the node's outputs trimmed to their real shapes read from the size tensors (without
+        the size tensors themselves); a size tensor outside [0, upper] raises HarnessError."""
         from opforge.core import expr
 
         env = plan.bind_dims([a.shape for a in inputs])
         symbolic = [[not expr.is_constant(e) for e in spec.shape] for spec in plan.inputs]
         out_dtypes = [o.dtype for o in plan.outputs]
-        return self.run(
+        results = self.run(
             plugin_lib, plugin, fields, inputs, symbolic, out_dtypes, plan.output_shapes(env), poison, execute, timing
         )
+        if not plan.sizes or not execute:
+            return results
+        try:
+            return [plan.trim_outputs(env, outs) for outs in results]
+        except ValueError as e:
+            raise HarnessError(f"after enqueue: {e}") from None
 
     def run(
         self,
