@@ -5,8 +5,10 @@ seeded cases of each: many zeros, repeated values, a non-leading data-dependent 
 which plays TensorRT's part (declareSizeTensor, outputs allocated at the upper bound, poisoned, trimmed to the size
 tensors' values after the enqueue).
 
-python scripts/check_data_dependent.py build .gpu_bundle/datadep   # CPU machine: lower, nvcc, case data
-python scripts/check_data_dependent.py run .gpu_bundle/datadep     # GPU machine: run, compare; exit 1 unless all pass
+python scripts/check_data_dependent.py build .gpu_bundle/datadep       # CPU machine: lower, nvcc, case data
+python scripts/check_data_dependent.py run .gpu_bundle/datadep OUT   # GPU machine: run, compare, write
+                                                                     # OUT/data-dependent-h100.{json,md}; exit 1
+                                                                     # unless every case passes
 """
 
 from __future__ import annotations
@@ -87,31 +89,46 @@ def build(bundle: Path) -> None:
     from opforge.testing import conformance
 
     cases = [c for c in conformance.load_cases() if c.op_type in OP_TYPES] + larger_cases()
+    from opforge.verify.results import bundle_commit
+
     rows = conformance.build(bundle, cases, progress=print)
+    record = bundle / conformance.BUILD_RECORD
+    info = json.loads(record.read_text())
+    info["commit"] = bundle_commit()
+    record.write_text(json.dumps(info, indent=1))
     shutil.rmtree(bundle / "plans_tmp", ignore_errors=True)
     for r in rows:
         print(f"{r['case']:45s} {r.get('class', 'built')} {r.get('reason', '')[:200]}")
     print(Counter(r.get("class", "built") for r in rows))
 
 
-def run(bundle: Path) -> int:
+def run(bundle: Path, out: Path) -> int:
     from opforge.runtime.launcher import Context
     from opforge.testing import conformance
+    from opforge.verify.results import run_metadata, write_results
 
-    print("device:", Context(0).name)
+    device = Context(0).name
+    print("device:", device)
+    info = json.loads((bundle / conformance.BUILD_RECORD).read_text())
     rows = conformance.run(bundle)
+    lines = ["| case | op type | result | max abs err / reason |", "|---|---|---|---|"]
     for r in rows:
-        err = f"max_abs_err {r['max_abs_err']:.3g}" if "max_abs_err" in r else r.get("reason", "")[:300]
-        print(f"{r['case']:45s} {r['class']:15s} {err}")
-    counts = Counter(r["class"] for r in rows)
+        err = f"{r['max_abs_err']:.3g}" if "max_abs_err" in r else r.get("reason", "")[:200].replace("|", "/")
+        print(f"{r['case']:45s} {r.get('class', '?'):15s} {err}")
+        lines.append(f"| {r['case']} | {r['op_type']} | {r.get('class', '?')} | {err} |")
+    counts = Counter(r.get("class", "?") for r in rows)
+    summary = {"cases": len(rows), **counts}
+    meta = run_metadata(device, {"opforge_commit": info.get("commit", "?")})
+    write_results(out, "data-dependent-h100", meta, rows, summary, "\n".join(lines))
     print(json.dumps(counts))
     return 0 if set(counts) == {"pass"} else 1
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("build", "run"):
-        sys.exit(__doc__)
-    if sys.argv[1] == "build":
+    if sys.argv[1:2] == ["build"] and len(sys.argv) == 3:
         build(Path(sys.argv[2]))
+    elif sys.argv[1:2] == ["run"] and len(sys.argv) == 4:
+        sys.exit(run(Path(sys.argv[2]), Path(sys.argv[3])))
     else:
-        sys.exit(run(Path(sys.argv[2])))
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)

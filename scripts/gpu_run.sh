@@ -3,7 +3,7 @@
 # machine built (.gpu_carry/*.tar.xz, each holding one folder for .gpu_bundle/), run each phase named on the command
 # line, and pack every result file into $OUT/results.tar.gz (plus one log per phase). No TVM is needed here.
 #
-#   bash scripts/gpu_run.sh conformance verify-model fuzz realworld trt-lean bench-wide
+#   bash scripts/gpu_run.sh conformance verify-model fuzz realworld data-dependent trt-lean bench-wide
 #
 # Each phase is the `run` half of a two-phase script (scripts/<name>.py build ran on the CPU machine); a phase
 # that fails is logged and the next one still runs; one that outlives PHASE_TIMEOUT seconds (default 540, inside
@@ -29,6 +29,7 @@ for phase in "$@"; do
     verify-model) cmd=(python3 scripts/verify_model.py run .gpu_bundle/verify_model "$res") ;;
     fuzz) cmd=(python3 scripts/fuzz.py run .gpu_bundle/fuzz "$res") ;;
     realworld) cmd=(python3 scripts/realworld.py run .gpu_bundle/realworld "$res") ;;
+    data-dependent) cmd=(python3 scripts/check_data_dependent.py run .gpu_bundle/datadep "$res") ;;
     trt-lean)
         # TensorRT 11.4's lean runtime travels as wheels (the machine has no network).
         python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/trt-site .gpu_carry/*.whl
