@@ -4,14 +4,12 @@ worker that ends one case as a LoweringError instead of the whole run.
 
 The worker lowers the subgraph through `plan_subgraphs`, which stores the plan in opforge's plan cache; the calling
 process then reads the same plan from the cache. One worker at a time (this machine class has 2 cores, and nvcc
-runs beside it); a crashed worker is replaced on the next call.
+runs beside it); a crashed worker, or one stopped after Worker.timeout_s on one case, is replaced on the next call.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from opforge.core.errors import LoweringError, OpforgeError
@@ -31,12 +29,27 @@ def _lower_in_worker(sub: NodeSubgraph, out_dir: Path) -> str | None:
     return None
 
 
-class Worker:
-    """One worker process (spawned, so no TVM thread state is inherited) that runs calls one at a time; a call that
-    kills it raises LoweringError, and the next call starts a new worker."""
+def _serve(conn) -> None:
+    """The worker's loop: (fn, args) in, (True, result) or (False, error text) out, until the pipe closes."""
+    while True:
+        try:
+            fn, args = conn.recv()
+        except EOFError:
+            return
+        try:
+            conn.send((True, fn(*args)))
+        except Exception as e:  # any failure of the call is its caller's to report
+            conn.send((False, f"{type(e).__name__}: {str(e)[:300]}"))
 
-    def __init__(self) -> None:
-        self._pool: ProcessPoolExecutor | None = None
+
+class Worker:
+    """One worker process (spawned, so no TVM thread state is inherited) that runs calls one at a time. A call that
+    kills it, or outlives `timeout_s`, raises LoweringError; the next call starts a new worker."""
+
+    def __init__(self, timeout_s: float = 180.0) -> None:
+        self.timeout_s = timeout_s
+        self._proc = None
+        self._conn = None
 
     def __enter__(self):
         return self
@@ -45,19 +58,40 @@ class Worker:
         self.close()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        if self._proc is not None:
+            self._conn.close()
+            self._proc.join(timeout=5)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join()
+            self._proc = self._conn = None
+
+    def _kill(self) -> None:
+        self._proc.kill()
+        self._proc.join()
+        self._conn.close()
+        self._proc = self._conn = None
 
     def call(self, what: str, fn, *args):
-        """fn(*args) in the worker (fn and args picklable); `what` names the case in the crash message."""
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        """fn(*args) in the worker (fn module-level, fn and args picklable); `what` names the case in errors."""
+        if self._proc is None or not self._proc.is_alive():
+            ctx = multiprocessing.get_context("spawn")
+            self._conn, child = ctx.Pipe()
+            self._proc = ctx.Process(target=_serve, args=(child,), daemon=True)
+            self._proc.start()
+            child.close()
+        self._conn.send((fn, args))
+        if not self._conn.poll(self.timeout_s):
+            self._kill()
+            raise LoweringError(f"{what}: lowering took over {self.timeout_s:.0f} s (stopped)")
         try:
-            return self._pool.submit(fn, *args).result()
-        except BrokenProcessPool:
-            self.close()
+            ok, value = self._conn.recv()
+        except (EOFError, ConnectionResetError):
+            self._kill()
             raise LoweringError(f"{what}: TVM crashed the worker process (it is restarted)") from None
+        if not ok:
+            raise LoweringError(f"{what}: {value}")
+        return value
 
 
 class IsolatedPlanner(Worker):

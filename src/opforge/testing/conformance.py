@@ -216,11 +216,11 @@ def build(
 
     by_name = {c.name: c for c in cases}
     planned: dict[str, tuple[dict, NodeSubgraph, object]] = {}
-    planner = IsolatedPlanner()
+    planner, failed = IsolatedPlanner(), {}
     for k, (row, sub) in enumerate(subs):
         case = by_name[row["case"]]
         try:
-            p = _plan(sub, bundle, planner)
+            p = _plan(sub, bundle, planner, failed)
         except _LowerFailed as e:
             if case.static_model is None:
                 row.update({"class": "lower-failed", "reason": str(e)})
@@ -228,7 +228,7 @@ def build(
                 row["shapes"] = f"static (symbolic: {str(e)[:200]})"
                 sub, _ = case_subgraph(Case(case.name, case.op_type, case.static_model, case.inputs, case.outputs))
                 try:
-                    p = _plan(sub, bundle, planner)
+                    p = _plan(sub, bundle, planner, failed)
                 except _LowerFailed as e2:
                     row.update({"class": "lower-failed", "reason": str(e2)})
         else:
@@ -295,15 +295,19 @@ class _LowerFailed(Exception):
     """A case's lowering failed; the message is the row's reason."""
 
 
-def _plan(sub: NodeSubgraph, bundle: Path, planner):
+def _plan(sub: NodeSubgraph, bundle: Path, planner, failed: dict[str, str]):
     """The case's plan, or _LowerFailed with a one-line reason (a TVM crash is a lowering failure too; `planner`,
-    an IsolatedPlanner, lowers in a worker process)."""
+    an IsolatedPlanner, lowers in a worker process; `failed` remembers the subgraphs that failed, by key, so a
+    family's shared symbolic node is tried once)."""
+    if sub.key in failed:
+        raise _LowerFailed(failed[sub.key])
     try:
         return planner.plan(sub, bundle / "plans_tmp")
     except OpforgeError as e:
-        raise _LowerFailed(str(e).split(": ", 1)[-1][:300]) from None
+        failed[sub.key] = str(e).split(": ", 1)[-1][:300]
     except Exception as e:
-        raise _LowerFailed(f"{type(e).__name__}: {str(e)[:280]}") from None
+        failed[sub.key] = f"{type(e).__name__}: {str(e)[:280]}"
+    raise _LowerFailed(failed[sub.key])
 
 
 @dataclass
