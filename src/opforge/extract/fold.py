@@ -158,7 +158,7 @@ def _rebuild(m: onnx.ModelProto, values: dict[str, np.ndarray]) -> None:
     for o in g.output:
         if o.name in values and not any(o.name in n.output for n in kept):
             new_nodes.append(helper.make_node("Identity", [o.name + const_suffix], [o.name]))
-    used = {i for n in new_nodes for i in n.input} | outputs
+    used = {i for n in new_nodes for i in _node_reads(n)} | outputs
     graph_inputs = {i.name for i in g.input}
     inits = []
     for name in sorted(used):
@@ -171,6 +171,18 @@ def _rebuild(m: onnx.ModelProto, values: dict[str, np.ndarray]) -> None:
     g.initializer.extend(inits)
     # value_info of removed tensors would only confuse later inference
     del g.value_info[:]
+
+
+def _node_reads(node: onnx.NodeProto) -> set[str]:
+    """The tensors a node reads: its inputs and the outer-scope names its subgraphs (Scan, Loop, If bodies) use."""
+    reads = set(node.input)
+    for a in node.attribute:
+        for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+            inner = {i.name for i in g.input} | {t.name for t in g.initializer}
+            inner |= {o for n in g.node for o in n.output}
+            reads |= {i for n in g.node for i in _node_reads(n) if i not in inner}
+            reads |= {o.name for o in g.output if o.name not in inner}
+    return reads
 
 
 def has_function_body(node: onnx.NodeProto, opset: int) -> bool:
