@@ -77,6 +77,12 @@ class Emitter:
     def to_float(self, x: str) -> str:
         return self.op("Cast", x, to=self.elem)
 
+    def unsqueeze(self, x: str, axes: list[int], out: str | None = None) -> str:
+        """Unsqueeze in the form the model's opset takes (axes an attribute before opset 13)."""
+        if self.opset() >= 13:
+            return self.op("Unsqueeze", x, self.const(axes, TensorProto.INT64), out=out)
+        return self.op("Unsqueeze", x, out=out, axes=axes)
+
     def opset(self) -> int:
         """The model's default-domain opset: the form of the ops emitted depends on it."""
         return next((o.version for o in self.m.opset_import if o.domain in ("", "ai.onnx")), 1)

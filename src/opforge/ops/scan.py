@@ -16,13 +16,6 @@ I64 = TensorProto.INT64
 MAX_STEPS = 256  # longer loops are left to TVM (which refuses Scan): the unrolled graph grows with the length
 
 
-def unsqueeze(e: Emitter, x: str, axis: int) -> str:
-    """Unsqueeze in the form the model's opset takes (axes as an attribute before opset 13)."""
-    if e.opset() >= 13:
-        return e.op("Unsqueeze", x, e.const([axis], I64))
-    return e.op("Unsqueeze", x, axes=[axis])
-
-
 def _has_subgraph(g: onnx.GraphProto) -> bool:
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute)
 
@@ -96,7 +89,7 @@ def _scan(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
         parts = [per_step[t][j] for t in range(steps)]
         if out_dirs[j]:
             parts.reverse()
-        e.op("Concat", *(unsqueeze(e, p, ax) for p in parts), axis=ax, out=out)
+        e.op("Concat", *(e.unsqueeze(p, [ax]) for p in parts), axis=ax, out=out)
     return True
 
 
