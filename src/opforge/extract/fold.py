@@ -30,6 +30,12 @@ NONDETERMINISTIC = {
 }
 _MAX_FOLDED_ELEMENTS = 1 << 22
 EXPAND_DOMAIN = "opforge.expand"
+# Domains whose ops' ONNX function bodies are expanded (ai.onnx.preview: FlexAttention).
+FUNCTION_DOMAINS = ("", "ai.onnx", "ai.onnx.preview")
+
+
+def _dom(node: onnx.NodeProto) -> str:
+    return "" if node.domain == "ai.onnx" else node.domain
 
 
 def infer_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
@@ -204,11 +210,17 @@ def expand_functions(model: onnx.ModelProto, which: Callable[[onnx.NodeProto], b
             types = infer_types(m)
         except Exception:
             types = {}
-        chosen = [n for n in m.graph.node if n.domain in ("", "ai.onnx") and which(n) and has_function_body(n, opset)]
+        opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in m.opset_import}
+        opsets[""] = opset
+        chosen = [
+            n
+            for n in m.graph.node
+            if n.domain in FUNCTION_DOMAINS and which(n) and has_function_body(n, opsets.get(_dom(n), opset))
+        ]
         if not chosen:
             break
         for k, node in enumerate(chosen):
-            body = _function_body(node, opset, types)
+            body = _function_body(node, opsets.get(_dom(node), opset), types)
             if body is None:
                 continue
             body.domain, body.name = EXPAND_DOMAIN, f"{node.op_type}_{k}"
@@ -223,8 +235,10 @@ def expand_functions(model: onnx.ModelProto, which: Callable[[onnx.NodeProto], b
             inlined = onnx.inliner.inline_local_functions(m, convert_version=True)
         except Exception:
             return last  # ONNX's inliner cannot type this body: keep the previous level
+        still = {n.domain for n in inlined.graph.node} - {"", "ai.onnx", EXPAND_DOMAIN}
         del inlined.opset_import[:]
         inlined.opset_import.append(helper.make_opsetid("", opset))
+        inlined.opset_import.extend(helper.make_opsetid(d, opsets[d]) for d in sorted(still) if d in opsets)
         m = last = inlined
     return last
 
