@@ -66,6 +66,10 @@ SHAPE_LIKE_INPUTS = {
     "output_size",
     "noop_with_empty_axes",
     "max_output_boxes_per_class",
+    "size",  # HannWindow, HammingWindow, BlackmanWindow: the window's length
+    "frame_step",
+    "frame_length",
+    "dft_length",
 }
 # Float inputs that decide an output shape: Resize's scales and roi, OneHot's depth, Range's bounds.
 _FLOAT_SHAPE_LIKE = {"scales", "roi", "depth", "start", "limit", "delta"}
