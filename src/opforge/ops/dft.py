@@ -101,6 +101,51 @@ def _dft(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     return True
 
 
+def _stft(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
+    x, step_in = node.input[:2]
+    window = node.input[2] if len(node.input) > 2 else ""
+    length_in = node.input[3] if len(node.input) > 3 else ""
+    shape = e.static_shape(x)
+    step = e.initializer(step_in)
+    if shape is None or len(shape) != 3 or shape[-1] not in (1, 2) or step is None:
+        return False
+    step = int(np.asarray(step).reshape(-1)[0])
+    _batch, signal, channels = shape
+    w_shape = e.inferred_shape(window) if window else None
+    if window and (w_shape is None or len(w_shape) != 1):
+        return False
+    if length_in:
+        value = e.initializer(length_in)
+        if value is None:
+            return False
+        n = int(np.asarray(value).reshape(-1)[0])
+    elif window:
+        n = w_shape[0]
+    else:
+        n = signal
+    if not (0 < n <= MAX_LENGTH and step > 0 and n <= signal) or (window and w_shape[0] != n):
+        return False
+    frames = 1 + (signal - n) // step
+    onesided = bool(a.get("onesided", 1))
+    # frame f reads signal positions f*step .. f*step+n-1 (all inside the signal: n <= signal)
+    table = np.arange(frames)[:, None] * step + np.arange(n)[None, :]
+    framed = e.op("Gather", x, e.const(table, I64), axis=1)  # [B, F, n, C]
+    if window:
+        framed = e.op("Mul", framed, e.unsqueeze(window, [0, 1, 3]))
+    rr, ir, ri, ii, _ = dft_matrices(n, n, False, onesided)
+    re = e.op("Gather", framed, e.const(0, I64), axis=-1)  # [B, F, n]
+    im = e.op("Gather", framed, e.const(1, I64), axis=-1) if channels == 2 else None
+
+    def part(m_re: np.ndarray, m_im: np.ndarray) -> str:
+        out = e.op("MatMul", re, e.const(m_re))
+        if im:
+            out = e.op("Add", out, e.op("MatMul", im, e.const(m_im)))
+        return e.unsqueeze(out, [3])
+
+    e.op("Concat", part(rr, ir), part(ri, ii), axis=-1, out=node.output[0])
+    return True
+
+
 RULES = [
     OpRule(
         ("DFT",),
@@ -108,5 +153,12 @@ RULES = [
         summary="static shape, axis and dft_length: MatMul with constant cos/sin matrices (onesided, inverse, "
         "real or complex input)",
         rewrite=_dft,
-    )
+    ),
+    OpRule(
+        ("STFT",),
+        lowering="decompose",
+        summary="static signal shape, frame_step and frame_length: frames gathered by a constant table, windowed, "
+        "then DFT's constant cos/sin MatMul",
+        rewrite=_stft,
+    ),
 ]
