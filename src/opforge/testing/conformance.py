@@ -66,7 +66,7 @@ SHAPE_LIKE_INPUTS = {
     "output_size",
     "noop_with_empty_axes",
     "max_output_boxes_per_class",
-    "size",  # HannWindow, HammingWindow, BlackmanWindow: the window's length
+    "size",  # the window ops' length, AffineGrid's output size
     "frame_step",
     "frame_length",
     "dft_length",
