@@ -35,8 +35,8 @@ def _reverse_sequence(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     x, lens = node.input[:2]
     shape = e.static_shape(x)
     time_axis, batch_axis = a.get("time_axis", 0), a.get("batch_axis", 1)
-    if shape is None or {time_axis, batch_axis} != {0, 1}:
-        return False
+    if shape is None or {time_axis, batch_axis} != {0, 1} or e.opset() < 11:
+        return False  # GatherElements needs opset 11
     out = reverse_sequence(e, x, lens, shape, time_axis, batch_axis)
     e.op("Identity", out, out=node.output[0])
     return True

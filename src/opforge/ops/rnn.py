@@ -81,6 +81,8 @@ def _recurrent(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     lens_value = e.initializer(lens) if lens else None
     if lens_value is not None and bool(np.all(lens_value == steps)):
         lens = ""  # every entry runs the whole sequence: no masking
+    if lens and e.opset() < 11:
+        return False  # the masking and reversal by sequence_lens use GatherElements (opset 11)
     ctx = _Ctx(e, op, hidden, batch, clip, lens, a.get("linear_before_reset", 0))
 
     ys, hs, cs = [], [], []
