@@ -72,6 +72,14 @@ def constant_values(model: onnx.ModelProto, types: dict[str, onnx.TypeProto]) ->
                     end = _int_attr(node, "end", len(dims))
                     values[node.output[0]] = np.array(dims[start:end], dtype=np.int64)
             continue
+        if node.op_type == "CastLike" and node.input[0] in values and node.input[1] not in values:
+            like = types.get(node.input[1])  # the result depends on the target's element type only
+            if like is not None and like.HasField("tensor_type") and like.tensor_type.elem_type:
+                cast = helper.make_node("Cast", [node.input[0]], list(node.output), to=like.tensor_type.elem_type)
+                outs = run_node(cast, values, opset)
+                if outs is not None:
+                    values.update(outs)
+            continue
         if all(not i or i in values for i in node.input) and not any(
             a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
         ):
