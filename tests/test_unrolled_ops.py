@@ -249,3 +249,30 @@ def test_tensor_scatter(mode):
     node = helper.make_node("TensorScatter", ["past", "upd", "idx"], ["y"], mode=mode, axis=2)
     idx = np.array([0, 3, 1], np.int64) if mode == "linear" else np.array([5, 3, 6], np.int64)
     _check(node, {"past": _rand(rng, 3, 2, 7, 4), "upd": _rand(rng, 3, 2, 3, 4), "idx": idx}, opset=24)
+
+
+@pytest.mark.parametrize("group,offset_group,stride,dilation", [(1, 1, 1, 1), (2, 2, 2, 1), (1, 2, 1, 2)])
+def test_deform_conv(group, offset_group, stride, dilation):
+    rng = np.random.default_rng(9)
+    n, c, h, w, oc, k = 2, 4, 6, 7, 4, 3
+    oh = (h + 2 - dilation * (k - 1) - 1) // stride + 1
+    ow = (w + 2 - dilation * (k - 1) - 1) // stride + 1
+    ins = {
+        "x": _rand(rng, n, c, h, w),
+        "w": _rand(rng, oc, c // group, k, k),
+        "offset": _rand(rng, n, offset_group * 2 * k * k, oh, ow) * 2,
+        "b": _rand(rng, oc),
+        "mask": _rand(rng, n, offset_group * k * k, oh, ow),
+    }
+    node = helper.make_node(
+        "DeformConv",
+        list(ins),
+        ["y"],
+        group=group,
+        offset_group=offset_group,
+        strides=[stride, stride],
+        dilations=[dilation, dilation],
+        pads=[1, 1, 1, 1],
+        kernel_shape=[k, k],
+    )
+    _check(node, ins)
