@@ -276,3 +276,16 @@ def test_deform_conv(group, offset_group, stride, dilation):
         kernel_shape=[k, k],
     )
     _check(node, ins)
+
+
+def test_scan8_batched():
+    """Scan-8: batch axis 0, scan axis 1, one input reversed, sequence_lens absent."""
+    rng = np.random.default_rng(10)
+    node = _scan_node(directions=[1])
+    node.input.insert(0, "")
+    ins = {"s0": _rand(rng, 2, 3), "p0": _rand(rng, 2, 3), "x": _rand(rng, 2, 4, 3)}
+    s, p, ys = ins["s0"], ins["p0"], []
+    for t in reversed(range(4)):
+        s, p = s + ins["x"][:, t], p * ins["x"][:, t]
+        ys.append(s - p)
+    _check(node, ins, opset=8, ref=[s, p, np.stack(ys, axis=1)])
