@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from opforge.ops.base import Emitter, OpRule
+from opforge.ops.base import Emitter, InputDomain, OpRule
 
 I64 = TensorProto.INT64
 
@@ -22,6 +22,7 @@ def reverse_sequence(e: Emitter, x: str, lens: str, shape: list[int], time_axis:
     t = t.reshape(-1, 1) if time_axis == 0 else t.reshape(1, -1)
     tc = e.const(t, I64)
     ln = e.op("Cast", lens, to=I64)
+    ln = e.op("Max", e.op("Min", ln, e.const(steps, I64)), e.const(0, I64))  # invalid lengths stay in bounds
     ln = e.unsqueeze(ln, [time_axis])  # [1, B] or [B, 1]
     reversed_idx = e.op("Sub", e.op("Sub", ln, e.const([1], I64)), tc)
     idx = e.op("Where", e.op("Less", tc, ln), reversed_idx, tc)  # [T, B] or [B, T]
@@ -42,11 +43,24 @@ def _reverse_sequence(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     return True
 
 
+def lengths_domain(d: InputDomain, pos: int, steps: int) -> None:
+    """Draws input `pos` (sequence lengths) in [1, steps]."""
+    name = d.free(pos)
+    if name:
+        v = d.values[name]
+        d.values[name] = d.rng.integers(1, steps + 1, size=v.shape).astype(v.dtype)
+
+
+def _inputs(d: InputDomain) -> None:
+    lengths_domain(d, 1, d.shape(0)[d.a.get("time_axis", 0)])
+
+
 RULES = [
     OpRule(
         ("ReverseSequence",),
         lowering="decompose",
         summary="static shape: GatherElements along the time axis by an index computed from sequence_lens",
         rewrite=_reverse_sequence,
+        inputs=_inputs,
     )
 ]

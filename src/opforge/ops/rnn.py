@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from opforge.ops.base import Emitter, OpRule, text
-from opforge.ops.reverse_sequence import reverse_sequence
+from opforge.ops.base import Emitter, InputDomain, OpRule, text
+from opforge.ops.reverse_sequence import lengths_domain, reverse_sequence
 
 I64 = TensorProto.INT64
 MAX_STEPS = 512  # the unrolled graph grows with the sequence length
@@ -222,6 +222,11 @@ class _Ctx:
         return e.op("Mul", o, self.act(2, c_new)), c_new
 
 
+def _inputs(d: InputDomain) -> None:
+    """sequence_lens drawn in [1, seq_length]."""
+    lengths_domain(d, 4, d.shape(0)[1 if d.a.get("layout", 0) else 0])
+
+
 RULES = [
     OpRule(
         tuple(GATES),
@@ -230,5 +235,6 @@ RULES = [
         "sequence_lens, initial states, clip, linear_before_reset, peepholes)",
         rewrite=_recurrent,
         refuse=_refuse,
+        inputs=_inputs,
     )
 ]

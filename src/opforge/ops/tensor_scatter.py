@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from opforge.ops.base import Emitter, OpRule, text
+from opforge.ops.base import Emitter, InputDomain, OpRule, text
 
 I64 = TensorProto.INT64
 
@@ -47,6 +47,17 @@ def _tensor_scatter(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     return True
 
 
+def _inputs(d: InputDomain) -> None:
+    """write_indices drawn so the update fits the cache (linear) or anywhere in it (circular)."""
+    name = d.free(2)
+    if not name:
+        return
+    axis = d.a.get("axis", -2) % len(d.shape(0))
+    room = d.shape(0)[axis] - (d.shape(1)[axis] if text(d.a.get("mode"), "linear") == "linear" else 1)
+    v = d.values[name]
+    d.values[name] = d.rng.integers(0, max(room, 0) + 1, size=v.shape).astype(v.dtype)
+
+
 RULES = [
     OpRule(
         ("TensorScatter",),
@@ -54,5 +65,6 @@ RULES = [
         summary="static shapes: GatherElements of the update at each cache position, Where it is written",
         rewrite=_tensor_scatter,
         refuse=_refuse,
+        inputs=_inputs,
     )
 ]
