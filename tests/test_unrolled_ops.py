@@ -4,6 +4,8 @@ ONNX's reference evaluator on seeded random non-zero inputs."""
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import onnx
 import pytest
@@ -121,7 +123,7 @@ def _recurrent_node(op: str, names: list[str], h: int, direction: str, layout: i
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 @pytest.mark.parametrize("op", ["RNN", "GRU", "LSTM"])
 def test_recurrent_unrolled(op, direction, layout):
-    rng = np.random.default_rng(hash((op, direction, layout)) % 1000)
+    rng = np.random.default_rng(zlib.crc32(f"{op}{direction}{layout}".encode()))
     dirs = 2 if direction == "bidirectional" else 1
     ins = _recurrent_inputs(op, rng, 4, 2, 3, 5, dirs, layout, peep=True)
     extra = {"linear_before_reset": 1} if op == "GRU" and layout else {}
@@ -289,3 +291,48 @@ def test_scan8_batched():
         s, p = s + ins["x"][:, t], p * ins["x"][:, t]
         ys.append(s - p)
     _check(node, ins, opset=8, ref=[s, p, np.stack(ys, axis=1)])
+
+
+def test_linear_attention_through_its_body():
+    """LinearAttention (gated delta rule, with a past state): its ONNX function body, whose Scan is unrolled."""
+    rng = np.random.default_rng(11)
+    b, t, heads, dk = 2, 3, 2, 4
+    ins = {
+        "q": _rand(rng, b, t, heads * dk),
+        "k": _rand(rng, b, t, heads * dk),
+        "v": _rand(rng, b, t, heads * dk),
+        "past": _rand(rng, b, heads, dk, dk),
+        "decay": _rand(rng, b, t, heads * dk),
+        "beta": np.abs(_rand(rng, b, t, heads)),
+    }
+    node = helper.make_node(
+        "LinearAttention", list(ins), ["y", "state"], q_num_heads=heads, kv_num_heads=heads, update_rule="gated_delta"
+    )
+    _check(node, ins, opset=27)
+
+
+def test_flex_attention_through_its_body():
+    """FlexAttention (ai.onnx.preview) with a score_mod subgraph and grouped K/V heads: its function body."""
+    from opforge.lower.cpu_run import run_on_cpu
+
+    rng = np.random.default_rng(12)
+    bias = numpy_helper.from_array(np.array(0.25, np.float32), "bias")
+    score_mod = helper.make_graph(
+        [helper.make_node("Add", ["s", "bias"], ["s_out"])],
+        "score_mod",
+        [helper.make_tensor_value_info("s", F32, None)],
+        [helper.make_tensor_value_info("s_out", F32, None)],
+        [bias],
+    )
+    node = helper.make_node("FlexAttention", ["Q", "K", "V"], ["Y"], domain="ai.onnx.preview", score_mod=score_mod)
+    ins = {"Q": _rand(rng, 1, 4, 3, 8), "K": _rand(rng, 1, 2, 5, 8), "V": _rand(rng, 1, 2, 5, 8)}
+    g = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info(k, F32, list(v.shape)) for k, v in ins.items()],
+        [helper.make_tensor_value_info("Y", F32, [1, 4, 3, 8])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 26), helper.make_opsetid("ai.onnx.preview", 1)])
+    want = ReferenceEvaluator(m).run(None, ins)[0]
+    got = run_on_cpu(NodeSubgraph("f", "FlexAttention", m, list(ins), {}, ["Y"]), list(ins.values()))[0]
+    np.testing.assert_allclose(got, want, atol=TOL.atol, rtol=TOL.rtol)

@@ -207,7 +207,9 @@ class _Ctx:
         one_minus_z = e.op("Sub", e.const(1.0), z)
         return e.op("Add", e.op("Mul", one_minus_z, hh), e.op("Mul", z, h))
 
-    def lstm_step(self, xt, h, c, rec, rbias, pd) -> tuple[str, str]:
+    def lstm_step(
+        self, xt: list[str], h: str, c: str, rec: list[str], rbias: list[str | None], pd: str | None
+    ) -> tuple[str, str]:
         e = self.e
         pre = [e.op("Add", xt[g], self.recur(h, rec, rbias, g)) for g in range(4)]  # i, o, f, c
         if pd:
