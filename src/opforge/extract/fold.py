@@ -30,6 +30,12 @@ NONDETERMINISTIC = {
 }
 _MAX_FOLDED_ELEMENTS = 1 << 22
 EXPAND_DOMAIN = "opforge.expand"
+# Domains whose ops' ONNX function bodies are expanded (ai.onnx.preview: FlexAttention).
+FUNCTION_DOMAINS = ("", "ai.onnx", "ai.onnx.preview")
+
+
+def _dom(node: onnx.NodeProto) -> str:
+    return "" if node.domain == "ai.onnx" else node.domain
 
 
 def infer_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
@@ -65,6 +71,14 @@ def constant_values(model: onnx.ModelProto, types: dict[str, onnx.TypeProto]) ->
                     start = _int_attr(node, "start", 0)
                     end = _int_attr(node, "end", len(dims))
                     values[node.output[0]] = np.array(dims[start:end], dtype=np.int64)
+            continue
+        if node.op_type == "CastLike" and node.input[0] in values and node.input[1] not in values:
+            like = types.get(node.input[1])  # the result depends on the target's element type only
+            if like is not None and like.HasField("tensor_type") and like.tensor_type.elem_type:
+                cast = helper.make_node("Cast", [node.input[0]], list(node.output), to=like.tensor_type.elem_type)
+                outs = run_node(cast, values, opset)
+                if outs is not None:
+                    values.update(outs)
             continue
         if all(not i or i in values for i in node.input) and not any(
             a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
@@ -158,7 +172,7 @@ def _rebuild(m: onnx.ModelProto, values: dict[str, np.ndarray]) -> None:
     for o in g.output:
         if o.name in values and not any(o.name in n.output for n in kept):
             new_nodes.append(helper.make_node("Identity", [o.name + const_suffix], [o.name]))
-    used = {i for n in new_nodes for i in n.input} | outputs
+    used = {i for n in new_nodes for i in _node_reads(n)} | outputs
     graph_inputs = {i.name for i in g.input}
     inits = []
     for name in sorted(used):
@@ -171,6 +185,18 @@ def _rebuild(m: onnx.ModelProto, values: dict[str, np.ndarray]) -> None:
     g.initializer.extend(inits)
     # value_info of removed tensors would only confuse later inference
     del g.value_info[:]
+
+
+def _node_reads(node: onnx.NodeProto) -> set[str]:
+    """The tensors a node reads: its inputs and the outer-scope names its subgraphs (Scan, Loop, If bodies) use."""
+    reads = set(node.input)
+    for a in node.attribute:
+        for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+            inner = {i.name for i in g.input} | {t.name for t in g.initializer}
+            inner |= {o for n in g.node for o in n.output}
+            reads |= {i for n in g.node for i in _node_reads(n) if i not in inner}
+            reads |= {o.name for o in g.output if o.name not in inner}
+    return reads
 
 
 def has_function_body(node: onnx.NodeProto, opset: int) -> bool:
@@ -192,11 +218,17 @@ def expand_functions(model: onnx.ModelProto, which: Callable[[onnx.NodeProto], b
             types = infer_types(m)
         except Exception:
             types = {}
-        chosen = [n for n in m.graph.node if n.domain in ("", "ai.onnx") and which(n) and has_function_body(n, opset)]
+        opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in m.opset_import}
+        opsets[""] = opset
+        chosen = [
+            n
+            for n in m.graph.node
+            if n.domain in FUNCTION_DOMAINS and which(n) and has_function_body(n, opsets.get(_dom(n), opset))
+        ]
         if not chosen:
             break
         for k, node in enumerate(chosen):
-            body = _function_body(node, opset, types)
+            body = _function_body(node, opsets.get(_dom(node), opset), types)
             if body is None:
                 continue
             body.domain, body.name = EXPAND_DOMAIN, f"{node.op_type}_{k}"
@@ -211,8 +243,10 @@ def expand_functions(model: onnx.ModelProto, which: Callable[[onnx.NodeProto], b
             inlined = onnx.inliner.inline_local_functions(m, convert_version=True)
         except Exception:
             return last  # ONNX's inliner cannot type this body: keep the previous level
+        still = {n.domain for n in inlined.graph.node} - {"", "ai.onnx", EXPAND_DOMAIN}
         del inlined.opset_import[:]
         inlined.opset_import.append(helper.make_opsetid("", opset))
+        inlined.opset_import.extend(helper.make_opsetid(d, opsets[d]) for d in sorted(still) if d in opsets)
         m = last = inlined
     return last
 

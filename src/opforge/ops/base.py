@@ -77,6 +77,12 @@ class Emitter:
     def to_float(self, x: str) -> str:
         return self.op("Cast", x, to=self.elem)
 
+    def unsqueeze(self, x: str, axes: list[int], out: str | None = None) -> str:
+        """Unsqueeze in the form the model's opset takes (axes an attribute before opset 13)."""
+        if self.opset() >= 13:
+            return self.op("Unsqueeze", x, self.const(axes, TensorProto.INT64), out=out)
+        return self.op("Unsqueeze", x, out=out, axes=axes)
+
     def opset(self) -> int:
         """The model's default-domain opset: the form of the ops emitted depends on it."""
         return next((o.version for o in self.m.opset_import if o.domain in ("", "ai.onnx")), 1)
@@ -94,6 +100,27 @@ class Emitter:
     def rank(self, name: str) -> int | None:
         vi = self.value_info(name)
         return len(vi.type.tensor_type.shape.dim) if vi is not None else None
+
+    def inferred_shape(self, name: str) -> list[int] | None:
+        """The tensor's static shape: declared, else from ONNX shape inference over the graph (with data
+        propagation); None where a dimension is unknown."""
+        shape = self.static_shape(name)
+        if shape is not None:
+            return shape
+        if not hasattr(self, "_inferred"):
+            try:
+                g = onnx.shape_inference.infer_shapes(self.m, check_type=False, strict_mode=False, data_prop=True).graph
+                self._inferred = {vi.name: vi for vi in [*g.input, *g.value_info, *g.output]}
+            except Exception:
+                self._inferred = {}
+        for t in self.m.graph.initializer:
+            if t.name == name:
+                return list(t.dims)
+        vi = self._inferred.get(name)
+        if vi is None or not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            return None
+        dims = vi.type.tensor_type.shape.dim
+        return [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
 
     def static_shape(self, name: str) -> list[int] | None:
         """The tensor's shape when every dimension is a known number."""

@@ -14,7 +14,9 @@ cannot be compared.
 
 Shape-like inputs (axes, shape, pads, repeats, sizes, scales, depth, k, ... by the op schema's input names) that the
 case passes as runtime tensors are baked in as constants, as they are in real models where they come from
-initializers; each row lists what was baked. Multi-node cases (function expansions) become one fused plan.
+initializers; so are small integer inputs that flow through other ops into such an input and decide an output's shape
+(expanded function bodies: shape inference leaves fewer output dimensions unknown once the value is known); each
+row lists what was baked. Multi-node cases (function expansions) become one fused plan.
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ SHAPE_LIKE_INPUTS = {
     "output_size",
     "noop_with_empty_axes",
     "max_output_boxes_per_class",
+    "size",  # the window ops' length, AffineGrid's output size
+    "frame_step",
+    "frame_length",
+    "dft_length",
 }
 # Float inputs that decide an output shape: Resize's scales and roi, OneHot's depth, Range's bounds.
 _FLOAT_SHAPE_LIKE = {"scales", "roi", "depth", "start", "limit", "delta"}
@@ -165,11 +171,81 @@ def case_subgraph(case: Case) -> tuple[NodeSubgraph, list[str]]:
             baked.append(vi.name)
         else:
             keep.append(vi)
+    by_name = {vi.name: value for vi, value in zip(case.model.graph.input, case.inputs)}
+    for vi in list(keep):
+        value = by_name[vi.name]
+        if (
+            value.dtype.kind in "iu"
+            and value.size <= _MAX_BAKED_ELEMENTS
+            and _reaches_shape_argument(m, vi.name, opset)
+            and _value_decides_shapes(m, vi.name, value)
+        ):
+            m.graph.initializer.append(numpy_helper.from_array(value, vi.name))
+            baked.append(vi.name)
+            keep.remove(vi)
     del m.graph.input[:]
     m.graph.input.extend(keep)
     names = [vi.name for vi in keep]
     sub = NodeSubgraph(case.name, case.op_type, m, names, {}, [o.name for o in m.graph.output])
     return sub, baked
+
+
+def _unknown_output_dims(m: onnx.ModelProto) -> int:
+    """How many dimensions of the graph outputs shape inference leaves unknown, after constant folding (the
+    outputs' declared shapes set aside)."""
+    from opforge.extract.fold import fold_graph, infer_types
+
+    trial = onnx.ModelProto()
+    trial.CopyFrom(m)
+    for out in trial.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    try:
+        types = infer_types(fold_graph(trial))
+    except Exception:
+        return 1 << 30
+    unknown = 0
+    for out in trial.graph.output:
+        t = types.get(out.name)
+        if t is None or not t.tensor_type.HasField("shape"):
+            unknown += 1 << 10
+            continue
+        unknown += sum(not d.HasField("dim_value") for d in t.tensor_type.shape.dim)
+    return unknown
+
+
+def _reaches_shape_argument(m: onnx.ModelProto, name: str, opset: int) -> bool:
+    """Whether tensor `name` flows, through any ops, into a shape-like input of a node (by the schema's input
+    names): a value that ends in a Range bound or a Slice end, not data an op such as NonZero measures."""
+    frontier, seen = [name], {name}
+    while frontier:
+        tensor = frontier.pop()
+        for n in m.graph.node:
+            for pos, i in enumerate(n.input):
+                if i != tensor:
+                    continue
+                if _input_name(n, pos, opset) in SHAPE_LIKE_INPUTS:
+                    return True
+                for o in n.output:
+                    if o and o not in seen:
+                        seen.add(o)
+                        frontier.append(o)
+    return False
+
+
+def _value_decides_shapes(m: onnx.ModelProto, name: str, value: np.ndarray) -> bool:
+    """Whether an output's shape depends on the value of graph input `name` (an integer input reaching a shape
+    through other ops, as in expanded function bodies): fewer output dimensions are unknown once it is a
+    constant."""
+    before = _unknown_output_dims(m)
+    if before == 0:
+        return False
+    trial = onnx.ModelProto()
+    trial.CopyFrom(m)
+    kept = [vi for vi in trial.graph.input if vi.name != name]
+    del trial.graph.input[:]
+    trial.graph.input.extend(kept)
+    trial.graph.initializer.append(numpy_helper.from_array(value, name))
+    return _unknown_output_dims(trial) < before
 
 
 def _input_name(node: onnx.NodeProto, pos: int, opset: int) -> str:
