@@ -32,6 +32,7 @@ plan, PLUGINS_PER_LIBRARY per library, two poisons, two execution contexts.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import zlib
 from collections import defaultdict
@@ -226,6 +227,12 @@ def _mutate(model: onnx.ModelProto, pool: dict, rng: np.random.Generator, plain:
         else:
             node.attribute.append(choice)
         changed.append(name)
+    for name, other in exclusive_attributes(m):  # the spec forbids the pair: keep one of the two, at random
+        drop = name if rng.random() < 0.5 else other
+        keep = [a for a in node.attribute if a.name != drop]
+        del node.attribute[:]
+        node.attribute.extend(keep)
+        what.setdefault("dropped", []).append(drop)
     rank = len(_shape_of(g.input[0])) if g.input else 0
     for a in node.attribute:
         if a.name == "axis" and a.type == onnx.AttributeProto.INT and rank and rng.random() < 0.4:
@@ -233,6 +240,8 @@ def _mutate(model: onnx.ModelProto, pool: dict, rng: np.random.Generator, plain:
             changed.append("axis")
     if changed:
         what["attributes"] = {a.name: _attr_text(a) for a in node.attribute if a.name in changed}
+        if not what["attributes"]:
+            del what["attributes"]
     # outputs: shapes come from the reference
     for vi in g.output:
         vi.type.tensor_type.ClearField("shape")
@@ -257,6 +266,49 @@ def _index_like(node: onnx.NodeProto, name: str, m: onnx.ModelProto) -> bool:
         else ""
     )
     return role in conformance.SHAPE_LIKE_INPUTS or role in ("indices", "batch_indices")
+
+
+_EXCLUSIVE = re.compile(r"cannot be used simultaneously with (\w+) attribute")
+
+
+def exclusive_attributes(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(attribute, other) pairs the one-node model sets together although the op's specification forbids it.
+
+    The rule is read off the schema's attribute descriptions, for every op alike: an attribute that "cannot be used
+    simultaneously with X attribute" (Conv's, ConvTranspose's and the pools' `pads` with `auto_pad`) is invalid
+    together with X set to anything but X's default (auto_pad NOTSET means explicit padding). onnx.checker does
+    not enforce it; such nodes have no defined result (ONNX's reference, onnxruntime and TVM each resolve them
+    differently)."""
+    node = model.graph.node[0]
+    opset = next((o.version for o in model.opset_import if o.domain == node.domain), None)
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset or onnx.defs.onnx_opset_version(), node.domain)
+    except onnx.defs.SchemaError:
+        return []
+    given = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    out = []
+    for name in given:
+        spec = schema.attributes.get(name)
+        match = _EXCLUSIVE.search(spec.description) if spec is not None else None
+        other = match.group(1) if match else None
+        if other is None or other not in given or other not in schema.attributes:
+            continue
+        default = schema.attributes[other].default_value
+        if not default.name or given[other] != helper.get_attribute_value(default):
+            out.append((name, other))
+    return out
+
+
+def spec_violation(model: onnx.ModelProto) -> str | None:
+    """Why the one-node model breaks a rule of its op's specification that onnx.checker does not enforce, else
+    None (see exclusive_attributes)."""
+    pairs = exclusive_attributes(model)
+    if not pairs:
+        return None
+    node = model.graph.node[0]
+    name, other = pairs[0]
+    value = next(_attr_text(a) for a in node.attribute if a.name == other)
+    return f"{node.op_type}: {name} cannot be used together with {other}={value}"
 
 
 class _Timeout(Exception):
@@ -345,6 +397,8 @@ def make_case(op: str, k: int, seed: int, forms: list[tuple[str, onnx.ModelProto
             m, what = _mutate(form, {} if plain else pool, rng, plain)
             if plain:
                 what = {}
+            if spec_violation(m):
+                continue  # an invalid attribute combination: no defined result to compare with
             values, constant = _draw(m, rng, make_constant=not plain and rng.random() < 0.2)
             if constant:
                 what["constant_input"] = constant
