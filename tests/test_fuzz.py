@@ -184,3 +184,45 @@ def test_same_pools_get_the_spec_padding(op, mode, dilation, stride, size):
     fuzz._set_shape(model.graph.output[0], list(want[0].shape))
     case = fuzz.FuzzCase("same", op, [0], "", model, [x], want)
     assert fuzz.cpu_check(case)["cpu_check"] == "pass"
+
+
+@pytest.mark.parametrize("name", ["Scatter_001", "Scatter_003"])
+def test_h100_scatter_cases_have_distinct_targets(forms, name):
+    """Scatter (ScatterElements' deprecated alias) without a reduction: the H100 cases repeated a target (more
+    indices along the axis than positions: the result depends on the write order); now every line's targets are
+    distinct, whether the indices are drawn as an input or baked as a constant."""
+    case = _h100_case(forms, name)
+    node, g = case.model.graph.node[0], case.model.graph
+    values = {
+        **{vi.name: v for vi, v in zip(g.input, case.inputs)},
+        **{t.name: onnx.numpy_helper.to_array(t) for t in g.initializer},
+    }
+    data, idx = values[node.input[0]], values[node.input[1]]
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0) % data.ndim
+    lines = np.moveaxis(np.where(idx < 0, idx + data.shape[axis], idx), axis, -1).reshape(-1, idx.shape[axis])
+    assert all(len(set(line.tolist())) == len(line) for line in lines), (case.seed, case.mutation)
+
+
+def test_scatter_domain_refuses_shapes_that_must_repeat_a_target():
+    from opforge.ops.base import NoValidInputs
+    from opforge.verify.inputs import make_inputs
+
+    for op, attributes in [("ScatterElements", {"axis": 1}), ("Scatter", {"axis": 1})]:
+        node = helper.make_node(op, ["d", "i", "u"], ["y"], **attributes)
+        graph = helper.make_graph(
+            [node],
+            "g",
+            [
+                helper.make_tensor_value_info("d", onnx.TensorProto.FLOAT, [1, 5]),
+                helper.make_tensor_value_info("i", onnx.TensorProto.INT64, [1, 17]),
+                helper.make_tensor_value_info("u", onnx.TensorProto.FLOAT, [1, 17]),
+            ],
+            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 5])],
+        )
+        model = helper.make_model(graph)
+        with pytest.raises(NoValidInputs):
+            make_inputs(model, [(1, 5), (1, 17), (1, 17)], np.random.default_rng(0))
+        add = helper.make_node(op, ["d", "i", "u"], ["y"], reduction="add", **attributes) if op != "Scatter" else None
+        if add is not None:  # with a reduction, repeated targets are defined
+            graph.node[0].CopyFrom(add)
+            make_inputs(helper.make_model(graph), [(1, 5), (1, 17), (1, 17)], np.random.default_rng(0))
