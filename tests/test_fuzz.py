@@ -242,3 +242,43 @@ def test_h100_l1_normalization_follows_the_spec(forms, name):
     spec = (x / np.abs(x).sum(axis=axis, keepdims=True)).astype(case.inputs[0].dtype)
     fixed = fuzz.FuzzCase(case.name, case.op_type, case.seed, case.form, case.model, case.inputs, [spec])
     assert fuzz.cpu_check(fixed)["cpu_check"] == "pass"
+
+
+def test_h100_bfloat16_einsum_accumulates_in_float32(forms):
+    """Einsum_005 (bf16 'bij,bjk->bik', K=129): TVM accumulated in bfloat16 (off by 1.25 on the CPU too); ONNX's
+    reference and TensorRT accumulate in float32, and so does opforge now (widen_accumulations)."""
+    pytest.importorskip("tvm")
+    _assert_checks(_h100_case(forms, "Einsum_005"))
+
+
+def test_h100_bfloat16_reduction_is_the_float32_sum(forms):
+    """ReduceLogSum_004 (bf16, 1500 values): ONNX's reference sums in bfloat16 (log 1024 = 6.94 where the sum's
+    log is 8.02); explained, and opforge's output is the float32 computation rounded to bfloat16."""
+    pytest.importorskip("tvm")
+    case = _h100_case(forms, "ReduceLogSum_004")
+    assert fuzz.explanation(case)
+    x = case.inputs[0].astype(np.float64)
+    want = np.log(x.sum()).astype(case.outputs[0].dtype).reshape(case.outputs[0].shape)
+    fixed = fuzz.FuzzCase(case.name, case.op_type, case.seed, case.form, case.model, case.inputs, [want])
+    assert fuzz.cpu_check(fixed)["cpu_check"] == "pass"
+
+
+def test_half_accumulating_ops_are_widened_to_float32():
+    from onnx import TensorProto
+
+    from opforge.lower.onnx_rewrites import widen_accumulations
+
+    vi = helper.make_tensor_value_info
+    node = helper.make_node("MatMul", ["a", "b"], ["y"])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [vi("a", TensorProto.BFLOAT16, [2, 3]), vi("b", TensorProto.BFLOAT16, [3, 4])],
+        [vi("y", TensorProto.BFLOAT16, [2, 4])],
+    )
+    wide = widen_accumulations(helper.make_model(graph))
+    assert [n.op_type for n in wide.graph.node] == ["Cast", "Cast", "MatMul", "Cast"]
+    assert wide.graph.node[-1].output[0] == "y" and helper.get_attribute_value(wide.graph.node[-1].attribute[0]) == (
+        TensorProto.BFLOAT16
+    )
+    onnx.checker.check_model(wide, full_check=True)
