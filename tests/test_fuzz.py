@@ -282,3 +282,10 @@ def test_half_accumulating_ops_are_widened_to_float32():
         TensorProto.BFLOAT16
     )
     onnx.checker.check_model(wide, full_check=True)
+
+
+def test_h100_float16_roialign_computes_coordinates_in_float32(forms):
+    """RoiAlign_003 (fp16, max, half_pixel): the sample coordinates were computed in float16 (steps of 1/128 near
+    8; off by 0.0078); ONNX computes them in float64, opforge's kernel now in float32."""
+    pytest.importorskip("tvm")
+    _assert_checks(_h100_case(forms, "RoiAlign_003"))
