@@ -289,3 +289,19 @@ def test_h100_float16_roialign_computes_coordinates_in_float32(forms):
     8; off by 0.0078); ONNX computes them in float64, opforge's kernel now in float32."""
     pytest.importorskip("tvm")
     _assert_checks(_h100_case(forms, "RoiAlign_003"))
+
+
+def test_h100_gemm_with_one_term_adds_the_bias_once(forms):
+    """Gemm_004 (bf16, K = 1, beta 0.35): DLight's fallback merged the epilogue into the length-1 reduction, whose
+    init became beta * C while the update added beta * C again (off by 0.59 on the H100; the CPU check does not
+    schedule for the GPU). The CUDA plan now reads C in one place: the epilogue after the reduction."""
+    pytest.importorskip("tvm")
+    from opforge.lower.tvm_lower import lower_subgraph
+    from opforge.testing import conformance
+
+    case = _h100_case(forms, "Gemm_004")
+    _assert_checks(case)
+    sub, _ = conformance.case_subgraph(case.as_case())
+    source = lower_subgraph(sub).cuda_source
+    c = sub.model.graph.node[0].input[2]
+    assert source.count(f"{c}_ptr[") == 1, source[-1500:]
