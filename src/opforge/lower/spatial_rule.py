@@ -106,3 +106,79 @@ def _vector_skips_inner_spatial(func: tirx.PrimFunc) -> bool:
             if 0 < len(used) < len(block.iter_vars) and inner[-1] in used:
                 return False
     return True
+
+
+def _is_reduction(sch: s_tir.Schedule, block) -> bool:
+    """A block with an init statement or a reduction variable (normalisation drops length-1 reduction variables
+    but keeps the init)."""
+    b = sch.get(block)
+    return b.init is not None or any(int(iv.iter_type) == int(tirx.IterVar.CommReduce) for iv in b.iter_vars)
+
+
+def inline_keeping_reductions(sch: s_tir.Schedule, infos: list) -> list:
+    """DLight's try_inline, except that a reduction block is never merged with its epilogue (neither inlined into
+    its consumer nor the consumer into it): TVM 0.27 then makes the epilogue's other operand the reduction's init
+    value and still adds it in the update, so it counts twice (MatMul with K = 1 followed by Add: out = 2c + a*b)."""
+    while True:
+        for k, info in enumerate(infos):
+            if _is_reduction(sch, info.block_rv):
+                continue
+            try:
+                sch.compute_inline(info.block_rv)
+            except Exception:
+                continue
+            infos.pop(k)
+            break
+        else:
+            for k, info in enumerate(infos):
+                if any(_is_reduction(sch, p) for p in sch.get_producers(info.block_rv)):
+                    continue
+                try:
+                    sch.reverse_compute_inline(info.block_rv)
+                except Exception:
+                    continue
+                infos.pop(k)
+                break
+            else:
+                return infos
+
+
+class KeepReductionsFallback(GPUScheduleRule):
+    """DLight's Fallback rule (every block one element per thread; reductions serial per thread) with its
+    inlining replaced by inline_keeping_reductions: a reduction that no other rule takes (a contraction over
+    a length-1 axis) is written to its own buffer and the epilogue reads it in a second kernel."""
+
+    def apply(self, func, target, _tunable):
+        from tvm.s_tir.dlight.base import max_threads_per_block
+        from tvm.s_tir.dlight.gpu.fallback import _has_internal_thread_env
+
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None:
+            return None
+        infos = inline_keeping_reductions(sch, infos)
+        threads = max_threads_per_block(target)
+        reductions = []
+        for info in infos:
+            block = info.block_rv
+            loops = sch.get_loops(block)
+            if any(sch.get(loop).thread_binding is not None for loop in loops):
+                continue
+            if not loops and _has_internal_thread_env(sch.get(block).body):
+                continue
+            kinds: dict[str, list] = {"S": [], "R": [], "O": []}
+            for loop, kind in zip(loops, info.dom_kind()):
+                kinds[kind].append(loop)
+            if not kinds["S"]:
+                kinds["S"].append(sch.add_unit_loop(block))
+            sch.reorder(*kinds["S"], *kinds["R"], *kinds["O"])
+            bx, tx = sch.split(sch.fuse(*kinds["S"]), factors=[None, threads])
+            sch.bind(bx, "blockIdx.x")
+            sch.bind(tx, "threadIdx.x")
+            if kinds["R"]:
+                reductions.append((block, kinds["R"][0]))
+        for block, loop in reductions:
+            sch.decompose_reduction(block, loop)
+        return sch

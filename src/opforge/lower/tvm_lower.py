@@ -136,7 +136,7 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
     import tvm.s_tir.dlight as dl
 
     from opforge.lower.fusion import mark_gathers_injective, narrow_indices
-    from opforge.lower.spatial_rule import MatrixVectorGEMV, Tolerant, TunedSpatial
+    from opforge.lower.spatial_rule import KeepReductionsFallback, MatrixVectorGEMV, Tolerant, TunedSpatial
 
     # opforge's own kernels take the block size DLight's rules use (lower_subgraph sets it to a tuned one).
     threads = target.max_threads_per_block
@@ -163,7 +163,7 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
         ]
         if config is not None:
             rules.append(TunedSpatial(config))
-        return dl.ApplyDefaultSchedule(*rules, dl.gpu.Fallback())(mod)
+        return dl.ApplyDefaultSchedule(*rules, KeepReductionsFallback())(mod)
 
 
 def kernel_overrides(threads: int, config: ScheduleConfig | None) -> dict:

@@ -131,6 +131,11 @@ class Emitter:
         return [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
 
 
+class NoValidInputs(ValueError):
+    """Raised by an input-domain hook when the shapes admit no input the op's specification allows (e.g.
+    ScatterElements without a reduction, more indices along the axis than positions: one must repeat)."""
+
+
 class InputDomain:
     """The random inputs of a one-node model being drawn: `values` (graph input name -> array) may be overwritten
     with values valid for the op; `inits` holds the constant inputs."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from opforge.ops.base import InputDomain, OpRule, text
+from opforge.ops.base import InputDomain, NoValidInputs, OpRule, text
 
 
 def _axis_indices(d: InputDomain) -> None:
@@ -19,15 +19,21 @@ def _axis_indices(d: InputDomain) -> None:
 
 
 def _scatter_indices(d: InputDomain) -> None:
-    """In range; without a reduction, targets along the axis are distinct within each line (duplicates would
-    make the result order-dependent)."""
+    """In range; without a reduction, targets along the axis are distinct within each line: the spec says indices
+    "should not have duplicate entries" there (the result would depend on the order of the writes). Shapes with
+    more indices along the axis than the data has positions admit no such input: NoValidInputs."""
+    data, idx_shape = d.shape(0), d.shape(1)
+    axis = d.a.get("axis", 0) % len(data)
+    unique = d.a.get("reduction", b"none") in (b"none", "none")
+    if unique and idx_shape[axis] > data[axis]:
+        raise NoValidInputs(
+            f"{d.node.op_type}: {idx_shape[axis]} indices along axis {axis} into {data[axis]} positions repeat one"
+        )
     name = d.free(1)
     if not name:
         return
-    data, idx = d.shape(0), d.values[name]
-    axis = d.a.get("axis", 0) % len(data)
-    reduction = d.a.get("reduction", b"none")
-    if reduction not in (b"none", "none") or idx.shape[axis] > data[axis]:
+    idx = d.values[name]
+    if not unique:
         d.values[name] = d.rng.integers(-data[axis], data[axis], size=idx.shape).astype(idx.dtype)
         return
     lines = np.moveaxis(np.empty(idx.shape, np.int64), axis, -1)

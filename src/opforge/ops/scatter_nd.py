@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from opforge.ops.base import InputDomain, OpRule
+from opforge.ops.base import InputDomain, NoValidInputs, OpRule
 
 
 def _indices(d: InputDomain) -> None:
-    """Unique targets: with duplicates, reduction="none" leaves the result order-dependent."""
+    """Unique targets: with duplicates, reduction="none" leaves the result order-dependent (the spec forbids them
+    there: NoValidInputs when the shapes need more targets than the data has)."""
+    data, idx_shape = d.shape(0), d.shape(1)
+    k = idx_shape[-1]
+    n = int(np.prod(idx_shape[:-1]))
+    space = int(np.prod(data[:k]))
+    if n > space and d.a.get("reduction", b"none") in (b"none", "none"):
+        raise NoValidInputs(f"ScatterND: {n} update slices into {space} targets repeat one")
     name = d.free(1)
     if not name:
         return
-    data, idx = d.shape(0), d.values[name]
-    k = idx.shape[-1]
-    n = int(np.prod(idx.shape[:-1]))
-    space = int(np.prod(data[:k]))
+    idx = d.values[name]
     flat = d.rng.choice(space, size=n, replace=False) if n <= space else d.rng.integers(0, space, size=n)
     d.values[name] = np.stack(np.unravel_index(flat, data[:k]), axis=-1).reshape(idx.shape).astype(idx.dtype)
 

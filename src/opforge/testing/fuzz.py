@@ -32,6 +32,7 @@ plan, PLUGINS_PER_LIBRARY per library, two poisons, two execution contexts.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import zlib
 from collections import defaultdict
@@ -65,13 +66,39 @@ _SKIP_OPS = {"Constant", "ConstantOfShape", "EyeLike", "Shape", "Size"}
 
 # Known, explained differences between ONNX's reference and a correct implementation, keyed by op type and a
 # predicate on the case: the explanation is written on the case's row (never a tolerance change).
+_SAME_POOL_TEXT = (
+    "ONNX's reference pools with auto_pad SAME_* do not follow the spec's padding (MaxPool SAME_LOWER gives "
+    "floor-sized outputs; dilated SAME pools pad with the undilated kernel and write zeros past it): the same node "
+    "with the explicit pads the spec defines (output ceil(in / stride)) gives other outputs under the same "
+    "reference, and onnxruntime agrees with that explicit form; opforge computes the spec's padding"
+)
+_REDUCING = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMean", "ReduceSum", "ReduceSumSquare")
 KNOWN_EXPLANATIONS: list[tuple[str, str, str]] = [
-    # (op type, condition name, explanation)
+    # (op type, condition name (a predicate in _CONDITIONS), explanation)
     (
         "Cast",
         "float_to_bfloat16",
         "ONNX's reference rounds float32 -> bfloat16 by truncation in some versions; round-to-nearest-even is "
         "the IEEE (and CUDA) rule",
+    ),
+    *[(op, "same_pads_reference", _SAME_POOL_TEXT) for op in ("AveragePool", "LpPool", "MaxPool")],
+    *[
+        (
+            op,
+            "half_sum_reference",
+            "ONNX's reference sums bfloat16 in bfloat16 (NumPy reduces ml_dtypes.bfloat16 in its own type: a running "
+            "sum near 1024 grows by 8 at a time, so 1500 values near 2 sum to 1024); the same node computed in float32 "
+            "and rounded to the output's type differs beyond the tolerance. opforge accumulates half types in "
+            "float32, as TensorRT does (lower/onnx_rewrites.py widen_accumulations)",
+        )
+        for op in _REDUCING
+    ],
+    (
+        "LpNormalization",
+        "l1_of_signed_values",
+        "ONNX's reference computes the p=1 norm as sum(x), not sum(|x|) (onnx/reference/ops/op_lp_normalization.py: "
+        "np.power(x, p).sum()); the spec's L1 norm and the conformance tests' expected outputs use |x| "
+        "(np.sum(abs(x))), so lines holding negative values differ",
     ),
 ]
 
@@ -203,12 +230,13 @@ def _mutate(
     what: dict = {}
     del g.value_info[:]
     # shapes
-    fixed = _structural_sizes(model) if not plain else set()
-    dims = sorted({d for vi in g.input for d in _shape_of(vi) if d > 1 and d not in fixed})
+    dims = sorted({d for vi in g.input for d in _shape_of(vi) if d > 1})
     if dims and not plain:
         regime = str(rng.choice(list(_REGIMES), p=[0.3, 0.35, 0.25, 0.1]))
         sizes = _REGIMES[regime]
         new = {d: (int(rng.choice(sizes)) if rng.random() < 0.7 else d) for d in dims}
+        for d in _structural_sizes(model):  # drawn like the others (the same cases under a seed), then kept
+            new[d] = d
         if regime == "large":  # one large dim at most; the others small
             big = [d for d in dims if new[d] > 300]
             for d in big[1:]:
@@ -258,6 +286,12 @@ def _mutate(
         else:
             node.attribute.append(choice)
         changed.append(name)
+    for name, other in exclusive_attributes(m):  # the spec forbids the pair: keep one of the two, at random
+        drop = name if rng.random() < 0.5 else other
+        keep = [a for a in node.attribute if a.name != drop]
+        del node.attribute[:]
+        node.attribute.extend(keep)
+        what.setdefault("dropped", []).append(drop)
     rank = len(_shape_of(g.input[0])) if g.input else 0
     for a in node.attribute:
         if a.name == "axis" and a.type == onnx.AttributeProto.INT and rank and rng.random() < 0.4:
@@ -270,6 +304,8 @@ def _mutate(
         changed.append(name)
     if changed:
         what["attributes"] = {a.name: _attr_text(a) for a in node.attribute if a.name in changed}
+        if not what["attributes"]:
+            del what["attributes"]
     # outputs: shapes come from the reference
     for vi in g.output:
         vi.type.tensor_type.ClearField("shape")
@@ -294,6 +330,49 @@ def _index_like(node: onnx.NodeProto, name: str, m: onnx.ModelProto) -> bool:
         else ""
     )
     return role in conformance.SHAPE_LIKE_INPUTS or role in ("indices", "batch_indices")
+
+
+_EXCLUSIVE = re.compile(r"cannot be used simultaneously with (\w+) attribute")
+
+
+def exclusive_attributes(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(attribute, other) pairs the one-node model sets together although the op's specification forbids it.
+
+    The rule is read off the schema's attribute descriptions, for every op alike: an attribute that "cannot be used
+    simultaneously with X attribute" (Conv's, ConvTranspose's and the pools' `pads` with `auto_pad`) is invalid
+    together with X set to anything but X's default (auto_pad NOTSET means explicit padding). onnx.checker does
+    not enforce it; such nodes have no defined result (ONNX's reference, onnxruntime and TVM each resolve them
+    differently)."""
+    node = model.graph.node[0]
+    opset = next((o.version for o in model.opset_import if o.domain == node.domain), None)
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset or onnx.defs.onnx_opset_version(), node.domain)
+    except onnx.defs.SchemaError:
+        return []
+    given = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    out = []
+    for name in given:
+        spec = schema.attributes.get(name)
+        match = _EXCLUSIVE.search(spec.description) if spec is not None else None
+        other = match.group(1) if match else None
+        if other is None or other not in given or other not in schema.attributes:
+            continue
+        default = schema.attributes[other].default_value
+        if not default.name or given[other] != helper.get_attribute_value(default):
+            out.append((name, other))
+    return out
+
+
+def spec_violation(model: onnx.ModelProto) -> str | None:
+    """Why the one-node model breaks a rule of its op's specification that onnx.checker does not enforce, else
+    None (see exclusive_attributes)."""
+    pairs = exclusive_attributes(model)
+    if not pairs:
+        return None
+    node = model.graph.node[0]
+    name, other = pairs[0]
+    value = next(_attr_text(a) for a in node.attribute if a.name == other)
+    return f"{node.op_type}: {name} cannot be used together with {other}={value}"
 
 
 class _Timeout(Exception):
@@ -403,6 +482,8 @@ def make_case(
             m, what = _mutate(form, {} if plain else pool, rng, plain, forced)
             if plain:
                 what = {"grid": forced} if forced else {}
+            if spec_violation(m):
+                continue  # an invalid attribute combination: no defined result to compare with
             values, constant = _draw(m, rng, make_constant=not plain and rng.random() < 0.2)
             if constant:
                 what["constant_input"] = constant
@@ -552,16 +633,83 @@ def generate(
     return out
 
 
+def _float_to_bfloat16(case: FuzzCase) -> bool:
+    node = case.model.graph.node[0]
+    return next((a.i for a in node.attribute if a.name == "to"), None) == TensorProto.BFLOAT16
+
+
+def _same_pads_reference(case: FuzzCase) -> bool:
+    """The pool has auto_pad SAME_* and ONNX's reference gives other outputs for the same node with the spec's
+    explicit pads."""
+    from opforge.ops.auto_pad import explicit_pads
+
+    g = case.model.graph
+    node = (
+        explicit_pads(g.node[0], _shape_of(g.input[0])) if g.input and g.input[0].name == g.node[0].input[0] else None
+    )
+    if node is None:
+        return False
+    m = onnx.ModelProto()
+    m.CopyFrom(case.model)
+    m.graph.node[0].CopyFrom(node)
+    try:
+        outs, _ = reference_outputs(m, {vi.name: v for vi, v in zip(g.input, case.inputs)})
+    except ValueError:
+        return False
+    return any(o.shape != r.shape or not np.allclose(o, r, equal_nan=True) for o, r in zip(outs, case.outputs))
+
+
+def _l1_of_signed_values(case: FuzzCase) -> bool:
+    """p = 1 and the input holds negative values (where sum(x) and sum(|x|) differ)."""
+    node = case.model.graph.node[0]
+    p = next((a.i for a in node.attribute if a.name == "p"), 2)
+    return p == 1 and bool(case.inputs) and bool((np.asarray(case.inputs[0], np.float64) < 0).any())
+
+
+def _half_sum_reference(case: FuzzCase) -> bool:
+    """A bfloat16 input, and ONNX's reference of the same node on float32 (inputs widened exactly, outputs rounded
+    to the case's types) disagrees with the stored outputs beyond the output type's tolerance."""
+    from opforge.verify.compare import compare
+
+    g = case.model.graph
+    if not any(vi.type.tensor_type.elem_type == TensorProto.BFLOAT16 for vi in g.input):
+        return False
+    m = onnx.ModelProto()
+    m.CopyFrom(case.model)
+    for vi in [*m.graph.input, *m.graph.output]:
+        if vi.type.tensor_type.elem_type == TensorProto.BFLOAT16:
+            vi.type.tensor_type.elem_type = TensorProto.FLOAT
+    for t in m.graph.initializer:
+        if t.data_type == TensorProto.BFLOAT16:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name))
+    feeds = {
+        vi.name: (x.astype(np.float32) if vi.type.tensor_type.elem_type == TensorProto.FLOAT else x)
+        for vi, x in zip(m.graph.input, case.inputs)
+    }
+    try:
+        wide, _ = reference_outputs(m, feeds)
+    except ValueError:
+        return False
+    for vi, w, r in zip(g.output, wide, case.outputs):
+        name = dtypes.from_onnx(vi.type.tensor_type.elem_type).name
+        if not compare(np.asarray(w).astype(r.dtype), r, name).ok:
+            return True
+    return False
+
+
+_CONDITIONS = {
+    "half_sum_reference": _half_sum_reference,
+    "float_to_bfloat16": _float_to_bfloat16,
+    "same_pads_reference": _same_pads_reference,
+    "l1_of_signed_values": _l1_of_signed_values,
+}
+
+
 def explanation(case: FuzzCase) -> str | None:
     """A known explanation for a divergence of this case from ONNX's reference (KNOWN_EXPLANATIONS)."""
-    node = case.model.graph.node[0]
     for op, cond, text in KNOWN_EXPLANATIONS:
-        if op != case.op_type:
-            continue
-        if cond == "float_to_bfloat16":
-            to = next((a.i for a in node.attribute if a.name == "to"), None)
-            if to == TensorProto.BFLOAT16:
-                return text
+        if op == case.op_type and _CONDITIONS[cond](case):
+            return text
     return None
 
 
