@@ -44,6 +44,7 @@ def compile_on_cpu(sub: NodeSubgraph, threads: int = 256) -> relax.VirtualMachin
 def run_on_cpu(sub: NodeSubgraph, inputs: list[np.ndarray], threads: int = 256) -> list[np.ndarray]:
     """The subgraph's outputs for `inputs` (its graph inputs in order), computed by TVM on the CPU."""
     vm = compile_on_cpu(sub, threads)
-    out = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs])
+    # np.array, not np.ascontiguousarray: that one turns a 0-d scalar input into shape (1,).
+    out = vm["main"](*[tvm.runtime.tensor(np.array(x, order="C", copy=True)) for x in inputs])
     outs = [out] if hasattr(out, "numpy") else list(out)
     return [np.asarray(o.numpy()) for o in outs]
