@@ -20,11 +20,13 @@ from opforge.lower.tvm_lower import _import, _reason, kernel_overrides
 
 def compile_on_cpu(sub: NodeSubgraph, threads: int = 256) -> relax.VirtualMachine:
     """The subgraph's first ONNX form that TVM imports, legalized with opforge's kernels, compiled for llvm."""
-    refused = unsupported_reason(sub.model)
-    if refused:
-        raise LoweringError(refused)
     first: str | None = None
+    refusal: str | None = None
     for model in tvm_candidates(sub.model):
+        refused = unsupported_reason(model)  # of the nodes this form still holds
+        if refused:
+            refusal = refusal or refused
+            continue
         try:
             mod = _import(model, sub)
             seq = tvm.transform.Sequential(
@@ -38,7 +40,7 @@ def compile_on_cpu(sub: NodeSubgraph, threads: int = 256) -> relax.VirtualMachin
             return relax.VirtualMachine(ex, tvm.cpu())
         except Exception as e:
             first = first or _reason(e)
-    raise LoweringError(f"TVM (llvm) cannot compile it: {first}")
+    raise LoweringError(refusal if first is None else f"TVM (llvm) cannot compile it: {first}")
 
 
 def run_on_cpu(sub: NodeSubgraph, inputs: list[np.ndarray], threads: int = 256) -> list[np.ndarray]:

@@ -67,11 +67,12 @@ def lower_subgraph(
     where = f"node {sub.node_name!r} ({sub.op_type})"
     t0 = time.perf_counter()
     first: LoweringError | None = None
-    refused = unsupported_reason(sub.model)
-    if refused:
-        raise LoweringError(f"{where}: {refused}")
     for k, model in enumerate(tvm_candidates(sub.model)):
         try:
+            # Refusals apply to the nodes each form still holds (a registry rewrite may have replaced one).
+            refused = unsupported_reason(model)
+            if refused:
+                raise LoweringError(refused)
             plan = _lower_form(model, sub, target, config)
         except LoweringError as e:
             first = first or e
