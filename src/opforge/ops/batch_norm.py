@@ -41,7 +41,7 @@ def _training(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     std = e.op("Sqrt", e.op("Add", batch_var, e.const(eps)))
     y = e.op("Div", e.op("Mul", channel(scale), centered), std)
     e.op("Add", y, channel(bias), out=node.output[0])
-    outs = list(node.output) + ["", ""]
+    outs = [*node.output, "", ""]
     flat = e.const([-1], I64)
     for out, running, batch in ((outs[1], mean, batch_mean), (outs[2], var, batch_var)):
         if out:
