@@ -31,7 +31,7 @@ def _empty(ty) -> relax.Constant:
 
 @relax.expr_functor.mutator
 class _EmptyAsConstant(relax.PyExprMutator):
-    def visit_call_(self, call):  # noqa: D102 (the mutator's hook)
+    def visit_call_(self, call):  # the mutator's hook
         ty = getattr(call, "ty", None)
         if _empty_dims(ty) is not None:
             return _empty(ty)
@@ -43,7 +43,7 @@ class _EmptyAsConstant(relax.PyExprMutator):
         call = super().visit_call_(call)
         return self._concat(call) if name == "relax.concat" else call
 
-    def visit_tuple_getitem_(self, item):  # noqa: D102
+    def visit_tuple_getitem_(self, item):
         ty = getattr(item, "ty", None)
         return _empty(ty) if _empty_dims(ty) is not None else super().visit_tuple_getitem_(item)
 
