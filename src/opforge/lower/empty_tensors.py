@@ -26,6 +26,8 @@ def _empty_dims(ty) -> list[int] | None:
 
 
 def _empty(ty) -> relax.Constant:
+    """An empty constant of the type. (The plan bakes it as one byte. TVM's own VM cannot load an empty constant
+    whose leading dimension is not 0, so a graph output of that shape does not run on the CPU check.)"""
     return relax.const(np.zeros(_empty_dims(ty), str(ty.dtype)))
 
 
@@ -34,7 +36,7 @@ class _EmptyAsConstant(relax.PyExprMutator):
     def visit_call_(self, call):  # the mutator's hook
         ty = getattr(call, "ty", None)
         if _empty_dims(ty) is not None:
-            return _empty(ty)
+            return self.builder_.normalize(_empty(ty))
         name = getattr(call.op, "name", "")
         if name == "relax.split" and isinstance(ty, relax.TupleType):
             split = self._split(call, ty)  # before visiting: re-making a split with empty parts fails
@@ -45,7 +47,9 @@ class _EmptyAsConstant(relax.PyExprMutator):
 
     def visit_tuple_getitem_(self, item):
         ty = getattr(item, "ty", None)
-        return _empty(ty) if _empty_dims(ty) is not None else super().visit_tuple_getitem_(item)
+        if _empty_dims(ty) is not None:
+            return self.builder_.normalize(_empty(ty))
+        return super().visit_tuple_getitem_(item)
 
     @staticmethod
     def _concat(call):
@@ -68,7 +72,11 @@ class _EmptyAsConstant(relax.PyExprMutator):
         parts, begin = [], tvm.tirx.IntImm("int64", 0)
         for f, dims in zip(fields, shapes):
             end = begin + dims[axis]
-            parts.append(_empty(f) if _empty_dims(f) is not None else relax.op.strided_slice(x, [axis], [begin], [end]))
+            parts.append(
+                self.builder_.normalize(_empty(f))
+                if _empty_dims(f) is not None
+                else relax.op.strided_slice(x, [axis], [begin], [end])
+            )
             begin = end
         return relax.Tuple(parts)
 
