@@ -67,6 +67,8 @@ SHAPE_LIKE_INPUTS = {
     "noop_with_empty_axes",
     "max_output_boxes_per_class",
 }
+# Schema input names that hide a shape: ConstantOfShape's "input" is the output's shape.
+_ROLE_OF = {("ConstantOfShape", "input"): "shape"}
 # Float inputs that decide an output shape: Resize's scales and roi, OneHot's depth, Range's bounds.
 _FLOAT_SHAPE_LIKE = {"scales", "roi", "depth", "start", "limit", "delta"}
 _MAX_BAKED_ELEMENTS = 64
@@ -174,9 +176,8 @@ def _input_name(node: onnx.NodeProto, pos: int, opset: int) -> str:
         schema = onnx.defs.get_schema(node.op_type, opset, node.domain or "")
     except Exception:
         return ""
-    if pos < len(schema.inputs):
-        return schema.inputs[pos].name
-    return schema.inputs[-1].name if schema.inputs else ""
+    name = schema.inputs[min(pos, len(schema.inputs) - 1)].name if schema.inputs else ""
+    return _ROLE_OF.get((node.op_type, name), name)
 
 
 PLUGINS_PER_LIBRARY = 48
