@@ -1,4 +1,5 @@
-"""Resize (and Upsample, which TVM imports as the same Relax op).
+"""Resize (and Upsample, which TVM imports as the same Relax op; its nearest mode with whole-number scales, which
+TVM's converter fails on, is written as one Gather per scaled axis).
 
 - Refused: antialias=1 (TVM's frontend ignores antialiasing).
 - Rewritten: `axes` and `keep_aspect_ratio_policy` (TVM's frontend takes neither) become scales or sizes for every
@@ -74,7 +75,14 @@ def _full_rank(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
 
 
 MAX_MATRIX = 1 << 18
-_AXIS_ATTRS = ("mode", "coordinate_transformation_mode", "cubic_coeff_a", "exclude_outside", "antialias", "nearest_mode")
+_AXIS_ATTRS = (
+    "mode",
+    "coordinate_transformation_mode",
+    "cubic_coeff_a",
+    "exclude_outside",
+    "antialias",
+    "nearest_mode",
+)
 
 
 def _axis_resize(a: dict, data: np.ndarray, scale: float | None, size: int | None, opset: int) -> np.ndarray:
@@ -165,6 +173,25 @@ def _separable(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     return True
 
 
+def _upsample_repeat(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
+    """Upsample nearest with constant whole-number scales repeats each element s times along each axis (ONNX's
+    reference: np.repeat): one Gather of source indices i // s per scaled axis."""
+    scales = e.initializer(node.input[1]) if len(node.input) > 1 else a.get("scales")
+    shape = e.static_shape(node.input[0])
+    if text(a.get("mode"), "nearest") != "nearest" or scales is None or shape is None:
+        return False
+    scales = np.asarray(scales, np.float64).reshape(-1)
+    if len(scales) != len(shape) or not np.array_equal(scales, np.floor(scales)) or (scales < 1).any():
+        return False
+    y = node.input[0]
+    for ax, (n, sc) in enumerate(zip(shape, scales.astype(np.int64))):
+        if sc > 1:
+            src = np.arange(n * sc, dtype=np.int64) // sc
+            y = e.op("Gather", y, e.const(src, TensorProto.INT64), axis=ax)
+    e.op("Identity", y, out=node.output[0])
+    return True
+
+
 def _rewrite(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     return _separable(e, node, a) or _full_rank(e, node, a)
 
@@ -212,5 +239,11 @@ RULES = [
         kernels=_KERNEL,
         torch=_torch,
     ),
-    OpRule(("Upsample",), summary="TVM, through opforge's Resize kernel where it applies", kernels=_KERNEL),
+    OpRule(
+        ("Upsample",),
+        summary="nearest with whole-number scales as Gathers (ONNX's repeat); else TVM, through opforge's Resize "
+        "kernel where it applies",
+        rewrite=_upsample_repeat,
+        kernels=_KERNEL,
+    ),
 ]
