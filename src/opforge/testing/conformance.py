@@ -14,7 +14,8 @@ cannot be compared.
 
 Shape-like inputs (axes, shape, pads, repeats, sizes, scales, depth, k, ... by the op schema's input names) that the
 case passes as runtime tensors are baked in as constants, as they are in real models where they come from
-initializers; each row lists what was baked. Multi-node cases (function expansions) become one fused plan.
+initializers; each row lists what was baked. Multi-node cases (function expansions) become one fused plan; their
+graph inputs keep the expanded op's input names, so an input named like a shape-like input is baked there too.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ SHAPE_LIKE_INPUTS = {
     "output_size",
     "noop_with_empty_axes",
     "max_output_boxes_per_class",
+    "size",
 }
 # Schema input names that hide a shape: ConstantOfShape's "input" is the output's shape.
 _ROLE_OF = {("ConstantOfShape", "input"): "shape"}
@@ -153,6 +155,9 @@ def case_subgraph(case: Case) -> tuple[NodeSubgraph, list[str]]:
     baked, keep = [], []
     for vi, value in zip(list(m.graph.input), case.inputs):
         roles = {_input_name(n, pos, opset) for n, pos in consumers.get(vi.name, [])}
+        if len(m.graph.node) > 1 and vi.name in SHAPE_LIKE_INPUTS:
+            # A function-expanded case keeps the op's input names; the body's nodes use it as Cast/Sub/... input.
+            roles = {vi.name}
         shape_like = (
             bool(roles)
             and roles <= SHAPE_LIKE_INPUTS
