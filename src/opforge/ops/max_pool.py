@@ -5,7 +5,11 @@ scan order; a position in the padding is replaced by the window's first valid po
   Y = ReduceMax(patches), k = ArgMax(patches) (the first maximum)
   Indices = (n * C + c) * H*W... + the input position k stands for.
 This is ONNX's reference: the first strictly greater value in scan order over the valid positions (a padding slot
-holds a copy of the window's first valid value, so a tie with it resolves to that same position)."""
+holds a copy of the window's first valid value, so a tie with it resolves to that same position).
+
+MaxUnpool, whose TVM converter fails on a constant output_shape, is written as ONNX's reference computes it: X
+scattered (ScatterElements) at its flat indices into zeros of the inferred shape ((in - 1) * stride - pads +
+kernel), then padded with zeros at the end up to output_shape."""
 
 from __future__ import annotations
 
@@ -86,10 +90,45 @@ def _with_indices(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     return True
 
 
+def _max_unpool(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
+    x, indices = node.input[:2]
+    shape, elem = e.static_shape(x), e.types.get(x)
+    if shape is None or elem is None or "kernel_shape" not in a:
+        return False
+    nd = len(shape) - 2
+    kernel = list(a["kernel_shape"])
+    strides = list(a.get("strides", [1] * nd))
+    pads = list(a.get("pads", [0] * 2 * nd))
+    inferred = shape[:2] + [(shape[i + 2] - 1) * strides[i] - (pads[i] + pads[nd + i]) + kernel[i] for i in range(nd)]
+    wanted = inferred
+    if len(node.input) > 2 and node.input[2]:
+        given = e.initializer(node.input[2])
+        if given is None:
+            return False
+        wanted = [int(v) for v in given.reshape(-1)]
+    if len(wanted) != len(inferred) or any(w < i for w, i in zip(wanted, inferred)):
+        return False
+    flat = e.const([-1], I64)
+    zeros = e.op("Expand", e.const(0, elem), e.const([int(np.prod(inferred))], I64))
+    scattered = e.op("ScatterElements", zeros, e.op("Reshape", indices, flat), e.op("Reshape", x, flat), axis=0)
+    y = e.op("Reshape", scattered, e.const(inferred, I64))
+    if wanted != inferred:
+        ends = [w - i for w, i in zip(wanted, inferred)]
+        y = e.op("Pad", y, e.const([0] * len(ends) + ends, I64), e.const(0, elem))
+    e.op("Identity", y, out=node.output[0])
+    return True
+
+
 RULES = [
+    OpRule(
+        ("MaxUnpool",),
+        summary="ScatterElements into zeros of the inferred shape, padded up to output_shape (ONNX's reference)",
+        lowering="decompose",
+        rewrite=_max_unpool,
+    ),
     OpRule(
         ("MaxPool",),
         summary="TVM; with its Indices output through a constant window table (Gather, ReduceMax, ArgMax)",
         rewrite=_with_indices,
-    )
+    ),
 ]
