@@ -263,3 +263,14 @@ def test_conformance_bakes_shapes_of_constant_of_shape_and_expanded_cases():
     cases = conformance.load_cases({"test_constantofshape_int_zeros", "test_center_crop_pad_crop_expanded"})
     baked = {c.name: conformance.case_subgraph(c)[1] for c in cases}
     assert baked == {"test_constantofshape_int_zeros": ["x"], "test_center_crop_pad_crop_expanded": ["shape"]}
+
+
+def test_empty_outputs():
+    """A Slice past the end and a Reshape (allowzero) to a shape with a 0: empty outputs, no kernel on them."""
+    x = _nonzero(_rng(17), (3, 10, 4))
+    node = helper.make_node("Slice", ["x", "s", "e", "a"], ["y"])
+    consts = {"s": np.array([12], np.int64), "e": np.array([20], np.int64), "a": np.array([1], np.int64)}
+    _assert_matches(*_run_both(node, {"x": x}, consts))
+    node = helper.make_node("Reshape", ["x", "shape"], ["y"], allowzero=1)
+    empty = np.zeros((0, 3, 4), np.float32)
+    _assert_matches(*_run_both(node, {"x": empty}, {"shape": np.array([3, 4, 0], np.int64)}))

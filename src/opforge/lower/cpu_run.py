@@ -14,6 +14,7 @@ from tvm import relax
 
 from opforge.core.errors import LoweringError
 from opforge.extract.subgraph import NodeSubgraph
+from opforge.lower.empty_tensors import empty_constants_as_zeros
 from opforge.lower.onnx_rewrites import tvm_candidates, unsupported_reason
 from opforge.lower.tvm_lower import _import, _reason, kernel_overrides
 
@@ -31,6 +32,7 @@ def compile_on_cpu(sub: NodeSubgraph, threads: int = 256) -> relax.VirtualMachin
             mod = _import(model, sub)
             seq = tvm.transform.Sequential(
                 [
+                    empty_constants_as_zeros,
                     relax.transform.DecomposeOpsForInference(),
                     relax.transform.LegalizeOps(kernel_overrides(threads, None)),
                 ]
