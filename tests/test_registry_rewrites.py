@@ -274,3 +274,12 @@ def test_empty_outputs():
     node = helper.make_node("Reshape", ["x", "shape"], ["y"], allowzero=1)
     empty = np.zeros((0, 3, 4), np.float32)
     _assert_matches(*_run_both(node, {"x": empty}, {"shape": np.array([3, 4, 0], np.int64)}))
+
+
+@pytest.mark.parametrize("op", ["Unsqueeze", "Squeeze"])
+def test_zero_dimensional_axes(op):
+    shape = (3, 1, 4) if op == "Squeeze" else (3, 4)
+    node = helper.make_node(op, ["x", "axes"], ["y"])
+    _assert_matches(
+        *_run_both(node, {"x": _nonzero(_rng(18), shape)}, {"axes": np.array(-2 if op == "Squeeze" else 1, np.int64)})
+    )
