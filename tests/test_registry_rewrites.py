@@ -276,10 +276,6 @@ def test_empty_outputs():
     _assert_matches(*_run_both(node, {"x": empty}, {"shape": np.array([3, 4, 0], np.int64)}))
 
 
-@pytest.mark.parametrize("op", ["Unsqueeze", "Squeeze"])
-def test_zero_dimensional_axes(op):
-    shape = (3, 1, 4) if op == "Squeeze" else (3, 4)
-    node = helper.make_node(op, ["x", "axes"], ["y"])
-    _assert_matches(
-        *_run_both(node, {"x": _nonzero(_rng(18), shape)}, {"axes": np.array(-2 if op == "Squeeze" else 1, np.int64)})
-    )
+def test_unsqueeze_with_zero_dimensional_axes():
+    node = helper.make_node("Unsqueeze", ["x", "axes"], ["y"])
+    _assert_matches(*_run_both(node, {"x": _nonzero(_rng(18), (3, 4))}, {"axes": np.array(-2, np.int64)}))

@@ -1,5 +1,5 @@
-"""Unsqueeze and Squeeze: TVM's converters read a constant `axes` input as a list and fail on a 0-d one (function
-bodies such as AffineGrid's give a scalar -1). A 0-d constant axes is the same as its 1-element 1-D form."""
+"""Unsqueeze: TVM's converter reads a constant `axes` input as a list and fails on a 0-d one (function bodies such as
+AffineGrid's give a scalar -1; ONNX's reference takes it). A 0-d constant axes is its 1-element 1-D form."""
 
 from __future__ import annotations
 
@@ -17,7 +17,4 @@ def _axes_as_list(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     return True
 
 
-RULES = [
-    OpRule((op,), summary="TVM; a 0-d constant axes given as a 1-element list", rewrite=_axes_as_list)
-    for op in ("Unsqueeze", "Squeeze")
-]
+RULES = [OpRule(("Unsqueeze",), summary="TVM; a 0-d constant axes given as a 1-element list", rewrite=_axes_as_list)]
