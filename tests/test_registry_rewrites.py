@@ -279,3 +279,13 @@ def test_empty_outputs():
 def test_unsqueeze_with_zero_dimensional_axes():
     node = helper.make_node("Unsqueeze", ["x", "axes"], ["y"])
     _assert_matches(*_run_both(node, {"x": _nonzero(_rng(18), (3, 4))}, {"axes": np.array(-2, np.int64)}))
+
+
+@pytest.mark.parametrize("time_axis,batch_axis", [(0, 1), (1, 0), (2, 0)])
+def test_reverse_sequence(time_axis, batch_axis):
+    rng = _rng(19)
+    shape = [3, 3, 3]
+    shape[time_axis], shape[batch_axis] = 5, 4
+    lens = np.array([5, 0, 2, 1], np.int64)
+    node = helper.make_node("ReverseSequence", ["x", "lens"], ["y"], time_axis=time_axis, batch_axis=batch_axis)
+    _assert_matches(*_run_both(node, {"x": _nonzero(rng, shape), "lens": lens}))
