@@ -289,3 +289,15 @@ def test_reverse_sequence(time_axis, batch_axis):
     lens = np.array([5, 0, 2, 1], np.int64)
     node = helper.make_node("ReverseSequence", ["x", "lens"], ["y"], time_axis=time_axis, batch_axis=batch_axis)
     _assert_matches(*_run_both(node, {"x": _nonzero(rng, shape), "lens": lens}))
+
+
+@pytest.mark.parametrize("mode,writes", [("linear", [0, 3, 1]), ("circular", [4, 5, 2])])
+def test_tensor_scatter(mode, writes):
+    rng = _rng(20)
+    ins = {
+        "past": _nonzero(rng, (3, 2, 6, 4)),
+        "update": _nonzero(rng, (3, 2, 3, 4)),
+        "w": np.array(writes, np.int64),
+    }
+    node = helper.make_node("TensorScatter", list(ins), ["y"], mode=mode)
+    _assert_matches(*_run_both(node, ins, opset=max(OPSET, 24)))
