@@ -14,6 +14,7 @@ from tvm import relax
 
 from opforge.core.errors import LoweringError
 from opforge.extract.subgraph import NodeSubgraph
+from opforge.lower.empty_tensors import empty_constants_as_zeros
 from opforge.lower.onnx_rewrites import tvm_candidates, unsupported_reason
 from opforge.lower.tvm_lower import _import, _reason, kernel_overrides
 
@@ -45,11 +46,17 @@ def compile_on_cpu(sub: NodeSubgraph, threads: int = 256) -> relax.VirtualMachin
         raise LoweringError(refused)
     _register_bounded()
     first: str | None = None
+    refusal: str | None = None
     for model in tvm_candidates(sub.model):
+        refused = unsupported_reason(model)  # of the nodes this form still holds
+        if refused:
+            refusal = refusal or refused
+            continue
         try:
             mod = _import(model, sub)
             seq = tvm.transform.Sequential(
                 [
+                    empty_constants_as_zeros,
                     relax.transform.DecomposeOpsForInference(),
                     relax.transform.LegalizeOps(kernel_overrides(threads, None)),
                 ]
@@ -59,7 +66,7 @@ def compile_on_cpu(sub: NodeSubgraph, threads: int = 256) -> relax.VirtualMachin
             return relax.VirtualMachine(ex, tvm.cpu())
         except Exception as e:
             first = first or _reason(e)
-    raise LoweringError(f"TVM (llvm) cannot compile it: {first}")
+    raise LoweringError(refusal if first is None else f"TVM (llvm) cannot compile it: {first}")
 
 
 def run_on_cpu(sub: NodeSubgraph, inputs: list[np.ndarray], threads: int = 256) -> list[np.ndarray]:

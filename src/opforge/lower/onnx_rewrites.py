@@ -20,7 +20,8 @@ def _tvm_gets_wrong(node: onnx.NodeProto) -> bool:
 
 
 def unsupported_reason(model: onnx.ModelProto) -> str | None:
-    """The first refusal the registry gives for a node of the model (attributes TVM's frontend would ignore)."""
+    """The first refusal the registry gives for a node of the model (attributes TVM's frontend would ignore). Asked
+    of each form tvm_candidates gives: a node a registry rewrite replaced is no longer there to refuse."""
     for n in model.graph.node:
         refuse = rule_for(n).refuse
         reason = refuse(n, attrs(n)) if refuse else None

@@ -49,7 +49,7 @@ _DYN_SMEM = "tirx.use_dyn_shared_memory"
 
 
 # Bumped whenever opforge's lowering changes what plan a subgraph gets (invalidates cached plans).
-LOWERING_REVISION = 20
+LOWERING_REVISION = 21
 
 
 def producer_name(config: ScheduleConfig | None = None) -> str:
@@ -68,11 +68,12 @@ def lower_subgraph(
     where = f"node {sub.node_name!r} ({sub.op_type})"
     t0 = time.perf_counter()
     first: LoweringError | None = None
-    refused = unsupported_reason(sub.model)
-    if refused:
-        raise LoweringError(f"{where}: {refused}")
     for k, model in enumerate(tvm_candidates(sub.model)):
         try:
+            # Refusals apply to the nodes each form still holds (a registry rewrite may have replaced one).
+            refused = unsupported_reason(model)
+            if refused:
+                raise LoweringError(refused)
             plan = _lower_form(model, sub, target, config)
         except LoweringError as e:
             first = first or e
@@ -110,7 +111,7 @@ def _reason(e: BaseException) -> str:
 
 
 def _import(model: onnx.ModelProto, sub: NodeSubgraph) -> tvm.IRModule:
-    mod = _from_onnx(model)
+    mod = _imported(model)
     # TVM's frontend sometimes infers another output dtype than ONNX does (OneHot's float64): cast back.
     ret = mod["main"].body.body.ty
     got = [t.dtype for t in (ret.fields if isinstance(ret, relax.TupleType) else [ret])]
@@ -119,7 +120,14 @@ def _import(model: onnx.ModelProto, sub: NodeSubgraph) -> tvm.IRModule:
         elem = out.type.tensor_type.elem_type
         if elem and k < len(got) and str(got[k]) != dtypes.from_onnx(elem).name:
             casts[k] = elem
-    return _from_onnx(append_casts(model, casts)) if casts else mod
+    return _imported(append_casts(model, casts)) if casts else mod
+
+
+def _imported(model: onnx.ModelProto) -> tvm.IRModule:
+    """TVM's import of the model, its tensors of no elements made constants (lower/empty_tensors.py)."""
+    from opforge.lower.empty_tensors import empty_tensors_as_constants
+
+    return empty_tensors_as_constants(_from_onnx(model))
 
 
 def _from_onnx(model) -> tvm.IRModule:

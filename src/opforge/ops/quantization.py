@@ -4,14 +4,20 @@ int32 and convolved in float64 (an 8-bit product is below 2^16 and a sum of fewe
 double's 53-bit mantissa), then cast back to int32, the op's output type. Padding contributes zeros after the shift,
 as ONNX's reference pads.
 
+Blocked QuantizeLinear/DequantizeLinear (block_size > 0, integer types), which TVM's frontend does not import, are
+written as ONNX's reference computes them: scale and zero point repeated block_size times along the axis (a Gather
+of i // block_size), then DequantizeLinear = (float32(x) - float32(zero point)) * scale in float32, cast to the
+output type; QuantizeLinear = x / scale rounded half to even, plus the zero point, clipped to the type's range.
+
 The quantized weights (and their zero points) of ConvInteger and MatMulInteger, and a constant DynamicQuantizeLinear
 input, stay run-time plugin inputs (`weights`): their values do not become plugin fields, and nodes that differ
 only in weights share one plan."""
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
 from opforge.ops.base import Emitter, OpRule
 
@@ -72,7 +78,72 @@ def _torch_matmul_integer(torch, node, consts):
     return f
 
 
+_INTEGER_TYPES = (TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16, TensorProto.INT32)
+F32 = TensorProto.FLOAT
+
+
+def _blocks_repeated(e: Emitter, v: str, axis: int, n: int, block: int) -> str:
+    """A blocked scale or zero point with each entry repeated `block` times along `axis` (n: x's extent there)."""
+    return e.op("Gather", v, e.const(np.arange(n, dtype=np.int64) // block, TensorProto.INT64), axis=axis)
+
+
+def _blocked_setup(e: Emitter, node: onnx.NodeProto, a: dict) -> tuple[int, int, int] | None:
+    """(axis, x's extent on it, block size) for a blocked node whose input rank and shape are known."""
+    block = int(a.get("block_size", 0))
+    shape = e.static_shape(node.input[0])
+    if block <= 0 or shape is None or a.get("precision"):
+        return None
+    axis = int(a.get("axis", 1)) % len(shape)
+    return axis, shape[axis], block
+
+
+def _blocked_dequantize(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
+    setup = _blocked_setup(e, node, a)
+    x, scale = node.input[0], node.input[1]
+    zero = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if setup is None or e.types.get(x) not in _INTEGER_TYPES:
+        return False
+    axis, n, block = setup
+    dx = e.op("Cast", x, to=F32)
+    if zero:
+        dx = e.op("Sub", dx, e.op("Cast", _blocks_repeated(e, zero, axis, n, block), to=F32))
+    y = e.op("Mul", dx, e.op("Cast", _blocks_repeated(e, scale, axis, n, block), to=F32))
+    out_type = a.get("output_dtype") or e.types.get(scale) or F32
+    e.op("Cast", y, to=out_type, out=node.output[0])
+    return True
+
+
+def _blocked_quantize(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
+    setup = _blocked_setup(e, node, a)
+    x, scale = node.input[0], node.input[1]
+    zero = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    out_type = (e.types.get(zero) if zero else None) or a.get("output_dtype") or TensorProto.UINT8
+    if setup is None or out_type not in _INTEGER_TYPES or e.types.get(x) not in (F32, F64, TensorProto.FLOAT16):
+        return False
+    if e.types.get(scale) != e.types.get(x):  # x / scale in one type, as NumPy divides them
+        return False
+    axis, n, block = setup
+    q = e.op("Round", e.op("Div", x, _blocks_repeated(e, scale, axis, n, block)))
+    q = e.op("Cast", q, to=F64)  # exact for every value the type's range clips to
+    if zero:
+        q = e.op("Add", q, e.op("Cast", _blocks_repeated(e, zero, axis, n, block), to=F64))
+    info = np.iinfo(helper.tensor_dtype_to_np_dtype(out_type))
+    clipped = e.op("Clip", q, e.const(float(info.min), F64), e.const(float(info.max), F64))
+    e.op("Cast", clipped, to=out_type, out=node.output[0])
+    return True
+
+
 RULES = [
+    OpRule(
+        ("DequantizeLinear",),
+        summary="TVM; blocked (block_size) as float32 arithmetic on the repeated scale and zero point",
+        rewrite=_blocked_dequantize,
+    ),
+    OpRule(
+        ("QuantizeLinear",),
+        summary="TVM; blocked (block_size) as Div/Round/Add/Clip on the repeated scale and zero point",
+        rewrite=_blocked_quantize,
+    ),
     OpRule(
         ("ConvInteger",),
         lowering="decompose",

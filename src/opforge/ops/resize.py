@@ -1,8 +1,16 @@
-"""Resize (and Upsample, which TVM imports as the same Relax op).
+"""Resize (and Upsample, which TVM imports as the same Relax op; its nearest mode with whole-number scales, which
+TVM's converter fails on, is written as one Gather per scaled axis).
 
 - Refused: antialias=1 (TVM's frontend ignores antialiasing).
 - Rewritten: `axes` and `keep_aspect_ratio_policy` (TVM's frontend takes neither) become scales or sizes for every
   axis, when they are constants.
+- Separable (static shapes, float data, not tf_crop_and_resize): where TVM's resize2d computes something else than
+  ONNX — antialias, half_pixel_symmetric, or given scales that differ from output size / input size (ONNX maps
+  coordinates with the given scale; TVM, and opforge's kernel, with the size ratio) — the resize is written one
+  axis at a time, as ONNX's reference computes it: a MatMul by the axis's interpolation matrix (linear, cubic) or a
+  Gather of the axis's source indices (nearest). Each matrix is ONNX's reference Resize applied to the identity
+  (one row per input position), so coefficients, edge clamping, exclude_outside and antialiasing are the
+  reference's own. Matrices are capped at MAX_MATRIX elements (a dense matrix costs out x in per row).
 - Kernel: opforge's NCHW nearest/linear Resize (lower/kernels/resize.py: a shared-memory column table, columns
   reused across a thread's outputs and rows, 16-byte stores, ONNX's coordinate and rounding rules); other modes
   and layouts go to TVM's own legalization.
@@ -14,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from opforge.ops.base import Emitter, OpRule, text
+from opforge.ops.base import FLOATS, Emitter, OpRule, text
 
 
 def _refuse(node: onnx.NodeProto, a: dict) -> str | None:
@@ -66,6 +74,128 @@ def _full_rank(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     return True
 
 
+MAX_MATRIX = 1 << 18
+_AXIS_ATTRS = (
+    "mode",
+    "coordinate_transformation_mode",
+    "cubic_coeff_a",
+    "exclude_outside",
+    "antialias",
+    "nearest_mode",
+)
+
+
+def _axis_resize(a: dict, data: np.ndarray, scale: float | None, size: int | None, opset: int) -> np.ndarray:
+    """ONNX's reference Resize of a 2-D float64 `data` along its last axis only (by `scale` or to `size`)."""
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    rows, n = data.shape
+    inputs = ["x", "", "scales"] if scale is not None else ["x", "", "", "sizes"]
+    kept = {k: v for k, v in a.items() if k in _AXIS_ATTRS}
+    node = helper.make_node("Resize", inputs, ["y"], **kept)
+    f64, i64 = TensorProto.DOUBLE, TensorProto.INT64
+    graph = helper.make_graph(
+        [node],
+        "axis",
+        [helper.make_tensor_value_info("x", f64, [rows, n])],
+        [helper.make_tensor_value_info("y", f64, None)],
+        [
+            helper.make_tensor("scales", TensorProto.FLOAT, [2], [1.0, scale])
+            if scale is not None
+            else helper.make_tensor("sizes", i64, [2], [rows, size])
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return np.asarray(ReferenceEvaluator(model).run(None, {"x": data})[0])
+
+
+def _separable(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
+    """The resize as per-axis MatMuls (linear, cubic) or Gathers (nearest) where TVM's resize2d differs from ONNX."""
+    x = node.input[0]
+    shape, elem = e.static_shape(x), e.types.get(x)
+    mode = text(a.get("mode"), "nearest")
+    coord = text(a.get("coordinate_transformation_mode"), "half_pixel")
+    policy = text(a.get("keep_aspect_ratio_policy"), "stretch")
+    if shape is None or elem not in FLOATS or coord == "tf_crop_and_resize" or e.opset() < 11:
+        return False
+    if mode not in ("nearest", "linear", "cubic") or 0 in shape:
+        return False
+
+    def const(pos: int) -> np.ndarray | None:
+        return e.initializer(node.input[pos]) if len(node.input) > pos and node.input[pos] else None
+
+    rank = len(shape)
+    axes = [ax % rank for ax in a.get("axes", range(rank))]
+    scales, sizes = const(2), const(3)
+    if scales is not None and scales.size == 0:
+        scales = None
+    if (scales is None) == (sizes is None) or (sizes is not None and policy != "stretch"):
+        return False
+    per_axis: dict[int, tuple[float | None, int | None]] = {}
+    mismatch = False
+    for k, ax in enumerate(axes):
+        if scales is not None:
+            s32 = np.float32(scales[k])
+            per_axis[ax] = (float(s32), None)
+            out = int(float(s32) * shape[ax])
+            mismatch |= out == 0 or np.float32(out) / np.float32(shape[ax]) != s32
+        else:
+            per_axis[ax] = (None, int(sizes[k]))
+    if not (a.get("antialias", 0) or coord == "half_pixel_symmetric" or mismatch):
+        return False
+    y = x
+    for ax, (scale, size) in sorted(per_axis.items()):
+        n = shape[ax]
+        if mode == "nearest":
+            src = _axis_resize(a, np.arange(n, dtype=np.float64)[None, :], scale, size, e.opset())[0]
+            if len(src) * n > MAX_MATRIX or len(src) == 0:
+                return False
+            if len(src) == n and np.array_equal(src, np.arange(n)):
+                continue
+            y = e.op("Gather", y, e.const(src.astype(np.int64), TensorProto.INT64), axis=ax)
+            continue
+        m = _axis_resize(a, np.eye(n, dtype=np.float64), scale, size, e.opset()).T  # [out, in]
+        if m.size > MAX_MATRIX or m.shape[0] == 0:
+            return False
+        if m.shape == (n, n) and np.array_equal(m, np.eye(n)):
+            continue
+        if ax == rank - 1:
+            y = e.op("MatMul", y, e.const(m.T, elem))
+        elif ax == rank - 2:
+            y = e.op("MatMul", e.const(m, elem), y)
+        else:
+            perm = list(range(rank))
+            perm[ax], perm[-1] = perm[-1], perm[ax]
+            moved = e.op("MatMul", e.op("Transpose", y, perm=perm), e.const(m.T, elem))
+            y = e.op("Transpose", moved, perm=perm)
+    e.op("Identity", y, out=node.output[0])
+    return True
+
+
+def _upsample_repeat(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
+    """Upsample nearest with constant whole-number scales repeats each element s times along each axis (ONNX's
+    reference: np.repeat): one Gather of source indices i // s per scaled axis."""
+    scales = e.initializer(node.input[1]) if len(node.input) > 1 else a.get("scales")
+    shape = e.static_shape(node.input[0])
+    if text(a.get("mode"), "nearest") != "nearest" or scales is None or shape is None:
+        return False
+    scales = np.asarray(scales, np.float64).reshape(-1)
+    if len(scales) != len(shape) or not np.array_equal(scales, np.floor(scales)) or (scales < 1).any():
+        return False
+    y = node.input[0]
+    for ax, (n, sc) in enumerate(zip(shape, scales.astype(np.int64))):
+        if sc > 1:
+            src = np.arange(n * sc, dtype=np.int64) // sc
+            y = e.op("Gather", y, e.const(src, TensorProto.INT64), axis=ax)
+    e.op("Identity", y, out=node.output[0])
+    return True
+
+
+def _rewrite(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
+    return _separable(e, node, a) or _full_rank(e, node, a)
+
+
 def _torch(torch, node: onnx.NodeProto, consts: dict[int, np.ndarray]):
     """Half-pixel nearest (round_prefer_floor) or linear, NCHW, given sizes or scales (ONNX's defaults)."""
     import torch.nn.functional as F
@@ -105,9 +235,15 @@ RULES = [
         summary="opforge's NCHW nearest/linear kernel (lower/kernels/resize.py); axes/aspect policy made full-rank; "
         "antialias refused",
         refuse=_refuse,
-        rewrite=_full_rank,
+        rewrite=_rewrite,
         kernels=_KERNEL,
         torch=_torch,
     ),
-    OpRule(("Upsample",), summary="TVM, through opforge's Resize kernel where it applies", kernels=_KERNEL),
+    OpRule(
+        ("Upsample",),
+        summary="nearest with whole-number scales as Gathers (ONNX's repeat); else TVM, through opforge's Resize "
+        "kernel where it applies",
+        rewrite=_upsample_repeat,
+        kernels=_KERNEL,
+    ),
 ]

@@ -73,6 +73,8 @@ SHAPE_LIKE_INPUTS = {
     "frame_length",
     "dft_length",
 }
+# Schema input names that hide a shape: ConstantOfShape's "input" is the output's shape.
+_ROLE_OF = {("ConstantOfShape", "input"): "shape"}
 # Float inputs that decide an output shape: Resize's scales and roi, OneHot's depth, Range's bounds.
 _FLOAT_SHAPE_LIKE = {"scales", "roi", "depth", "start", "limit", "delta"}
 _MAX_BAKED_ELEMENTS = 64
@@ -160,6 +162,13 @@ def case_subgraph(case: Case) -> tuple[NodeSubgraph, list[str]]:
     baked, keep = [], []
     for vi, value in zip(list(m.graph.input), case.inputs):
         roles = {_input_name(n, pos, opset) for n, pos in consumers.get(vi.name, [])}
+        if len(m.graph.node) > 1 and (
+            vi.name in SHAPE_LIKE_INPUTS
+            or (value.dtype.kind in "iu" and _reaches_shape_role(vi.name, consumers, opset))
+        ):
+            # A function-expanded case keeps the op's input names, and its body computes with the input before a
+            # node takes the result as a shape (a window's size through Cast/Sub into Range's limit).
+            roles = {vi.name if vi.name in SHAPE_LIKE_INPUTS else "shape"}
         shape_like = (
             bool(roles)
             and roles <= SHAPE_LIKE_INPUTS
@@ -213,6 +222,22 @@ def _unknown_output_dims(m: onnx.ModelProto) -> int:
     return unknown
 
 
+def _reaches_shape_role(name: str, consumers: dict, opset: int) -> bool:
+    """Whether the tensor's value flows (through any nodes but Shape and Size, which read only its shape) into an
+    input that decides a shape."""
+    seen, todo = {name}, [name]
+    while todo:
+        for node, pos in consumers.get(todo.pop(), []):
+            if _input_name(node, pos, opset) in SHAPE_LIKE_INPUTS:
+                return True
+            if node.op_type in ("Shape", "Size"):
+                continue
+            fresh = [o for o in node.output if o and o not in seen]
+            seen.update(fresh)
+            todo.extend(fresh)
+    return False
+
+
 def _reaches_shape_argument(m: onnx.ModelProto, name: str, opset: int) -> bool:
     """Whether tensor `name` flows, through any ops, into a shape-like input of a node (by the schema's input
     names): a value that ends in a Range bound or a Slice end, not data an op such as NonZero measures."""
@@ -253,9 +278,8 @@ def _input_name(node: onnx.NodeProto, pos: int, opset: int) -> str:
         schema = onnx.defs.get_schema(node.op_type, opset, node.domain or "")
     except Exception:
         return ""
-    if pos < len(schema.inputs):
-        return schema.inputs[pos].name
-    return schema.inputs[-1].name if schema.inputs else ""
+    name = schema.inputs[min(pos, len(schema.inputs) - 1)].name if schema.inputs else ""
+    return _ROLE_OF.get((node.op_type, name), name)
 
 
 PLUGINS_PER_LIBRARY = 48
