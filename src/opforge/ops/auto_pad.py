@@ -45,7 +45,7 @@ def explicit_pads(node: onnx.NodeProto, shape: list[int]) -> onnx.NodeProto | No
     return helper.make_node(node.op_type, list(node.input), list(node.output), pads=pads, **kept)
 
 
-def _explicit_pads(e: Emitter, node: onnx.NodeProto, _a: dict) -> bool:
+def explicit_pads_rewrite(e: Emitter, node: onnx.NodeProto, _a: dict) -> bool:
     shape = e.static_shape(node.input[0])
     new = explicit_pads(node, shape) if shape is not None and len(shape) >= 3 else None
     if new is None:
@@ -59,7 +59,7 @@ RULES = [
         (op,),
         lowering="rewrite",
         summary="TVM; auto_pad SAME_* written as ONNX's explicit pads (TVM sizes them without the dilation)",
-        rewrite=_explicit_pads,
+        rewrite=explicit_pads_rewrite,
     )
-    for op in ("AveragePool", "LpPool", "MaxPool")
+    for op in ("AveragePool", "LpPool")  # MaxPool's rule (max_pool.py) applies this rewrite first
 ]

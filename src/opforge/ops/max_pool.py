@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from opforge.ops.auto_pad import explicit_pads_rewrite
 from opforge.ops.base import Emitter, OpRule, text
 
 I64 = TensorProto.INT64
@@ -119,6 +120,13 @@ def _max_unpool(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     return True
 
 
+def _max_pool(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
+    """SAME_* padding written out as ONNX specifies it (auto_pad.py), else the Indices output's rewrite."""
+    if text(a.get("auto_pad"), "NOTSET") in ("SAME_UPPER", "SAME_LOWER"):
+        return explicit_pads_rewrite(e, node, a)
+    return _with_indices(e, node, a)
+
+
 RULES = [
     OpRule(
         ("MaxUnpool",),
@@ -128,7 +136,7 @@ RULES = [
     ),
     OpRule(
         ("MaxPool",),
-        summary="TVM; with its Indices output through a constant window table (Gather, ReduceMax, ArgMax)",
-        rewrite=_with_indices,
+        summary="TVM; auto_pad SAME_* as explicit pads; the Indices output through a constant window table",
+        rewrite=_max_pool,
     ),
 ]
