@@ -14,8 +14,7 @@ cannot be compared.
 
 Shape-like inputs (axes, shape, pads, repeats, sizes, scales, depth, k, ... by the op schema's input names) that the
 case passes as runtime tensors are baked in as constants, as they are in real models where they come from
-initializers; each row lists what was baked. Multi-node cases (function expansions) become one fused plan; their
-graph inputs keep the expanded op's input names, so an input named like a shape-like input is baked there too.
+initializers; each row lists what was baked. Multi-node cases (function expansions) become one fused plan.
 """
 
 from __future__ import annotations
@@ -67,7 +66,6 @@ SHAPE_LIKE_INPUTS = {
     "output_size",
     "noop_with_empty_axes",
     "max_output_boxes_per_class",
-    "size",
 }
 # Schema input names that hide a shape: ConstantOfShape's "input" is the output's shape.
 _ROLE_OF = {("ConstantOfShape", "input"): "shape"}
@@ -155,13 +153,6 @@ def case_subgraph(case: Case) -> tuple[NodeSubgraph, list[str]]:
     baked, keep = [], []
     for vi, value in zip(list(m.graph.input), case.inputs):
         roles = {_input_name(n, pos, opset) for n, pos in consumers.get(vi.name, [])}
-        if len(m.graph.node) > 1 and (
-            vi.name in SHAPE_LIKE_INPUTS
-            or (value.dtype.kind in "iu" and _reaches_shape_role(vi.name, consumers, opset))
-        ):
-            # A function-expanded case keeps the op's input names, and its body computes with the input before a
-            # node takes the result as a shape (a window's size through Cast/Sub into Range's limit).
-            roles = {vi.name if vi.name in SHAPE_LIKE_INPUTS else "shape"}
         shape_like = (
             bool(roles)
             and roles <= SHAPE_LIKE_INPUTS
@@ -178,22 +169,6 @@ def case_subgraph(case: Case) -> tuple[NodeSubgraph, list[str]]:
     names = [vi.name for vi in keep]
     sub = NodeSubgraph(case.name, case.op_type, m, names, {}, [o.name for o in m.graph.output])
     return sub, baked
-
-
-def _reaches_shape_role(name: str, consumers: dict, opset: int) -> bool:
-    """Whether the tensor's value flows (through any nodes but Shape and Size, which read only its shape) into an
-    input that decides a shape."""
-    seen, todo = {name}, [name]
-    while todo:
-        for node, pos in consumers.get(todo.pop(), []):
-            if _input_name(node, pos, opset) in SHAPE_LIKE_INPUTS:
-                return True
-            if node.op_type in ("Shape", "Size"):
-                continue
-            fresh = [o for o in node.output if o and o not in seen]
-            seen.update(fresh)
-            todo.extend(fresh)
-    return False
 
 
 def _input_name(node: onnx.NodeProto, pos: int, opset: int) -> str:
