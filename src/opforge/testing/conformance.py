@@ -162,13 +162,6 @@ def case_subgraph(case: Case) -> tuple[NodeSubgraph, list[str]]:
     baked, keep = [], []
     for vi, value in zip(list(m.graph.input), case.inputs):
         roles = {_input_name(n, pos, opset) for n, pos in consumers.get(vi.name, [])}
-        if len(m.graph.node) > 1 and (
-            vi.name in SHAPE_LIKE_INPUTS
-            or (value.dtype.kind in "iu" and _reaches_shape_role(vi.name, consumers, opset))
-        ):
-            # A function-expanded case keeps the op's input names, and its body computes with the input before a
-            # node takes the result as a shape (a window's size through Cast/Sub into Range's limit).
-            roles = {vi.name if vi.name in SHAPE_LIKE_INPUTS else "shape"}
         shape_like = (
             bool(roles)
             and roles <= SHAPE_LIKE_INPUTS
@@ -220,22 +213,6 @@ def _unknown_output_dims(m: onnx.ModelProto) -> int:
             continue
         unknown += sum(not d.HasField("dim_value") for d in t.tensor_type.shape.dim)
     return unknown
-
-
-def _reaches_shape_role(name: str, consumers: dict, opset: int) -> bool:
-    """Whether the tensor's value flows (through any nodes but Shape and Size, which read only its shape) into an
-    input that decides a shape."""
-    seen, todo = {name}, [name]
-    while todo:
-        for node, pos in consumers.get(todo.pop(), []):
-            if _input_name(node, pos, opset) in SHAPE_LIKE_INPUTS:
-                return True
-            if node.op_type in ("Shape", "Size"):
-                continue
-            fresh = [o for o in node.output if o and o not in seen]
-            seen.update(fresh)
-            todo.extend(fresh)
-    return False
 
 
 def _reaches_shape_argument(m: onnx.ModelProto, name: str, opset: int) -> bool:
