@@ -87,14 +87,15 @@ KNOWN_CPU_DIVERGENCES: dict[str, str] = {}  # op type -> why (with the issue it 
 
 
 def test_cpu_check_on_a_seeded_sample(cases):
-    """TVM (llvm) runs each case as opforge lowers it; every sampled case that runs must match ONNX's reference."""
+    """TVM (llvm) runs each case as opforge lowers it; every sampled case that runs must match ONNX's reference,
+    or differ where ONNX's reference is known to be the odd one out (fuzz.explanation, a predicate on the case)."""
     pytest.importorskip("tvm")
     rng = np.random.default_rng(SEED + 1)
     picked = [cases[int(k)] for k in rng.choice(len(cases), size=min(60, len(cases)), replace=False)]
     wrong = []
     for c in picked:
         r = fuzz.cpu_check(c)
-        if r["cpu_check"] == "wrong" and c.op_type not in KNOWN_CPU_DIVERGENCES:
+        if r["cpu_check"] == "wrong" and c.op_type not in KNOWN_CPU_DIVERGENCES and not fuzz.explanation(c):
             wrong.append(f"{c.name} seed={c.seed} {c.mutation} max_abs={r['cpu_max_abs_err']:.3g}")
     assert not wrong, "\n".join(wrong)
 
