@@ -278,3 +278,21 @@ def test_empty_outputs():
 def test_unsqueeze_with_zero_dimensional_axes():
     node = helper.make_node("Unsqueeze", ["x", "axes"], ["y"])
     _assert_matches(*_run_both(node, {"x": _nonzero(_rng(18), (3, 4))}, {"axes": np.array(-2, np.int64)}))
+
+
+@pytest.mark.parametrize(
+    "base,exponent,opset",
+    [(np.int64, np.int64, 15), (np.int32, np.int64, 13), (np.int64, np.int32, 18), (np.uint8, np.int64, 15)],
+)
+def test_integer_pow_is_exact_and_wraps_like_numpy(base, exponent, opset):
+    """Integer Pow by square-and-multiply: every element equal to ONNX's reference (NumPy's power), overflowing
+    results included (bases up to 100, exponents up to 63 wrap modulo 2^n)."""
+    rng = _rng(2)
+    lo = 0 if np.dtype(base).kind == "u" else -100
+    x = rng.integers(lo, 101, (7, 9)).astype(base)
+    x[x == 0] = 3
+    y = rng.integers(0, 64, (7, 9)).astype(exponent)
+    with np.errstate(all="ignore"):
+        got, ref = _run_both(helper.make_node("Pow", ["x", "y"], ["z"]), {"x": x, "y": y}, opset=opset)
+    assert np.array_equal(np.asarray(got[0]), ref[0])
+    assert (np.abs(ref[0].astype(np.float64)) > 2.0**53).any() or np.dtype(base).itemsize < 8  # overflow was tested

@@ -52,6 +52,7 @@ MAX_ELEMENTS = 1 << 22  # per tensor (16 MB of float32): the GPU run stays short
 REFERENCE_TIMEOUT_S = 4
 STORED_CASE_BYTES = 32 << 10  # arrays of larger cases are drawn again on the run side (the bundle stays small)
 TRIES = 8
+LOWER_TIMEOUT_S = 60  # per case on the build machine; slower lowerings are recorded as lower-failed
 
 _FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
 _INTS = (TensorProto.INT32, TensorProto.INT64, TensorProto.INT8, TensorProto.UINT8)
@@ -843,7 +844,14 @@ def build(bundle: Path, cases: list[FuzzCase], progress=None) -> list[dict]:
     PLUGINS_PER_LIBRARY per library, nvcc, case data) under BUNDLE/fuzz-build.json."""
     for c in cases:
         save_case(bundle, c)
-    rows = conformance.build(bundle, [c.as_case() for c in cases], progress, record=BUILD_RECORD, library_stem="fuzz")
+    rows = conformance.build(
+        bundle,
+        [c.as_case() for c in cases],
+        progress,
+        record=BUILD_RECORD,
+        library_stem="fuzz",
+        lower_timeout_s=LOWER_TIMEOUT_S,
+    )
     by_name = {c.name: c for c in cases}
     for row in rows:
         c = by_name[row["case"]]
