@@ -52,7 +52,10 @@ def test_plugins_load_and_pass_the_build_sequence(built):
             continue
         case = conformance.load_built_case(bundle, r, harness, declared)
         outs = case.call(0xFF, False)
-        assert [o.shape for o in outs[0]] == [e.shape for e in case.expected], r["case"]
+        if case.plan.sizes:  # data-dependent: allocated at the upper bound, plus the size tensors (no enqueue here)
+            assert len(outs[0]) == len(case.plan.outputs), r["case"]
+        else:
+            assert [o.shape for o in outs[0]] == [e.shape for e in case.expected], r["case"]
         done += 1
     assert done >= 100
 

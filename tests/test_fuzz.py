@@ -123,7 +123,7 @@ def test_families_share_one_symbolic_node(cases):
     assert len(families) > len({c.op_type for c in cases}) // 3
     for name, members in families.items():
         base = next(m for m in members if m.name == name)
-        assert len(members) >= 2 and len({tuple(x.shape for x in m.inputs) for m in members}) == len(members)
+        assert len({tuple(x.shape for x in m.inputs) for m in members}) >= 2  # one plugin, several shapes
         assert all(m.symbolic is base.symbolic for m in members)
         node = base.model.graph.node[0].SerializeToString()
         assert all(m.model.graph.node[0].SerializeToString() == node for m in members)

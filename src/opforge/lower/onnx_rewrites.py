@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 from opforge.extract.fold import expand_functions, fold_graph
 from opforge.ops import apply_rewrites, rule_for
-from opforge.ops.base import attrs
+from opforge.ops.base import Emitter, attrs, elem_types
 
 
 def _tvm_gets_wrong(node: onnx.NodeProto) -> bool:
@@ -22,9 +22,12 @@ def _tvm_gets_wrong(node: onnx.NodeProto) -> bool:
 def unsupported_reason(model: onnx.ModelProto) -> str | None:
     """The first refusal the registry gives for a node of the model (attributes TVM's frontend would ignore). Asked
     of each form tvm_candidates gives: a node a registry rewrite replaced is no longer there to refuse."""
+    types, constants = elem_types(model), {t.name for t in model.graph.initializer}
     for n in model.graph.node:
-        refuse = rule_for(n).refuse
-        reason = refuse(n, attrs(n)) if refuse else None
+        rule = rule_for(n)
+        reason = rule.refuse(n, attrs(n)) if rule.refuse else None
+        if not reason and rule.refuse_in_graph:
+            reason = rule.refuse_in_graph(Emitter(model, n, types, constants), n, attrs(n))
         if reason:
             return reason
     return None

@@ -180,6 +180,9 @@ class OpRule:
     rewrite: RewriteFn | None = None  # emits the node's replacement before TVM; False: keep the node
     expand_body: Callable[[onnx.NodeProto], bool] | None = None  # TVM converts it wrongly: expand its function body
     refuse: Callable[[onnx.NodeProto, dict], str | None] | None = None  # a reason to refuse, else None
+    # A reason to refuse that depends on the graph around the node (its constant inputs' values, which dims are
+    # symbolic), asked of the same lowered forms as `refuse`.
+    refuse_in_graph: Callable[[Emitter, onnx.NodeProto, dict], str | None] | None = None
     kernels: dict[str, str] = field(default_factory=dict)  # Relax op -> "module:function(threads, config)"
     inputs: InputsFn | None = None  # makes drawn inputs valid for the op
     value_range: tuple[float, float] | None = None  # float inputs drawn uniformly in this range

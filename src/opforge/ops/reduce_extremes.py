@@ -8,12 +8,13 @@ import onnx
 from onnx import TensorProto
 
 from opforge.ops.base import Emitter, OpRule
+from opforge.ops.reductions import pad_empty_axes
 
 
 def _bool_reduce(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     """Through uint8, whose identities 0 and 255 give ONNX's False and True over an empty set."""
     if e.types.get(node.input[0]) != TensorProto.BOOL:
-        return False
+        return pad_empty_axes(e, node, a)
     x = e.op("Cast", node.input[0], to=TensorProto.UINT8)
     reduced = e.op(node.op_type, x, *node.input[1:], **a)
     e.op("Cast", reduced, to=TensorProto.BOOL, out=node.output[0])

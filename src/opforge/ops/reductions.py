@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from opforge.ops.base import OpRule
+from opforge.ops.base import Emitter, OpRule
 from opforge.ops.math_domains import POSITIVE
 
 
@@ -18,6 +18,58 @@ def _axes(a: dict, consts: dict[int, np.ndarray]) -> list[int] | None:
     if 1 in consts and np.asarray(consts[1]).size:
         return [int(v) for v in np.asarray(consts[1]).reshape(-1)]
     return [] if a.get("noop_with_empty_axes", 0) else None
+
+
+# What a reduced axis of static extent 0 is padded with: the reduction's identity, so that the kernel reduces one
+# element. TIR runs a reduction's init on the loop's first iteration, so a zero-extent reduction leaves its output
+# unwritten; ONNX defines the result over an empty set as the identity (ReduceMean: 0/0 = NaN).
+_PAD_IDENTITY = {
+    "ReduceSum": 0.0,
+    "ReduceSumSquare": 0.0,
+    "ReduceL1": 0.0,
+    "ReduceL2": 0.0,
+    "ReduceLogSum": 0.0,
+    "ReduceProd": 1.0,
+    "ReduceMean": float("nan"),
+    "ReduceMax": float("-inf"),
+    "ReduceMin": float("inf"),
+}
+
+
+def pad_empty_axes(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
+    """A reduction over an axis of static extent 0: the input padded to extent 1 with the identity on that axis."""
+    x = node.input[0]
+    vi, elem = e.value_info(x), e.types.get(x)
+    if vi is None or elem is None or node.op_type not in _PAD_IDENTITY:
+        return False
+    dims = vi.type.tensor_type.shape.dim
+    consts = {1: e.initializer(node.input[1])} if len(node.input) > 1 and node.input[1] else {}
+    if len(node.input) > 1 and node.input[1] and consts[1] is None:
+        return False  # axes given at run time
+    axes = _axes(a, {k: v for k, v in consts.items() if v is not None})
+    rank = len(dims)
+    reduced = range(rank) if axes is None else [ax % rank for ax in axes]
+    zero = [ax for ax in reduced if dims[ax].HasField("dim_value") and dims[ax].dim_value == 0]
+    if not zero:
+        return False
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
+    value = _PAD_IDENTITY[node.op_type]
+    if dtype.kind in "iu":
+        if node.op_type == "ReduceMean":
+            return False
+        info = np.iinfo(dtype)
+        value = info.min if value == float("-inf") else info.max if value == float("inf") else value
+    elif dtype.kind != "f" and elem not in (onnx.TensorProto.BFLOAT16,):
+        return False
+    pads = [0] * (2 * rank)
+    for ax in zero:
+        pads[rank + ax] = 1
+    if e.opset() >= 11:
+        padded = e.op("Pad", x, e.const(np.array(pads, np.int64), onnx.TensorProto.INT64), e.const(value, elem))
+    else:
+        padded = e.op("Pad", x, pads=pads, value=float(value))
+    e.op(node.op_type, padded, *node.input[1:], out=node.output[0], **a)
+    return True
 
 
 def _torch(torch, node, consts):
@@ -53,7 +105,11 @@ def _torch(torch, node, consts):
     return f
 
 
+_SUMMARY = "TVM; an axis of static extent 0 padded with the identity"
 RULES = [
-    OpRule((op,), summary="TVM", torch=_torch)
+    OpRule((op,), summary=_SUMMARY, rewrite=pad_empty_axes, torch=_torch)
     for op in ("ReduceSum", "ReduceMean", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare")
-] + [OpRule((op,), summary="TVM", value_range=POSITIVE, torch=_torch) for op in ("ReduceLogSum", "ReduceLogSumExp")]
+] + [
+    OpRule((op,), summary=_SUMMARY, rewrite=pad_empty_axes, value_range=POSITIVE, torch=_torch)
+    for op in ("ReduceLogSum", "ReduceLogSumExp")
+]

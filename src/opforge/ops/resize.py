@@ -1,7 +1,8 @@
 """Resize (and Upsample, which TVM imports as the same Relax op; its nearest mode with whole-number scales, which
 TVM's converter fails on, is written as one Gather per scaled axis).
 
-- Refused: antialias=1 (TVM's frontend ignores antialiasing).
+- Refused: antialias=1 (TVM's frontend ignores antialiasing); a scale that is not a whole number on a symbolic
+  axis (ONNX maps coordinates with the scale, TVM with the size ratio, which differ for some sizes).
 - Rewritten: `axes` and `keep_aspect_ratio_policy` (TVM's frontend takes neither) become scales or sizes for every
   axis, when they are constants.
 - Separable (static shapes, float data, not tf_crop_and_resize): where TVM's resize2d computes something else than
@@ -27,6 +28,27 @@ from opforge.ops.base import FLOATS, Emitter, OpRule, text
 
 def _refuse(node: onnx.NodeProto, a: dict) -> str | None:
     return "Resize antialias=1: TVM's frontend ignores antialiasing" if a.get("antialias", 0) else None
+
+
+def _scales_on_symbolic_axes(e: Emitter, node: onnx.NodeProto, a: dict) -> str | None:
+    """ONNX maps coordinates with a given scale; TVM's resize (and opforge's kernel) with output size / input size,
+    the same only when floor(in * scale) / in == scale. On a symbolic axis that holds for every size only when the
+    scale is a whole number; otherwise the node is refused (the separable rewrite needs static shapes)."""
+    if len(node.input) < 3 or not node.input[2]:
+        return None
+    scales = e.initializer(node.input[2])
+    vi = e.value_info(node.input[0])
+    if scales is None or not scales.size or vi is None:
+        return None
+    dims = vi.type.tensor_type.shape.dim
+    for k, ax in enumerate(ax % len(dims) for ax in a.get("axes", range(len(dims)))):
+        s = float(np.float32(scales.reshape(-1)[k]))
+        if not dims[ax].HasField("dim_value") and s != int(s):
+            return (
+                f"Resize scale {s:g} on a symbolic axis: ONNX maps coordinates with the scale, TVM with the size "
+                "ratio (they differ where in * scale is not whole); give sizes, or static shapes"
+            )
+    return None
 
 
 def _full_rank(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
@@ -235,6 +257,7 @@ RULES = [
         summary="opforge's NCHW nearest/linear kernel (lower/kernels/resize.py); axes/aspect policy made full-rank; "
         "antialias refused",
         refuse=_refuse,
+        refuse_in_graph=_scales_on_symbolic_axes,
         rewrite=_rewrite,
         kernels=_KERNEL,
         torch=_torch,
