@@ -141,13 +141,19 @@ def _count_and_scan(src_b, flag, n, cnt_b, off_b, size_b) -> None:
         with T.serial(first, stop) as i, T.If(flag(src[i])), T.Then():
             _set(k, k[0] + _i64(1))
         _set(cnt, k[0], t)
+    _scan_counts(chunks, cnt_b, off_b, size_b)
+
+
+def _scan_counts(groups, cnt_b, off_b, size_b) -> None:
+    """One thread: each group's offset, the exclusive prefix sum of the groups' counts, and their total as the
+    size tensor."""
     with _one_thread():
         cnt, off, size = _view(cnt_b), _view(off_b), _view(size_b)
         run = _counter()
         _set(run, _i64(0))
-        with T.serial(_i64(0), chunks) as c:
-            _set(off, run[0], c)
-            _set(run, run[0] + cnt[c])
+        with T.serial(_i64(0), groups) as g:
+            _set(off, run[0], g)
+            _set(run, run[0] + cnt[g])
         _set(size, tirx.Cast(SIZE_DTYPE, run[0]))
 
 
@@ -492,14 +498,7 @@ def _nms_ir(
                             _set(kept, cand, base + n_kept[0])
                             _set(n_kept, n_kept[0] + _i64(1))
                 _set(cnt, n_kept[0], pc)
-            with _one_thread():
-                cnt, off, size = _view(cnt_b), _view(off_b), _view(size_b)
-                run = _counter()
-                _set(run, _i64(0))
-                with T.serial(_i64(0), pairs) as pc:
-                    _set(off, run[0], pc)
-                    _set(run, run[0] + cnt[pc])
-                _set(size, tirx.Cast(SIZE_DTYPE, run[0]))
+            _scan_counts(pairs, cnt_b, off_b, size_b)
             with _threads(pairs) as pc:
                 out, kept, cnt, off = _view(out_b), _view(kept_b), _view(cnt_b), _view(off_b)
                 with T.serial(_i64(0), cnt[pc]) as k:
