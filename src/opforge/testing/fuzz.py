@@ -220,10 +220,15 @@ def _structural_sizes(m: onnx.ModelProto) -> set[int]:
 
 
 def _mutate(
-    model: onnx.ModelProto, pool: dict, rng: np.random.Generator, plain: bool, forced: dict | None = None
+    model: onnx.ModelProto,
+    pool: dict,
+    rng: np.random.Generator,
+    plain: bool,
+    forced: dict | None = None,
+    fixed: set[int] | None = None,
 ) -> tuple[onnx.ModelProto, dict]:
     """A mutated copy of a seed form and what was changed (`plain`: attributes and types only, shapes kept;
-    `forced`: attribute values set last, a point of the op's fuzz grid)."""
+    `forced`: attribute values set last, a point of the op's fuzz grid; `fixed`: the form's _structural_sizes)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
@@ -236,7 +241,7 @@ def _mutate(
         regime = str(rng.choice(list(_REGIMES), p=[0.3, 0.35, 0.25, 0.1]))
         sizes = _REGIMES[regime]
         new = {d: (int(rng.choice(sizes)) if rng.random() < 0.7 else d) for d in dims}
-        for d in _structural_sizes(model):  # drawn like the others (the same cases under a seed), then kept
+        for d in _structural_sizes(model) if fixed is None else fixed:  # drawn like the others, then kept
             new[d] = d
         if regime == "large":  # one large dim at most; the others small
             big = [d for d in dims if new[d] > 300]
@@ -477,10 +482,11 @@ def make_case(
     rng = np.random.default_rng(case_seed)
     pool = _attr_pool(forms)
     form_name, form = forms[int(rng.integers(len(forms)))]
+    fixed = _structural_sizes(form)  # the form's, the same for every try
     for attempt in range(TRIES):
         plain = attempt == TRIES - 1
         try:
-            m, what = _mutate(form, {} if plain else pool, rng, plain, forced)
+            m, what = _mutate(form, {} if plain else pool, rng, plain, forced, fixed)
             if plain:
                 what = {"grid": forced} if forced else {}
             if spec_violation(m):
