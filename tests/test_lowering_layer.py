@@ -293,7 +293,21 @@ def test_bfloat16_infinity_compiles(tmp_path):
     from opforge.build.nvcc import compile_fatbin
     from opforge.lower.tvm_lower import lower_subgraph
 
-    (case,) = load_cases({"test_attention_4d_padded_kv_bf16"})
+    from opforge.testing.conformance import Case
+
+    vi = onnx.helper.make_tensor_value_info
+    bf16 = onnx.TensorProto.BFLOAT16
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("ReduceMax", ["x"], ["y"], axes=[1], keepdims=0)],  # its init is -inf
+        "g",
+        [vi("x", bf16, [4, 6])],
+        [vi("y", bf16, [4])],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    from opforge.core.dtypes import numpy_dtype
+
+    x = np.random.default_rng(3).standard_normal((4, 6)).astype(numpy_dtype("bfloat16"))
+    case = Case("reduce_max_bf16", "ReduceMax", model, [x], [x.max(axis=1)])
     plan = lower_subgraph(case_subgraph(case)[0])
     assert "-__int_as_float(0x7f800000)" in plan.cuda_source and "inff" not in plan.cuda_source
     src = tmp_path / "k.cu"

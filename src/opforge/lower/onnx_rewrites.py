@@ -38,10 +38,13 @@ def tvm_candidates(model: onnx.ModelProto) -> list[onnx.ModelProto]:
     function bodies); also with the ops TVM lacks expanded; with every op that has a body expanded. Forms equal
     to an earlier one are left out."""
     have = _tvm_converters()
+    # Widened before any function body is expanded: a half-precision op computes in float32 as a whole, not
+    # only the reductions its body happens to hold.
+    wide = widen_accumulations(model)
     forms = [
-        expand_functions(model, _tvm_gets_wrong),
-        expand_functions(model, lambda n: (have is not None and n.op_type not in have) or _tvm_gets_wrong(n)),
-        expand_functions(model, lambda n: True),
+        expand_functions(wide, _tvm_gets_wrong),
+        expand_functions(wide, lambda n: (have is not None and n.op_type not in have) or _tvm_gets_wrong(n)),
+        expand_functions(wide, lambda n: True),
     ]
     out, seen = [], set()
     for f in forms:
@@ -69,15 +72,31 @@ def prepare_for_tvm(model: onnx.ModelProto) -> onnx.ModelProto:
     return apply_rewrites(widen_accumulations(model))
 
 
-# Ops that accumulate many products or terms: in float16/bfloat16 they are computed in float32. ONNX's reference
-# does so for bfloat16 Einsum and NumPy sums half types through float32 partial sums; TensorRT accumulates half
-# GEMMs and reductions in float32. TVM keeps the accumulator in the input's type on the GPU: a bfloat16 running sum
-# stops growing near 256 (its spacing there is 2), so a sum of 1500 values near 1 came out a third of its size.
+# Ops that accumulate many products or terms, or compute sampling coordinates from the data: in float16/bfloat16
+# they are computed in float32, as TensorRT does (it accumulates half GEMMs, convolutions, reductions and
+# normalizations in float32) and as PyTorch's kernels do (their "opmath" type). TVM keeps the accumulator in the
+# input's type on the GPU: a bfloat16 running sum stops growing near 256 (its spacing there is 2), so a sum of
+# 1500 values near 1 came out a third of its size; an fp16 GridSample over a 100-pixel row placed its samples on a
+# 1/16-pixel grid. Elementwise ops are not widened: one rounding per element is what the half type promises.
 ACCUMULATING_OPS = frozenset(
     {
+        # products and sums
         "Einsum",
         "Gemm",
         "MatMul",
+        "Conv",
+        "ConvTranspose",
+        "DeformConv",
+        "Col2Im",
+        "CumSum",
+        "DFT",
+        "STFT",
+        "Det",
+        "Attention",
+        "RNN",
+        "GRU",
+        "LSTM",
+        # reductions
         "ReduceL1",
         "ReduceL2",
         "ReduceLogSum",
@@ -85,6 +104,26 @@ ACCUMULATING_OPS = frozenset(
         "ReduceMean",
         "ReduceSum",
         "ReduceSumSquare",
+        "AveragePool",
+        "GlobalAveragePool",
+        "LpPool",
+        "GlobalLpPool",
+        "Softmax",
+        "LogSoftmax",
+        "NegativeLogLikelihoodLoss",
+        "SoftmaxCrossEntropyLoss",
+        # normalizations (a mean and a variance)
+        "BatchNormalization",
+        "InstanceNormalization",
+        "LayerNormalization",
+        "GroupNormalization",
+        "RMSNormalization",
+        "MeanVarianceNormalization",
+        "LpNormalization",
+        "LRN",
+        # sampling at coordinates computed from the data
+        "GridSample",
+        "RoiAlign",
     }
 )
 _HALF = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
@@ -102,6 +141,17 @@ def widen_accumulations(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
     m = onnx.ModelProto()
     m.CopyFrom(model)
+    infos = {vi.name: vi for vi in [*m.graph.input, *m.graph.value_info, *m.graph.output]}
+
+    def declare_float(name: str, like: str) -> None:
+        # The widened tensor's type and shape, so rewrites that read a rank (BatchNormalization) still see it.
+        if like in infos:
+            vi = onnx.ValueInfoProto()
+            vi.CopyFrom(infos[like])
+            vi.name = name
+            vi.type.tensor_type.elem_type = TensorProto.FLOAT
+            m.graph.value_info.append(vi)
+
     out: list[onnx.NodeProto] = []
     for k, node in enumerate(m.graph.node):
         half = {types.get(i) for i in node.input if types.get(i) in _HALF}
@@ -110,22 +160,22 @@ def widen_accumulations(model: onnx.ModelProto) -> onnx.ModelProto:
             out.append(node)
             continue
         elem = half.pop()
-        if any(t not in (elem, None) for t in outs):
-            out.append(node)
-            continue
         wide = onnx.NodeProto()
         wide.CopyFrom(node)
         for j, i in enumerate(node.input):
             if types.get(i) == elem:
                 wide.input[j] = f"{i}__opf_f32_{k}"
+                declare_float(wide.input[j], i)
                 out.append(helper.make_node("Cast", [i], [wide.input[j]], to=TensorProto.FLOAT))
-        for j, o in enumerate(node.output):
-            if o:
-                wide.output[j] = f"{o}__opf_f32"
+        # Outputs of the half type (or of a type not inferred) are cast back; others (LayerNormalization's
+        # float32 Mean, MaxPool's int64 Indices) keep their name and type.
+        back = [j for j, (o, t) in enumerate(zip(node.output, outs)) if o and t in (elem, None)]
+        for j in back:
+            wide.output[j] = f"{node.output[j]}__opf_f32"
+            declare_float(wide.output[j], node.output[j])
         out.append(wide)
-        for o, w in zip(node.output, wide.output):
-            if o:
-                out.append(helper.make_node("Cast", [w], [o], to=elem))
+        for j in back:
+            out.append(helper.make_node("Cast", [wide.output[j]], [node.output[j]], to=elem))
     del m.graph.node[:]
     m.graph.node.extend(out)
     return m

@@ -98,8 +98,21 @@ class Emitter:
         return next((vi for vi in [*self.m.graph.input, *self.m.graph.value_info] if vi.name == name), None)
 
     def rank(self, name: str) -> int | None:
-        vi = self.value_info(name)
-        return len(vi.type.tensor_type.shape.dim) if vi is not None else None
+        """The tensor's rank: declared, else from ONNX shape inference (a tensor an earlier rewrite made, such as
+        the float32 copy of a widened half input); None if unknown."""
+        vi = self.value_info(name) or self._inferred_info(name)
+        if vi is None or not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            return None
+        return len(vi.type.tensor_type.shape.dim)
+
+    def _inferred_info(self, name: str) -> onnx.ValueInfoProto | None:
+        if not hasattr(self, "_inferred"):
+            try:
+                g = onnx.shape_inference.infer_shapes(self.m, check_type=False, strict_mode=False, data_prop=True).graph
+                self._inferred = {vi.name: vi for vi in [*g.input, *g.value_info, *g.output]}
+            except Exception:
+                self._inferred = {}
+        return self._inferred.get(name)
 
     def inferred_shape(self, name: str) -> list[int] | None:
         """The tensor's static shape: declared, else from ONNX shape inference over the graph (with data
@@ -107,16 +120,10 @@ class Emitter:
         shape = self.static_shape(name)
         if shape is not None:
             return shape
-        if not hasattr(self, "_inferred"):
-            try:
-                g = onnx.shape_inference.infer_shapes(self.m, check_type=False, strict_mode=False, data_prop=True).graph
-                self._inferred = {vi.name: vi for vi in [*g.input, *g.value_info, *g.output]}
-            except Exception:
-                self._inferred = {}
         for t in self.m.graph.initializer:
             if t.name == name:
                 return list(t.dims)
-        vi = self._inferred.get(name)
+        vi = self._inferred_info(name)
         if vi is None or not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
             return None
         dims = vi.type.tensor_type.shape.dim
