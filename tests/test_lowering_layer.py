@@ -343,3 +343,24 @@ def test_float_floor_mod_is_numpy_mod(dtype):
         want = np.mod(xs, y)
     np.testing.assert_array_equal(got, want)
     assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("reduction", ["none", "add"])
+def test_scatter_elements_scatters_every_update_in_parallel(reduction):
+    """TVM's ScatterElements visits the updates in one serial loop (2.6 ms for 4M updates on the H100); opforge's
+    kernel gives each update element a thread (and adds with atomics)."""
+    from opforge.lower.tvm_lower import lower_subgraph
+
+    node = onnx.helper.make_node("ScatterElements", ["d", "i", "u"], ["y"], axis=1, reduction=reduction)
+    vi = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph(
+        [node],
+        "g",
+        [vi("d", 1, [512, 300]), vi("i", 7, [512, 77]), vi("u", 1, [512, 77])],
+        [vi("y", 1, [512, 300])],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    plan = lower_subgraph(extract_nodes(model, list(model.graph.node))[0])
+    threads = [expr.evaluate(launch.grid[0], {}) * expr.evaluate(launch.block[0], {}) for launch in plan.launches]
+    assert max(threads) >= 512 * 77
+    assert ("atomicAdd" in plan.cuda_source) == (reduction == "add")

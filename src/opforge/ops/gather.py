@@ -1,4 +1,6 @@
-"""Gather, GatherElements, ScatterElements: indices drawn within the indexed axis (negative ones included)."""
+"""Gather, GatherElements, ScatterElements: indices drawn within the indexed axis (negative ones included).
+ScatterElements (and Scatter, MaxUnpool's rewrite: every relax.scatter_elements) with reduction none/add runs
+opforge's parallel kernel (lower/kernels/scatter_elements.py); TVM's is one serial loop over the updates."""
 
 from __future__ import annotations
 
@@ -77,6 +79,13 @@ def _torch_scatter_elements(torch, node, consts):
 RULES = [
     OpRule(("Gather",), summary="TVM", inputs=_axis_indices, torch=_torch_gather),
     OpRule(("GatherElements",), summary="TVM", inputs=_axis_indices, torch=_torch_gather_elements),
-    OpRule(("ScatterElements",), summary="TVM", inputs=_scatter_indices, torch=_torch_scatter_elements),
-    OpRule(("Scatter",), summary="TVM (deprecated ScatterElements)", inputs=_scatter_indices),
+    OpRule(
+        ("ScatterElements",),
+        lowering="kernel",
+        summary="opforge's parallel kernel (lower/kernels/scatter_elements.py) for none/add; TVM's for mul/min/max",
+        kernels={"relax.scatter_elements": "opforge.lower.kernels.scatter_elements:override"},
+        inputs=_scatter_indices,
+        torch=_torch_scatter_elements,
+    ),
+    OpRule(("Scatter",), summary="as ScatterElements (deprecated form)", inputs=_scatter_indices),
 ]
