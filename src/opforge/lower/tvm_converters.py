@@ -122,8 +122,31 @@ def _converters() -> dict:
             out = bb.emit_te(dd.nms_te, boxes, scores, rest[1], rest[2], limit, center, primfunc_name_hint="nms")
             return dd.bounded(bb, bb.emit(relax.TupleGetItem(out, 0)), bb.emit(relax.TupleGetItem(out, 1)), 0)
 
+    class CumSum(OnnxOpConverter):
+        """CumSum along the last axis of a static shape: opforge's chunked block scan (lower/kernels/scan.py),
+        exclusive and reverse read in its index map; other axes and shapes: TVM's converter."""
+
+        @classmethod
+        def _impl_v11(cls, bb, inputs, attr, params):
+            from tvm.relax.frontend.onnx import onnx_frontend
+
+            from opforge.lower.kernels import scan
+
+            x, axis_in = inputs[0], inputs[1]
+            axis = None
+            const = onnx_frontend.get_constant(axis_in, params)
+            if type(const).__name__ in ("Constant", "GenericConst"):
+                values = const.value.numpy().reshape(-1)
+                axis = int(values[0]) % x.ty.ndim if values.size == 1 else None
+            shape = getattr(x.ty.shape, "values", None)
+            if axis is None or shape is None or not scan.supported(list(shape), axis):
+                return onnx_frontend.CumSum._impl_v14(bb, inputs, attr, params)
+            exclusive, reverse = bool(attr.get("exclusive", 0)), bool(attr.get("reverse", 0))
+            return bb.emit_te(scan.cumsum_te, x, exclusive, reverse, primfunc_name_hint="cumsum")
+
     return {
         "BitCast": BitCast,
+        "CumSum": CumSum,
         "NonZero": NonZero,
         "Compress": Compress,
         "Unique": Unique,

@@ -1,4 +1,6 @@
-"""CumSum (TVM's GPU scan: DispatchSortScan picks its implementation for the target)."""
+"""CumSum: along the last axis of a static shape, opforge's chunked block scan (lower/kernels/scan.py, installed as
+the ONNX converter in lower/tvm_converters.py: three launches, exclusive and reverse in its index map); other axes
+and symbolic shapes, TVM's GPU scan (DispatchSortScan: one launch per level of an up/down sweep)."""
 
 from __future__ import annotations
 
@@ -23,4 +25,11 @@ def _torch_cumsum(torch, node, consts):
     return f
 
 
-RULES = [OpRule(("CumSum",), summary="TVM's GPU scan", torch=_torch_cumsum)]
+RULES = [
+    OpRule(
+        ("CumSum",),
+        lowering="kernel",
+        summary="opforge's chunked block scan along a static last axis (lower/kernels/scan.py); TVM's scan otherwise",
+        torch=_torch_cumsum,
+    )
+]
