@@ -144,9 +144,56 @@ def _converters() -> dict:
             exclusive, reverse = bool(attr.get("exclusive", 0)), bool(attr.get("reverse", 0))
             return bb.emit_te(scan.cumsum_te, x, exclusive, reverse, primfunc_name_hint="cumsum")
 
+    class TopK(OnnxOpConverter):
+        """TopK along the last axis of a static shape with a constant k <= 1024: opforge's bitonic kernel
+        (lower/kernels/topk.py); otherwise TVM's converter (a full sort of every row)."""
+
+        @classmethod
+        def _ours(cls, bb, x, k, attr):
+            from opforge.lower.kernels import topk
+
+            axis = int(attr.get("axis", -1)) % x.ty.ndim
+            shape = getattr(x.ty.shape, "values", None)
+            if k is None or shape is None or not topk.supported(list(shape), axis, k, str(x.ty.dtype)):
+                return None
+            out = bb.emit_te(topk.topk_te, x, k, bool(attr.get("largest", 1)), primfunc_name_hint="topk")
+            return relax.Tuple([bb.emit(relax.TupleGetItem(out, 0)), bb.emit(relax.TupleGetItem(out, 1))])
+
+        @classmethod
+        def _k_input(cls, inputs, params) -> int | None:
+            from tvm.relax.frontend.onnx import onnx_frontend
+
+            const = onnx_frontend.get_constant(inputs[1], params)
+            if type(const).__name__ not in ("Constant", "GenericConst"):
+                return None
+            values = const.value.numpy().reshape(-1)
+            return int(values[0]) if values.size == 1 else None
+
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            from tvm.relax.frontend.onnx import onnx_frontend
+
+            ours = cls._ours(bb, inputs[0], int(attr.get("k", 1)), {**attr, "largest": 1})
+            return ours if ours is not None else onnx_frontend.TopK._impl_v1(bb, inputs, attr, params)
+
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            from tvm.relax.frontend.onnx import onnx_frontend
+
+            ours = cls._ours(bb, inputs[0], cls._k_input(inputs, params), {**attr, "largest": 1})
+            return ours if ours is not None else onnx_frontend.TopK._impl_v11(bb, inputs, attr, params)
+
+        @classmethod
+        def _impl_v11(cls, bb, inputs, attr, params):
+            from tvm.relax.frontend.onnx import onnx_frontend
+
+            ours = cls._ours(bb, inputs[0], cls._k_input(inputs, params), attr)
+            return ours if ours is not None else onnx_frontend.TopK._impl_v11(bb, inputs, attr, params)
+
     return {
         "BitCast": BitCast,
         "CumSum": CumSum,
+        "TopK": TopK,
         "NonZero": NonZero,
         "Compress": Compress,
         "Unique": Unique,

@@ -32,6 +32,13 @@ def _torch_topk(torch, node, consts):
 
 
 RULES = [
-    OpRule(("TopK",), summary="TVM (its GPU top-k)", inputs=_distinct, torch=_torch_topk),
+    OpRule(
+        ("TopK",),
+        lowering="kernel",
+        summary="opforge's bitonic chunk sorts + merge along a static last axis, k <= 1024 (lower/kernels/topk.py); "
+        "TVM's full sort otherwise",
+        inputs=_distinct,
+        torch=_torch_topk,
+    ),
     OpRule(("ArgMax", "ArgMin"), summary="TVM", inputs=_distinct),
 ]
