@@ -144,6 +144,7 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
     import tvm.s_tir.dlight as dl
 
     from opforge.lower.fusion import mark_gathers_injective, narrow_indices
+    from opforge.lower.reduction_rule import CrossThreadReduction
     from opforge.lower.spatial_rule import KeepReductionsFallback, MatrixVectorGEMV, Tolerant, TunedSpatial
 
     # opforge's own kernels take the block size DLight's rules use (lower_subgraph sets it to a tuned one).
@@ -167,7 +168,8 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
     with tvm.target.Target(target.tvm_config()):
         mod = seq(mod)
         rules = [Tolerant(r) for r in (dl.gpu.Matmul(), MatrixVectorGEMV(dl.gpu.GEMV()), dl.gpu.Reduction())] + [
-            dl.gpu.GeneralReduction()
+            dl.gpu.GeneralReduction(),
+            CrossThreadReduction(),
         ]
         if config is not None:
             rules.append(TunedSpatial(config))

@@ -1,0 +1,86 @@
+"""Schedule rules: long reductions that DLight's own rules decline are spread over threads and blocks
+(opforge.lower.reduction_rule), not run serially by one thread per output."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from opforge.extract.subgraph import extract_nodes
+
+
+def _plan(model: onnx.ModelProto):
+    from opforge.lower.tvm_lower import lower_subgraph
+
+    return lower_subgraph(extract_nodes(model, list(model.graph.node))[0])
+
+
+def _model(node, inputs, outputs, initializers=()) -> onnx.ModelProto:
+    graph = helper.make_graph([node], "g", inputs, outputs, initializer=list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _threads(launch) -> tuple[int, int]:
+    grid = int(np.prod([int(g) for g in launch.grid]))
+    block = int(np.prod([int(b) for b in launch.block]))
+    return grid, block
+
+
+def test_logsumexp_row_max_spreads_each_row_over_a_thread_block():
+    # The row max (opforge's -inf max, which DLight's Reduction rule does not take) was one thread per row running
+    # a 32768-long loop: 64 threads in a single block.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 32768])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 1])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    node = helper.make_node("ReduceLogSumExp", ["x", "axes"], ["y"], keepdims=1)
+    plan = _plan(_model(node, [x], [y], [axes]))
+    first_max = next(lau for lau in plan.launches if "_max_kernel" in lau.kernel)
+    grid, block = _threads(first_max)
+    assert block >= 128, (first_max.grid, first_max.block)
+    assert grid >= 64, (first_max.grid, first_max.block)  # at least one block per row
+    assert "-CUDART_INF_F" in plan.cuda_source  # ONNX's -inf identity is kept
+
+
+def test_dynamicquantizelinear_min_max_is_not_one_thread():
+    # The global min and max were one thread looping over all 4M elements.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1024, 4096])
+    outs = [
+        helper.make_tensor_value_info("q", TensorProto.UINT8, [1024, 4096]),
+        helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
+        helper.make_tensor_value_info("z", TensorProto.UINT8, []),
+    ]
+    plan = _plan(_model(helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]), [x], outs))
+    for kind in ("max", "min"):
+        first = next(lau for lau in plan.launches if f"_{kind}_kernel" in lau.kernel)
+        grid, block = _threads(first)
+        assert grid >= 32 and block >= 128, (kind, first.grid, first.block)  # several blocks share the tensor
+
+
+def test_plan_reduction_shapes():
+    from opforge.lower.reduction_rule import plan_reduction
+
+    assert plan_reduction(1000, 16, 1024) is None  # short: left to the fallback
+    threads, chunks = plan_reduction(1, 1 << 22, 1024)
+    assert threads >= 128 and chunks > 1  # a global reduction is split over blocks
+    threads, chunks = plan_reduction(65536, 1024, 1024)
+    assert chunks == 1  # enough outputs: one block each
+
+
+def test_infinite_identity_max_is_rfactored():
+    from tvm import s_tir, te, tirx
+
+    from opforge.lower.kernels.reductions import reduce_te
+    from opforge.lower.reduction_rule import register_infinite_reducers
+
+    register_infinite_reducers()
+    x = te.placeholder((8, 1024), "float32", name="x")
+    func = te.create_prim_func([x, reduce_te(x, [1], False, "max")])
+    sch = s_tir.Schedule(func)
+    (block,) = [b for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    _, r = sch.get_loops(block)
+    _, tx = sch.split(r, factors=[None, 128])
+    rf = sch.rfactor(tx, 0)  # raised "No matched reducer" before the -inf reducer was registered
+    assert rf is not None
+    init = sch.get(block).init
+    assert isinstance(init.value, tirx.FloatImm) and np.isneginf(init.value.value)
