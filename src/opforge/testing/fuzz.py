@@ -976,27 +976,40 @@ def build(bundle: Path, cases: list[FuzzCase], progress=None) -> list[dict]:
     return rows
 
 
+def _draw_on_run_side(job: tuple[str, str, str]) -> str:
+    """One large case's inputs drawn again and its reference computed (the one that answered on the build machine,
+    ONNX's unless it failed or ran over REFERENCE_TIMEOUT_S there: onnxruntime is fast but not always exact, its
+    float32 DFT of length 100 is off by 6e-4 where ONNX's reference is off by 2e-6); its arrays saved. Returns the
+    reference's name."""
+    bundle, name, first = Path(job[0]), job[1], job[2]
+    c = load_case(bundle, name, first=first)
+    sub, _ = conformance.case_subgraph(c.as_case())
+    declared = [
+        dtypes.numpy_dtype(dtypes.from_onnx(vi.type.tensor_type.elem_type).name)
+        for vi in [*sub.model.graph.input, *sub.model.graph.output]
+    ]
+    (bundle / "cases" / c.name).mkdir(parents=True, exist_ok=True)
+    conformance.save_arrays(
+        bundle / "cases" / c.name / "data",
+        {**{f"in{i}": a for i, a in enumerate(c.inputs)}, **{f"out{i}": a for i, a in enumerate(c.outputs)}},
+        declared,
+    )
+    return c.reference
+
+
 def run(bundle: Path, progress=None) -> list[dict]:
     """GPU side (no TVM): every built case through the harness against its reference, two poisons. Cases whose
-    arrays were too large to carry get inputs drawn again from the op's domain and the reference that answered on
-    the build machine computed here first."""
+    arrays were too large to carry get inputs drawn again from the op's domain and their reference computed here
+    first, in a process per core (before CUDA starts)."""
+    import multiprocessing
+    import os
+
     info = json.loads((bundle / BUILD_RECORD).read_text())
-    for row in info["rows"]:
-        if row.get("built") and row.get("data"):
-            # The reference that answered on the build machine (ONNX's unless it failed or ran over
-            # REFERENCE_TIMEOUT_S there): onnxruntime is fast but not always exact (its float32 DFT of length 100
-            # is off by 6e-4, ONNX's reference by 2e-6).
-            c = load_case(bundle, row["case"], first=row.get("reference", "onnx"))
-            row["reference"] = c.reference
-            sub, _ = conformance.case_subgraph(c.as_case())
-            declared = [
-                dtypes.numpy_dtype(dtypes.from_onnx(vi.type.tensor_type.elem_type).name)
-                for vi in [*sub.model.graph.input, *sub.model.graph.output]
-            ]
-            conformance.save_arrays(
-                bundle / "cases" / c.name / "data",
-                {**{f"in{i}": a for i, a in enumerate(c.inputs)}, **{f"out{i}": a for i, a in enumerate(c.outputs)}},
-                declared,
-            )
+    rows = [r for r in info["rows"] if r.get("built") and r.get("data")]
+    jobs = [(str(bundle), r["case"], r.get("reference", "onnx")) for r in rows]
+    if jobs:
+        with multiprocessing.get_context("fork").Pool(os.cpu_count() or 1) as pool:
+            for r, ref in zip(rows, pool.map(_draw_on_run_side, jobs, chunksize=1)):
+                r["reference"] = ref
     (bundle / BUILD_RECORD).write_text(json.dumps(info, indent=1))
     return conformance.run(bundle, progress, record=BUILD_RECORD)
