@@ -1,10 +1,18 @@
-"""Marking gathers as injective so that TVM fuses their index arithmetic into them.
+"""Op patterns re-marked so that TVM's FuseOps fuses more: gathers as injective, one-input reductions as
+reductions.
 
-AnnotateTIROpPattern calls every kernel that loads at a data-dependent index opaque, so FuseOps keeps the index
+Gathers. AnnotateTIROpPattern calls every kernel that loads at a data-dependent index opaque, so FuseOps keeps the index
 normalisation the ONNX frontend puts before a GatherND (where(i < 0, i + dim, i)) as a kernel of its own: two
 launches and an index tensor through global memory for a gather of a few KB. A kernel made only of spatial blocks
 (each computing every element of what it writes once, such as TVM's gather: a transpose of the indices, then the
 gather) is injective whatever it reads, and fusing producers into it is sound.
+
+One-input reductions. A reduction with an elementwise tail (TOPI's mean: a sum then a division; softmax, layer_norm,
+rms_norm) is marked "out-elementwise fusable", the pattern of a GEMM, and FuseOps fuses no producer into it: the
+float32 Cast before a half-precision ReduceMean (lower/onnx_rewrites.py widen_accumulations) became a kernel of its
+own that wrote a float32 copy of the input, three times the input's bytes moved again. A function whose reduction
+blocks each read one of its inputs (a GEMM's reads two) is a reduction for fusion, like TOPI's sum: FuseOps then
+fuses elementwise producers into it, and DLight's reduction rules inline them into the reduction's loads.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 
-OPAQUE, INJECTIVE = 8, 2  # relax OpPatternKind
+OPAQUE, INJECTIVE, COMM_REDUCE, OUT_EWISE_FUSABLE = 8, 2, 3, 4  # relax OpPatternKind
 
 
 def _only_spatial_blocks(func: tirx.PrimFunc) -> bool:
@@ -26,6 +34,70 @@ def _only_spatial_blocks(func: tirx.PrimFunc) -> bool:
     except Exception:  # not a te-style function (externs, bound threads): leave it opaque
         return False
     return bool(infos) and all(set(info.dom_kind()) == {"S"} for info in infos)
+
+
+def _reads_one_input_per_reduction(func: tirx.PrimFunc) -> bool:
+    try:
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+    except Exception:
+        return False
+    if not infos:
+        return False
+    params = {p.data for p in func.params if hasattr(p, "data")}
+    reductions = [info for info in infos if "R" in info.dom_kind()]
+    if not reductions:
+        return False
+    for info in reductions:
+        block = sch.get(info.block_rv)
+        if len({r.source.data for r in block.reads if r.source.data in params}) > 1:
+            return False
+    return True
+
+
+@tvm.transform.module_pass(opt_level=0, name="OpforgeMarkOneInputReductions")
+def mark_one_input_reductions(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """OUT_EWISE_FUSABLE functions whose reduction blocks each read one input, called on the output of an
+    elementwise/injective kernel that nothing else reads, re-marked COMM_REDUCE (so that kernel fuses into them).
+    Elsewhere the marks stay: a reduction over a graph input keeps TVM's grouping (InstanceNormalization's mean
+    stays fused with its elementwise tail)."""
+    from tvm import relax
+
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    main = mod.functions.get(mod.get_global_var("main")) if "main" in [g.name_hint for g in mod.functions] else None
+    if not isinstance(main, relax.Function) or not isinstance(main.body, relax.SeqExpr):
+        return mod
+    calls: list[tuple[relax.Var, relax.Call]] = []
+    for block in main.body.blocks:
+        for b in block.bindings:
+            if (
+                isinstance(b, relax.VarBinding)
+                and isinstance(getattr(b.value, "op", None), tvm.ir.Op)
+                and b.value.op.same_as(call_tir)
+            ):
+                calls.append((b.var, b.value))
+    uses: dict = {}
+    for _, call in calls:
+        for a in call.args[1].fields:
+            uses[a] = uses.get(a, 0) + 1
+    produced_by = {var: call.args[0] for var, call in calls}
+
+    def pattern(gv) -> int | None:
+        f = mod[gv]
+        p = f.attrs.get("op_pattern") if isinstance(f, tirx.PrimFunc) and f.attrs is not None else None
+        return None if p is None else int(p)
+
+    marked = set()
+    for _, call in calls:
+        gv = call.args[0]
+        if gv in marked or pattern(gv) != OUT_EWISE_FUSABLE:
+            continue
+        fed = [a for a in call.args[1].fields if a in produced_by and uses.get(a) == 1]
+        producers = [pattern(produced_by[a]) for a in fed]
+        if any(p is not None and p <= INJECTIVE for p in producers) and _reads_one_input_per_reduction(mod[gv]):
+            mod[gv] = mod[gv].with_attr("op_pattern", COMM_REDUCE)
+            marked.add(gv)
+    return mod
 
 
 def _rewrite_prim_funcs(mod: tvm.IRModule, rewrite: Callable[[tvm.ir.GlobalVar, tirx.PrimFunc], tirx.PrimFunc | None]):

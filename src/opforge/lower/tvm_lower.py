@@ -143,7 +143,7 @@ def _from_onnx(model) -> tvm.IRModule:
 def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | None = None) -> tvm.IRModule:
     import tvm.s_tir.dlight as dl
 
-    from opforge.lower.fusion import mark_gathers_injective, narrow_indices
+    from opforge.lower.fusion import mark_gathers_injective, mark_one_input_reductions, narrow_indices
     from opforge.lower.reduction_rule import CrossThreadReduction
     from opforge.lower.spatial_rule import KeepReductionsFallback, MatrixVectorGEMV, Tolerant, TunedSpatial
 
@@ -158,7 +158,14 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
             relax.transform.LegalizeOps(kernel_overrides(threads, config)),
             relax.transform.AnnotateTIROpPattern(),
             mark_gathers_injective,
+            mark_one_input_reductions,
             relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+            # A second round: a reduction that took its producers as a "reduction" (mark_one_input_reductions) is
+            # now marked with its elementwise tail and takes its elementwise consumers (the Cast back to half).
+            relax.transform.AnnotateTIROpPattern(),
+            mark_gathers_injective,
             relax.transform.FuseOps(),
             relax.transform.FuseTIR(),
             narrow_indices,
