@@ -174,7 +174,7 @@ def _topk_ir(data_buf, values_buf, indices_buf, cand_v_buf, cand_i_buf, k: int, 
             return sv, si
 
         # 1. each chunk: its best k
-        threads = min(THREADS, max(32, slots // 2))
+        threads = min(THREADS, max(1, slots // 2))
         with blocks(rows * chunks, threads) as (b, tx):
             sv, si = scratch(slots)
             row = T.Bind(b // chunks)
@@ -195,7 +195,7 @@ def _topk_ir(data_buf, values_buf, indices_buf, cand_v_buf, cand_i_buf, k: int, 
                     indices[row * k + s] = tirx.Cast("int64", si[s])
         # 2. each row: the best k of its chunks' candidates
         if merge:
-            threads = min(THREADS, max(32, merge // 2))
+            threads = min(THREADS, max(1, merge // 2))
             with blocks(rows, threads) as (row, tx):
                 sv, si = scratch(merge)
                 with each(merge, threads, tx) as s:
