@@ -292,7 +292,6 @@ def test_bfloat16_infinity_compiles(tmp_path):
     """TVM prints a bfloat16 infinity as `inff`; the plan's source defines it, and nvcc accepts it."""
     from opforge.build.nvcc import compile_fatbin
     from opforge.lower.tvm_lower import lower_subgraph
-
     from opforge.testing.conformance import Case
 
     vi = onnx.helper.make_tensor_value_info
@@ -451,3 +450,30 @@ def test_topk_lowers_for_rows_shorter_than_a_warp(shape, k):
     model = _topk_model(shape, k, 1)
     plan = lower_subgraph(extract_nodes(model, list(model.graph.node))[0])
     assert len(plan.launches) == 1
+
+
+# CUDA's half and bfloat16 math functions (cuda_fp16.h, cuda_bf16.h) that a half-precision kernel may call.
+CUDA_HALF_MATH = {"hsin", "hcos", "hexp", "hexp2", "hexp10", "hlog", "hlog2", "hlog10", "hsqrt", "hrsqrt", "hrcp"}
+CUDA_HALF_MATH |= {"hceil", "hfloor", "htrunc", "hrint", "htanh", "habs"}
+
+
+@pytest.mark.parametrize(
+    "op", ["Acos", "Acosh", "Asin", "Asinh", "Atan", "Atanh", "Cosh", "Sinh", "Tan", "Erf", "Round", "IsNaN", "IsInf"]
+)
+def test_half_math_without_a_cuda_half_form_lowers_on_float32(op):
+    """TVM's CUDA code for these on float16/bfloat16 called hatan, hcosh, hnearbyint... (nvcc: undefined) or left
+    tirx.asin unresolved; widened (onnx_rewrites.NO_HALF_FORM), the kernels call only CUDA's half functions."""
+    import re
+
+    from opforge.lower.tvm_lower import lower_subgraph
+
+    vi = onnx.helper.make_tensor_value_info
+    for elem in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16):
+        out = onnx.TensorProto.BOOL if op in ("IsNaN", "IsInf") else elem
+        graph = onnx.helper.make_graph(
+            [onnx.helper.make_node(op, ["x"], ["y"])], "g", [vi("x", elem, [4, 8])], [vi("y", out, [4, 8])]
+        )
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 22)])
+        plan = lower_subgraph(extract_nodes(model, list(model.graph.node))[0])
+        called = {c for c in re.findall(r"\b(h[a-z0-9]+)\(", plan.cuda_source) if not c.startswith(("half", "hadd"))}
+        assert called <= CUDA_HALF_MATH, (op, elem, called - CUDA_HALF_MATH)

@@ -126,17 +126,42 @@ ACCUMULATING_OPS = frozenset(
         "RoiAlign",
     }
 )
+# Ops TVM's CUDA backend has no half-precision form of: it emits hatan, hcosh, hsinh, htan, herf (bfloat16) and
+# hnearbyint (Round, QuantizeLinear's rounding), which CUDA's half headers do not define (nvcc fails), leaves
+# tirx.asin/acos/asinh/acosh/atanh unresolved, and refuses power, isnan and isinf on bfloat16. On float32 they are
+# one correctly rounded call each; rounding the float32 result to the half type once is what a half form would give.
+NO_HALF_FORM = frozenset(
+    {
+        "Acos",
+        "Acosh",
+        "Asin",
+        "Asinh",
+        "Atan",
+        "Atanh",
+        "Cosh",
+        "Sinh",
+        "Tan",
+        "Erf",
+        "Gelu",
+        "Round",
+        "QuantizeLinear",
+        "IsInf",
+        "IsNaN",
+        "Pow",
+    }
+)
+WIDENED_OPS = ACCUMULATING_OPS | NO_HALF_FORM
 _HALF = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
 
 
 def widen_accumulations(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of the model where every node of ACCUMULATING_OPS whose float inputs are float16/bfloat16 computes in
-    float32: its half inputs cast up, the node on float32, its outputs cast back (the names and types the graph
-    sees are unchanged). Non-float inputs (axes) are passed as they are."""
+    """A copy of the model where every node of WIDENED_OPS (ACCUMULATING_OPS, NO_HALF_FORM) whose float inputs are
+    float16/bfloat16 computes in float32: its half inputs cast up, the node on float32, its half outputs cast back
+    (the names and types the graph sees are unchanged). Non-float inputs (axes) are passed as they are."""
     from opforge.ops.base import elem_types
 
     types = elem_types(model)
-    nodes = [n for n in model.graph.node if n.op_type in ACCUMULATING_OPS and n.domain in ("", "ai.onnx")]
+    nodes = [n for n in model.graph.node if n.op_type in WIDENED_OPS and n.domain in ("", "ai.onnx")]
     if not any(types.get(i) in _HALF for n in nodes for i in n.input):
         return model
     m = onnx.ModelProto()
@@ -156,7 +181,7 @@ def widen_accumulations(model: onnx.ModelProto) -> onnx.ModelProto:
     for k, node in enumerate(m.graph.node):
         half = {types.get(i) for i in node.input if types.get(i) in _HALF}
         outs = [types.get(o) for o in node.output]
-        if node.op_type not in ACCUMULATING_OPS or node.domain not in ("", "ai.onnx") or len(half) != 1:
+        if node.op_type not in WIDENED_OPS or node.domain not in ("", "ai.onnx") or len(half) != 1:
             out.append(node)
             continue
         elem = half.pop()
