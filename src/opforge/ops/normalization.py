@@ -3,9 +3,10 @@ converter leaves out), GroupNormalization, RMSNormalization, InstanceNormalizati
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
-from opforge.ops.base import OpRule
+from opforge.ops.base import InputDomain, NoValidInputs, OpRule
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -21,6 +22,27 @@ def _rms_norm_leading_axis(node: onnx.NodeProto) -> bool:
     may be 0: -2 on a 2-D input, ...); the body is exact there (checked on the conformance cases)."""
     axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
     return axis == 0 or axis <= -2
+
+
+def _scale_fits_normalized_shape(d: InputDomain) -> None:
+    """Scale (and B) must broadcast to the normalized shape X.shape[axis:] (RMSNormalization's text;
+    LayerNormalization's function body reshapes them to one row of that shape's size, so there they hold that many
+    elements or one).
+    ONNX's reference broadcasts a larger scale against all of X; such a node is not valid, so it is not drawn."""
+    x = d.shape(0)
+    axis = d.a.get("axis", -1) % len(x)
+    normalized = tuple(x[axis:])
+    for pos in (1, 2):
+        if len(d.node.input) <= pos or not d.node.input[pos]:
+            continue
+        s = tuple(d.shape(pos))
+        fits = len(s) <= len(normalized) and all(a in (1, b) for a, b in zip(s[::-1], normalized[::-1]))
+        if d.node.op_type == "LayerNormalization":
+            fits = fits and int(np.prod(s)) in (1, int(np.prod(normalized)))
+        if not fits:
+            raise NoValidInputs(
+                f"{d.node.op_type}: input {pos} of shape {list(s)} does not fit the normalized shape {list(normalized)}"
+            )
 
 
 def _torch_layer_norm(torch, node, consts):
@@ -62,6 +84,7 @@ RULES = [
         ("LayerNormalization",),
         summary="TVM; with Mean/InvStdDev outputs through its function body",
         expand_body=_layer_norm_stats,
+        inputs=_scale_fits_normalized_shape,
         torch=_torch_layer_norm,
     ),
     OpRule(("GroupNormalization",), summary="TVM", torch=_torch_group_norm),
@@ -69,6 +92,7 @@ RULES = [
         ("RMSNormalization",),
         summary="TVM; normalized axes from 0 (or a negative axis below -1) through its function body",
         expand_body=_rms_norm_leading_axis,
+        inputs=_scale_fits_normalized_shape,
         torch=_torch_rms_norm,
     ),
     OpRule(("InstanceNormalization",), summary="TVM", torch=_torch_instance_norm),
