@@ -439,3 +439,28 @@ def test_kernel_shape_ties_the_weight_dims():
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
     assert 3 in fuzz._structural_sizes(model)
+
+
+def test_normalization_scale_must_fit_the_normalized_shape():
+    """A scale of X's full shape is broadcast by ONNX's reference but refused by TVM and by LayerNormalization's
+    function body: not a valid input, so the fuzzer does not draw it (NoValidInputs)."""
+    from onnx import TensorProto
+
+    from opforge.ops.base import NoValidInputs
+    from opforge.verify.inputs import make_inputs
+
+    vi = helper.make_tensor_value_info
+    for op in ("LayerNormalization", "RMSNormalization"):
+        node = helper.make_node(op, ["x", "w"], ["y"], axis=2)
+        graph = helper.make_graph(
+            [node], "g", [vi("x", TensorProto.FLOAT, [2, 3, 4, 33]), vi("w", TensorProto.FLOAT, [2, 3, 4, 33][-1:])], []
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+        shapes = [(2, 3, 4, 33), (33,)]
+        if op == "LayerNormalization":  # 33 elements against the normalized [4, 33]: its body needs 132 or 1
+            with pytest.raises(NoValidInputs):
+                make_inputs(model, shapes, np.random.default_rng(1))
+        else:  # [33] broadcasts to the normalized [4, 33]
+            make_inputs(model, shapes, np.random.default_rng(1))
+        with pytest.raises(NoValidInputs):
+            make_inputs(model, [(2, 3, 4, 33), (2, 3, 4, 33)], np.random.default_rng(1))
