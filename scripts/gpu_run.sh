@@ -3,7 +3,7 @@
 # machine built (.gpu_carry/*.tar.xz, each holding one folder for .gpu_bundle/), run each phase named on the command
 # line, and pack every result file into $OUT/results.tar.gz (plus one log per phase). No TVM is needed here.
 #
-#   bash scripts/gpu_run.sh conformance verify-model fuzz realworld data-dependent trt-lean bench-wide
+#   bash scripts/gpu_run.sh conformance verify-model fuzz realworld data-dependent trt-lean bench-wide bench
 #
 # Each phase is the `run` half of a two-phase script (scripts/<name>.py build ran on the CPU machine); a phase
 # that fails is logged and the next one still runs; one that outlives PHASE_TIMEOUT seconds (default 540, inside
@@ -36,6 +36,7 @@ for phase in "$@"; do
         cmd=(env PYTHONPATH="/tmp/trt-site:$PYTHONPATH" python3 scripts/trt_lean.py run .gpu_bundle/trt-lean "$res")
         ;;
     bench-wide) cmd=(python3 scripts/bench_wide.py run .gpu_bundle/wide "$res" --part "${WIDE_PART:-0/1}") ;;
+    bench) cmd=(python3 scripts/bench.py run .gpu_bundle/bench "$res/bench" --dtypes "${BENCH_DTYPES:-float32,float16}") ;;
     *)
         echo "unknown phase $phase" >&2
         failed=$((failed + 1))
