@@ -36,7 +36,7 @@ for phase in "$@"; do
         cmd=(env PYTHONPATH="/tmp/trt-site:$PYTHONPATH" python3 scripts/trt_lean.py run .gpu_bundle/trt-lean "$res")
         ;;
     bench-wide) cmd=(python3 scripts/bench_wide.py run .gpu_bundle/wide "$res" --part "${WIDE_PART:-0/1}") ;;
-    bench) cmd=(python3 scripts/bench.py run .gpu_bundle/bench "$res/bench" --dtypes "${BENCH_DTYPES:-float32,float16}") ;;
+    bench) cmd=(python3 scripts/bench.py run .gpu_bundle/bench "$res" --dtypes "${BENCH_DTYPES:-float32,float16}") ;;
     *)
         echo "unknown phase $phase" >&2
         failed=$((failed + 1))
