@@ -477,3 +477,41 @@ def test_half_math_without_a_cuda_half_form_lowers_on_float32(op):
         plan = lower_subgraph(extract_nodes(model, list(model.graph.node))[0])
         called = {c for c in re.findall(r"\b(h[a-z0-9]+)\(", plan.cuda_source) if not c.startswith(("half", "hadd"))}
         assert called <= CUDA_HALF_MATH, (op, elem, called - CUDA_HALF_MATH)
+
+
+def test_cumsum_thread_prefix_is_its_neighbours_sum():
+    """A thread's exclusive prefix within its warp is the left lane's inclusive sum (one more shuffle), not the
+    warp's running sum minus its own: in float32, fl(1 + 1e8) - 1e8 = 0 lost the 1 before a large element."""
+    from opforge.lower.tvm_lower import lower_subgraph
+
+    model = _cumsum_model([64, 4096], 0, 0)
+    plan = lower_subgraph(extract_nodes(model, list(model.graph.node))[0])
+    scan_kernel = plan.cuda_source.split("cumsum_kernel_2(")[-1]
+    assert scan_kernel.count(", 1, 32)") >= 3  # warp scan, lane prefix, warp-totals scan: each shuffles by 1
+
+
+def test_scatter_elements_add_keeps_tvm_kernel_where_cuda_has_no_atomic():
+    """CUDA has no atomicAdd for 8/16-bit or signed 64-bit integers: such adds keep TVM's serial kernel."""
+    from opforge.lower.tvm_lower import lower_subgraph
+
+    vi = onnx.helper.make_tensor_value_info
+    node = onnx.helper.make_node("ScatterElements", ["d", "i", "u"], ["y"], axis=0, reduction="add")
+    i64 = onnx.TensorProto.INT64
+    graph = onnx.helper.make_graph(
+        [node], "g", [vi("d", i64, [64, 8]), vi("i", i64, [32, 8]), vi("u", i64, [32, 8])], [vi("y", i64, [64, 8])]
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    plan = lower_subgraph(extract_nodes(model, list(model.graph.node))[0])
+    assert "atomic" not in plan.cuda_source.lower()
+
+
+def test_one_input_reduction_test_tells_a_sum_from_a_matmul():
+    """mark_one_input_reductions re-marks only reductions that read one input per reduction block: a GEMM (two)
+    keeps its pattern."""
+    from tvm import te, topi
+
+    from opforge.lower.fusion import _reads_one_input_per_reduction
+
+    a, b = te.placeholder((8, 16), name="a"), te.placeholder((16, 4), name="b")
+    assert not _reads_one_input_per_reduction(te.create_prim_func([a, b, topi.matmul(a, b)]))
+    assert _reads_one_input_per_reduction(te.create_prim_func([a, topi.sum(a, axis=1)]))

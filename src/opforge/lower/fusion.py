@@ -24,7 +24,7 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 
-OPAQUE, INJECTIVE, COMM_REDUCE, OUT_EWISE_FUSABLE = 8, 2, 3, 4  # relax OpPatternKind
+BROADCAST, INJECTIVE, COMM_REDUCE, OUT_EWISE_FUSABLE, OPAQUE = 1, 2, 3, 4, 8  # relax OpPatternKind
 
 
 def _only_spatial_blocks(func: tirx.PrimFunc) -> bool:
@@ -44,13 +44,15 @@ def _reads_one_input_per_reduction(func: tirx.PrimFunc) -> bool:
         return False
     if not infos:
         return False
-    params = {p.data for p in func.params if hasattr(p, "data")}
+    params = list(func.params)
     reductions = [info for info in infos if "R" in info.dom_kind()]
     if not reductions:
         return False
     for info in reductions:
         block = sch.get(info.block_rv)
-        if len({r.source.data for r in block.reads if r.source.data in params}) > 1:
+        # (same_as: a parameter's .data is a new object on every access, so sets of them never match)
+        read = {k for r in block.reads for k, p in enumerate(params) if r.source.same_as(p)}
+        if len(read) > 1:
             return False
     return True
 
@@ -94,10 +96,22 @@ def mark_one_input_reductions(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
             continue
         fed = [a for a in call.args[1].fields if a in produced_by and uses.get(a) == 1]
         producers = [pattern(produced_by[a]) for a in fed]
-        if any(p is not None and p <= INJECTIVE for p in producers) and _reads_one_input_per_reduction(mod[gv]):
+        # FuseOps merges elementwise and broadcast producers into a reduction (not injective ones: a transpose).
+        if any(p is not None and p <= BROADCAST for p in producers) and _reads_one_input_per_reduction(mod[gv]):
             mod[gv] = mod[gv].with_attr("op_pattern", COMM_REDUCE)
             marked.add(gv)
     return mod
+
+
+@tvm.transform.module_pass(opt_level=0, name="OpforgeForgetOpPatterns")
+def forget_op_patterns(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Every TIR function without its op_pattern, so AnnotateTIROpPattern marks them afresh (it keeps a mark that is
+    there: a function re-marked a reduction that fused nothing would stay one and take no elementwise tail)."""
+
+    def forget(_gv, func):
+        return func.without_attr("op_pattern") if func.attrs is not None and "op_pattern" in func.attrs else None
+
+    return _rewrite_prim_funcs(mod, forget)
 
 
 def _rewrite_prim_funcs(mod: tvm.IRModule, rewrite: Callable[[tvm.ir.GlobalVar, tirx.PrimFunc], tirx.PrimFunc | None]):

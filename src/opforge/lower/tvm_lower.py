@@ -49,7 +49,7 @@ _DYN_SMEM = "tirx.use_dyn_shared_memory"
 
 
 # Bumped whenever opforge's lowering changes what plan a subgraph gets (invalidates cached plans).
-LOWERING_REVISION = 26
+LOWERING_REVISION = 27
 
 
 def producer_name(config: ScheduleConfig | None = None) -> str:
@@ -143,7 +143,12 @@ def _from_onnx(model) -> tvm.IRModule:
 def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | None = None) -> tvm.IRModule:
     import tvm.s_tir.dlight as dl
 
-    from opforge.lower.fusion import mark_gathers_injective, mark_one_input_reductions, narrow_indices
+    from opforge.lower.fusion import (
+        forget_op_patterns,
+        mark_gathers_injective,
+        mark_one_input_reductions,
+        narrow_indices,
+    )
     from opforge.lower.reduction_rule import CrossThreadReduction
     from opforge.lower.spatial_rule import KeepReductionsFallback, MatrixVectorGEMV, Tolerant, TunedSpatial
 
@@ -164,6 +169,7 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
             relax.transform.FuseTIR(),
             # A second round: a reduction that took its producers as a "reduction" (mark_one_input_reductions) is
             # now marked with its elementwise tail and takes its elementwise consumers (the Cast back to half).
+            forget_op_patterns,
             relax.transform.AnnotateTIROpPattern(),
             mark_gathers_injective,
             relax.transform.FuseOps(),

@@ -141,6 +141,10 @@ def _scan_ir(data_buf, out_buf, sums_buf, exclusive: bool, reverse: bool):
                         for d in (1, 2, 4, 8, 16):
                             shf[0] = _shuffle_up(w, d)  # a statement: every lane of the warp shuffles
                             w = T.Bind(w + tirx.Select(lane >= d, shf[0], zero))
+                        # The thread's exclusive prefix within its warp: its left neighbour's inclusive sum (not
+                        # w - total, which loses a small prefix next to a large total in floating point).
+                        shf[0] = _shuffle_up(w, 1)
+                        before_lane = T.Bind(tirx.Select(lane > 0, shf[0], zero))
                         with T.If(lane == WARP - 1), T.Then():
                             wsum[warp] = w
                         _sync()
@@ -153,7 +157,7 @@ def _scan_ir(data_buf, out_buf, sums_buf, exclusive: bool, reverse: bool):
                         _sync()
                         if write:
                             before_warp = tirx.if_then_else(warp > 0, wsum[tirx.max(warp - 1, 0)], zero)
-                            prefix = T.Bind(carry[0] + before_warp + (w - total))
+                            prefix = T.Bind(carry[0] + before_warp + before_lane)
                             run = prefix
                             for v in range(VEC):
                                 i = first + v

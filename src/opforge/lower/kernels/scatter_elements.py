@@ -26,6 +26,9 @@ from opforge.lower.kernels.data_dependent import on_gpu
 from opforge.lower.kernels.kernel_ir import as_index, index_dtype, prod, static, vec_lanes
 
 PARALLEL_MODES = ("update", "add")
+# Element types CUDA's atomicAdd takes on sm_90 as TVM spells them (no 8/16-bit or signed 64-bit integer atomics;
+# TVM's uint64_t is unsigned long, not atomicAdd's unsigned long long): "add" on others keeps TVM's serial kernel.
+ATOMIC_ADD_DTYPES = ("float16", "bfloat16", "float32", "float64", "int32", "uint32")
 
 
 def scatter_elements_te(
@@ -114,7 +117,8 @@ def legalize(threads: int):
         mode = str(call.attrs.reduction)
         shape = relax.get_shape_of(call.args[0])
         rank = len(shape) if shape is not None else None
-        if mode not in PARALLEL_MODES or not rank:
+        dtype = str(call.args[0].ty.dtype)
+        if mode not in PARALLEL_MODES or not rank or (mode == "add" and dtype not in ATOMIC_ADD_DTYPES):
             return default(bb, call)
         axis = int(call.attrs.axis) % rank
         return bb.call_te(scatter_elements_te, call.args[0], call.args[1], call.args[2], axis, mode, threads)

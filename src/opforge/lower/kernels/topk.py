@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import tvm
 from tvm import te, tirx
 from tvm.script.ir_builder import IRBuilder
@@ -62,7 +63,7 @@ def supported(shape, axis: int, k: int, dtype: str) -> bool:
     if not 1 <= k <= min(n, MAX_K) or tvm.DataType(dtype).bits > 32:
         return False
     slots, _, merge = plan(n, k)
-    return k <= slots and merge <= MERGE
+    return k <= slots and merge <= MERGE and int(np.prod(dims)) < LAST_INDEX  # int32 element offsets
 
 
 def topk_te(x: te.Tensor, k: int, largest: bool) -> tuple[te.Tensor, te.Tensor]:
