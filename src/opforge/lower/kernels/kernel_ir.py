@@ -1,9 +1,12 @@
-"""Helpers for the TIR kernels opforge writes itself (lower/scatter_nd.py, lower/resize.py)."""
+"""Helpers for the TIR kernels opforge writes itself (lower/kernels/*.py)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import tvm
-from tvm import tirx
+from tvm import te, tirx
+from tvm.script.ir_builder import tirx as T
 
 from opforge.lower.tir_text import dtype_of
 
@@ -37,3 +40,28 @@ def as_index(e, idt: str):
     """`e` (a Python int or an integer expression) in the index dtype `idt`."""
     e = tirx.const(e, idt) if isinstance(e, int) else e
     return tirx.Cast(idt, e) if dtype_of(e) != idt else e
+
+
+@contextlib.contextmanager
+def each_index(n, threads: int, idt: str, gpu: bool = True):
+    """An index over [0, n) inside an IRBuilder: one per thread of a 1-D grid of `threads`-wide blocks (guarded
+    against the last block's overhang) on the GPU, a serial loop on the CPU (llvm, the semantic check)."""
+    if not gpu:
+        with T.serial(0, as_index(n, idt)) as t:
+            yield t
+        return
+    bx, tx = te.thread_axis("blockIdx.x"), te.thread_axis("threadIdx.x")
+    blocks = tirx.Cast("int32", (as_index(n, idt) + threads - 1) // threads)
+    frames = [T.attr(bx, "thread_extent", blocks), T.attr(tx, "thread_extent", threads)]
+    t = as_index(bx, idt) * threads + as_index(tx, idt)
+    with T.frame_scope(frames), T.If(t < as_index(n, idt)), T.Then():
+        yield t
+
+
+def copy_vectorized(out, data, n_out, lanes: int, threads: int, idt: str, gpu: bool = True) -> None:
+    """out[:] = data[:] over n_out elements (flat buffer proxies), `lanes` per thread where n_out is a static
+    multiple of it (one 16-byte load and store), else one."""
+    n_static = static(n_out)
+    cv = lanes if n_static is not None and n_static % lanes == 0 else 1
+    with each_index(as_index(n_out, idt) // cv, threads, idt, gpu) as t, T.vectorized(0, cv) as v:
+        out[t * cv + v] = data[t * cv + v]

@@ -15,15 +15,13 @@ the same loops run serially.
 
 from __future__ import annotations
 
-import contextlib
-
 import tvm
 from tvm import relax, te, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
 from opforge.lower.kernels.data_dependent import on_gpu
-from opforge.lower.kernels.kernel_ir import as_index, index_dtype, prod, static, vec_lanes
+from opforge.lower.kernels.kernel_ir import as_index, copy_vectorized, each_index, index_dtype, prod, vec_lanes
 
 PARALLEL_MODES = ("update", "add")
 # Element types CUDA's atomicAdd takes on sm_90 as TVM spells them (no 8/16-bit or signed 64-bit integer atomics;
@@ -62,27 +60,13 @@ def _scatter_ir(data_buf, idx_buf, upd_buf, out_buf, axis: int, mode: str, threa
 
     gpu = on_gpu()
 
-    @contextlib.contextmanager
     def each(n):
-        """The thread id over [0, n): a grid of `threads`-wide blocks on the GPU, a serial loop on the CPU."""
-        if not gpu:
-            with T.serial(0, c(n)) as t:
-                yield t
-            return
-        bx, tx = te.thread_axis("blockIdx.x"), te.thread_axis("threadIdx.x")
-        blocks = tirx.Cast("int32", (c(n) + threads - 1) // threads)
-        frames = [T.attr(bx, "thread_extent", blocks), T.attr(tx, "thread_extent", threads)]
-        t = c(bx) * threads + c(tx)
-        with T.frame_scope(frames), T.If(t < c(n)), T.Then():
-            yield t
+        return each_index(n, threads, idt, gpu)
 
     with IRBuilder() as ib:
         with T.seq_scope():
             # 1. out = data
-            n_static = static(n_out)
-            cv = lanes if n_static is not None and n_static % lanes == 0 else 1
-            with each(c(n_out) // cv) as t, T.vectorized(0, cv) as v:
-                out[t * cv + v] = data[t * cv + v]
+            copy_vectorized(out, data, n_out, lanes, threads, idt, gpu)
             # 2. the updates
             with each(c(n_upd)) as t:
                 rest = t

@@ -19,7 +19,7 @@ from tvm import relax, te, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from opforge.lower.kernels.kernel_ir import as_index, index_dtype, prod, static, vec_lanes
+from opforge.lower.kernels.kernel_ir import as_index, copy_vectorized, each_index, index_dtype, prod, static, vec_lanes
 
 PARALLEL_MODES = ("update", "add")
 # A device helper (lower/kernels/__init__.py DEVICE_HELPERS) the plan's source defines: atomicAdd on a __half2.
@@ -57,27 +57,15 @@ def _scatter_ir(data_buf, idx_buf, upd_buf, out_buf, k: int, mode: str, threads:
     def c(e):
         return as_index(e, idt)
 
-    def launch(n_threads):
-        """A 1-D grid of `threads`-wide blocks covering n_threads; returns (frames, thread id)."""
-        bx, tx = te.thread_axis("blockIdx.x"), te.thread_axis("threadIdx.x")
-        blocks = tirx.Cast("int32", (c(n_threads) + threads - 1) // threads)
-        frames = [T.attr(bx, "thread_extent", blocks), T.attr(tx, "thread_extent", threads)]
-        return frames, c(bx) * threads + c(tx)
-
     with IRBuilder() as ib:
         with T.seq_scope():
             # 1. out = data
-            n_static = static(n_out)
-            cv = lanes if n_static is not None and n_static % lanes == 0 else 1
-            frames, t = launch(c(n_out) // cv)
-            with T.frame_scope(frames), T.If(t < c(n_out) // cv), T.Then(), T.vectorized(0, cv) as v:
-                out[t * cv + v] = data[t * cv + v]
+            copy_vectorized(out, data, n_out, lanes, threads, idt)
             # 2. the slices
             s_static = static(slice_len)
             sv = lanes if s_static is not None and s_static % lanes == 0 else 1
             per_slice = c(slice_len) // sv
-            frames, t = launch(c(n_idx) * per_slice)
-            with T.frame_scope(frames), T.If(t < c(n_idx) * per_slice), T.Then():
+            with each_index(c(n_idx) * per_slice, threads, idt) as t:
                 i = t // per_slice
                 j = (t % per_slice) * sv
                 offset = tirx.const(0, idt)
