@@ -65,3 +65,28 @@ def copy_vectorized(out, data, n_out, lanes: int, threads: int, idt: str, gpu: b
     cv = lanes if n_static is not None and n_static % lanes == 0 else 1
     with each_index(as_index(n_out, idt) // cv, threads, idt, gpu) as t, T.vectorized(0, cv) as v:
         out[t * cv + v] = data[t * cv + v]
+
+
+# CUDA's round-to-nearest intrinsics: nvcc never contracts them into a fused multiply-add.
+_ROUNDED = {
+    ("mul", "float32"): "__fmul_rn",
+    ("add", "float32"): "__fadd_rn",
+    ("mul", "float64"): "__dmul_rn",
+    ("add", "float64"): "__dadd_rn",
+}
+
+
+def rounded(op: str, a, b, gpu: bool):
+    """a*b or a+b rounded on its own, as the reference computes it, never fused with a neighbouring add or multiply.
+
+    nvcc contracts `s + p * b` into one fma by default (--fmad=true), which rounds once instead of twice. That is
+    more accurate, but where a kernel's result is ill-conditioned in an intermediate (a sampling coordinate near 250
+    moves by half an ulp, 7.6e-6, and a bilinear read then moves by that times the map's gradient) it differs from
+    ONNX's reference and onnxruntime, which round each operation, by 6e-5. On the CPU (TVM's llvm target, which
+    does not contract) the plain expression is kept.
+    """
+    dt = dtype_of(a)
+    name = _ROUNDED.get((op, dt))
+    if gpu and name is not None:
+        return tirx.call_pure_extern(dt, name, a, b)
+    return a * b if op == "mul" else a + b

@@ -18,6 +18,9 @@ from __future__ import annotations
 import tvm
 from tvm import te, tirx
 
+from opforge.lower.kernels.data_dependent import on_gpu
+from opforge.lower.kernels.kernel_ir import rounded
+
 
 def roi_align_te(
     data: te.Tensor,
@@ -38,13 +41,24 @@ def roi_align_te(
     vt = str(data.dtype)
     acc = "float32" if vt in ("float16", "bfloat16") else vt
 
+    gpu = on_gpu()
+
     def f(v) -> tirx.PrimExpr:
         return tirx.const(v, ct)
 
+    # The sampling coordinates round each operation in ONNX's order, as ONNX's reference and onnxruntime do (both
+    # agree bit for bit): a bilinear read is ill-conditioned in its coordinate, and an fma there moved outputs of
+    # a 200x272 map with rois in image coordinates by 6e-5 (kernel_ir.rounded).
+    def mul(a, b):
+        return rounded("mul", a, b, gpu)
+
+    def add(a, b):
+        return rounded("add", a, b, gpu)
+
     def geometry(i):
         roi = [rois[i][k] if k == 0 else tirx.Cast(ct, rois[i][k]) for k in range(5)]
-        start_w, start_h = roi[1] * f(spatial_scale), roi[2] * f(spatial_scale)
-        roi_w, roi_h = roi[3] * f(spatial_scale) - start_w, roi[4] * f(spatial_scale) - start_h
+        start_w, start_h = mul(roi[1], f(spatial_scale)), mul(roi[2], f(spatial_scale))
+        roi_w, roi_h = mul(roi[3], f(spatial_scale)) - start_w, mul(roi[4], f(spatial_scale)) - start_h
         if not aligned:
             roi_w, roi_h = te.max(roi_w, f(1.0)), te.max(roi_h, f(1.0))
         bin_h, bin_w = roi_h / f(ph_n), roi_w / f(pw_n)
@@ -85,8 +99,13 @@ def roi_align_te(
         empty = grid_h * grid_w <= 0
         rh = te.reduce_axis((0, te.max(grid_h, 1)), name="rh")
         rw = te.reduce_axis((0, te.max(grid_w, 1)), name="rw")
-        y = start_h + tirx.Cast(ct, ph) * bin_h + (tirx.Cast(ct, rh) + f(0.5)) * bin_h / tirx.Cast(ct, grid_h)
-        x = start_w + tirx.Cast(ct, pw) * bin_w + (tirx.Cast(ct, rw) + f(0.5)) * bin_w / tirx.Cast(ct, grid_w)
+        # start + p * bin + ((r + 0.5) * bin) / grid, left to right.
+        y = add(
+            add(start_h, mul(tirx.Cast(ct, ph), bin_h)), mul(tirx.Cast(ct, rh) + f(0.5), bin_h) / tirx.Cast(ct, grid_h)
+        )
+        x = add(
+            add(start_w, mul(tirx.Cast(ct, pw), bin_w)), mul(tirx.Cast(ct, rw) + f(0.5), bin_w) / tirx.Cast(ct, grid_w)
+        )
         outside, terms = corners(n, c, y, x)
         zero = tirx.const(0.0, acc)
         if max_mode:
