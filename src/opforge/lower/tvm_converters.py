@@ -190,7 +190,97 @@ def _converters() -> dict:
             ours = cls._ours(bb, inputs[0], cls._k_input(inputs, params), attr)
             return ours if ours is not None else onnx_frontend.TopK._impl_v11(bb, inputs, attr, params)
 
+    class GroupNormalization(OnnxOpConverter):
+        """GroupNormalization of a static shape: one layer-normalization-shaped kernel over the (N, G, M) view
+        (lower/kernels/group_norm.py); scale and bias per group in opset 18, per channel from 21. Otherwise TVM's
+        converter."""
+
+        @classmethod
+        def _ours(cls, bb, inputs, attr, per_channel: bool):
+            from opforge.lower.kernels import group_norm
+
+            x, scale, bias = inputs[0], inputs[1], inputs[2]
+            shape = getattr(x.ty.shape, "values", None)
+            groups = int(attr["num_groups"])
+            scale_shape = getattr(scale.ty.shape, "values", None)
+            scale_len = int(scale_shape[0]) if scale_shape is not None and len(scale_shape) == 1 else None
+            if shape is None or not group_norm.supported(list(shape), groups, scale_len):
+                return None
+            dims = [int(d) for d in shape]
+            spatial = 1
+            for d in dims[2:]:
+                spatial *= d
+            cpg = dims[1] // groups
+            rows = bb.emit(relax.op.reshape(x, [dims[0], groups, cpg * spatial]))
+            eps = float(attr.get("epsilon", 1e-5))
+            out = bb.emit_te(
+                group_norm.group_norm_te,
+                rows,
+                scale,
+                bias,
+                eps,
+                cpg,
+                spatial,
+                per_channel,
+                primfunc_name_hint="group_norm",
+            )
+            return bb.emit(relax.op.reshape(out, dims))
+
+        @classmethod
+        def _impl_v18(cls, bb, inputs, attr, params):
+            from tvm.relax.frontend.onnx import onnx_frontend
+
+            ours = cls._ours(bb, inputs, attr, per_channel=False)
+            return ours if ours is not None else onnx_frontend.GroupNormalization._impl_v18(bb, inputs, attr, params)
+
+        @classmethod
+        def _impl_v21(cls, bb, inputs, attr, params):
+            from tvm.relax.frontend.onnx import onnx_frontend
+
+            ours = cls._ours(bb, inputs, attr, per_channel=True)
+            return ours if ours is not None else onnx_frontend.GroupNormalization._impl_v21(bb, inputs, attr, params)
+
+    class ReduceLogSumExp(OnnxOpConverter):
+        """ReduceLogSumExp over trailing axes of a static shape: one softmax-shaped kernel
+        (lower/kernels/logsumexp.py). Other axes, dynamic shapes, empty reductions: TVM's converter."""
+
+        @classmethod
+        def _ours(cls, bb, x, axes, keepdims):
+            from opforge.lower.kernels import logsumexp
+
+            shape = getattr(x.ty.shape, "values", None)
+            if shape is None:
+                return None
+            axes = list(range(len(shape))) if axes is None else [int(a) for a in axes]
+            if not logsumexp.supported(list(shape), axes):
+                return None
+            return bb.emit_te(logsumexp.logsumexp_te, x, len(axes), bool(keepdims), primfunc_name_hint="logsumexp")
+
+        @classmethod
+        def _impl_v13(cls, bb, inputs, attr, params):
+            from tvm.relax.frontend.onnx import onnx_frontend
+
+            ours = cls._ours(bb, inputs[0], attr.get("axes"), attr.get("keepdims", 1))
+            return ours if ours is not None else onnx_frontend.ReduceLogSumExp._impl_v13(bb, inputs, attr, params)
+
+        @classmethod
+        def _impl_v18(cls, bb, inputs, attr, params):
+            from tvm.relax.frontend.onnx import onnx_frontend
+
+            axes = None
+            if len(inputs) > 1 and inputs[1] is not None:
+                const = onnx_frontend.get_constant(inputs[1], params)
+                if type(const).__name__ not in ("Constant", "GenericConst"):
+                    return onnx_frontend.ReduceLogSumExp._impl_v18(bb, inputs, attr, params)
+                axes = const.value.numpy().reshape(-1).tolist()
+            if not axes and attr.get("noop_with_empty_axes", 0):
+                return onnx_frontend.ReduceLogSumExp._impl_v18(bb, inputs, attr, params)
+            ours = cls._ours(bb, inputs[0], axes or None, attr.get("keepdims", 1))
+            return ours if ours is not None else onnx_frontend.ReduceLogSumExp._impl_v18(bb, inputs, attr, params)
+
     return {
+        "ReduceLogSumExp": ReduceLogSumExp,
+        "GroupNormalization": GroupNormalization,
         "BitCast": BitCast,
         "CumSum": CumSum,
         "TopK": TopK,

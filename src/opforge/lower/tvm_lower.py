@@ -49,7 +49,7 @@ _DYN_SMEM = "tirx.use_dyn_shared_memory"
 
 
 # Bumped whenever opforge's lowering changes what plan a subgraph gets (invalidates cached plans).
-LOWERING_REVISION = 28
+LOWERING_REVISION = 29
 
 
 def producer_name(config: ScheduleConfig | None = None) -> str:
@@ -147,6 +147,7 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
         forget_op_patterns,
         mark_gathers_injective,
         mark_one_input_reductions,
+        mark_reduction_tails,
         narrow_indices,
     )
     from opforge.lower.reduction_rule import CrossThreadReduction
@@ -172,6 +173,7 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
             forget_op_patterns,
             relax.transform.AnnotateTIROpPattern(),
             mark_gathers_injective,
+            mark_reduction_tails,
             relax.transform.FuseOps(),
             relax.transform.FuseTIR(),
             narrow_indices,
@@ -231,6 +233,7 @@ class _Scalar:
 @dataclass
 class _Builder:
     dim_names: dict  # relax-level tir.Var -> dimension name
+    reshapes: set = field(default_factory=set)  # TIR functions that only reshape (relax.analysis.has_reshape_pattern)
     inputs: list[_Storage] = field(default_factory=list)
     constants: list[ConstantSpec] = field(default_factory=list)
     temps: list[_Storage] = field(default_factory=list)
@@ -299,7 +302,10 @@ def _plan(mod: tvm.IRModule, sub: NodeSubgraph, target: CudaTarget, key: str) ->
                 name = v.name if v.name.isidentifier() and v.name not in names.values() else f"d{i}_{axis}"
                 names[v] = name
                 dims.append(DimSource(name, i, axis))
-    b = _Builder(names)
+    reshapes = {
+        gv for gv, f in mod.functions.items() if isinstance(f, T.PrimFunc) and relax.analysis.has_reshape_pattern(f)
+    }
+    b = _Builder(names, reshapes)
     env: dict = {}  # relax Var -> _Storage, or a tuple of them
     for i, p in enumerate(main.params):
         st = _Storage("input", i, str(p.ty.dtype), b.shape_of(p.ty))
@@ -433,6 +439,9 @@ def _bind_value(value, env: dict, b: _Builder, calls: list):
             raise LoweringError("a TIR call takes a tuple argument")
         if any(isinstance(a, _Storage) and a.bounded is not None for a in args):
             raise LoweringError("a data-dependent output feeds another kernel: plan its node on its own")
+        if value.args[0] in b.reshapes and len(args) == 1 and isinstance(args[0], _Storage):
+            # A kernel that only copies its input into another shape (TOPI's reshape): a view, no launch.
+            return args[0].view(b.shape_of(value.ty_args[0]))
         tir_vars = []
         if len(value.args) > 2:
             tir_vars = [_Scalar(tir_text(v, b.dim_names)) for v in value.args[2].values]

@@ -87,7 +87,12 @@ RULES = [
         inputs=_scale_fits_normalized_shape,
         torch=_torch_layer_norm,
     ),
-    OpRule(("GroupNormalization",), summary="TVM", torch=_torch_group_norm),
+    OpRule(
+        ("GroupNormalization",),
+        summary="opforge's converter for static shapes: one kernel over the (N, G, C/G*spatial) view "
+        "(lower/kernels/group_norm.py); otherwise TVM",
+        torch=_torch_group_norm,
+    ),
     OpRule(
         ("RMSNormalization",),
         summary="TVM; normalized axes from 0 (or a negative axis below -1) through its function body",

@@ -1,5 +1,6 @@
 """Sum-like reductions (ReduceSum, ReduceMean, ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSum,
-ReduceLogSumExp): TVM's frontend and DLight's reduction rules; the logarithmic ones draw positive inputs.
+ReduceLogSumExp): TVM's frontend and DLight's reduction rules (ReduceLogSumExp over trailing axes: opforge's
+one-kernel converter); the logarithmic ones draw positive inputs.
 ReduceMax/ReduceMin live in reduce_extremes.py."""
 
 from __future__ import annotations
@@ -106,10 +107,23 @@ def _torch(torch, node, consts):
 
 
 _SUMMARY = "TVM; an axis of static extent 0 padded with the identity"
-RULES = [
-    OpRule((op,), summary=_SUMMARY, rewrite=pad_empty_axes, torch=_torch)
-    for op in ("ReduceSum", "ReduceMean", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare")
-] + [
-    OpRule((op,), summary=_SUMMARY, rewrite=pad_empty_axes, value_range=POSITIVE, torch=_torch)
-    for op in ("ReduceLogSum", "ReduceLogSumExp")
-]
+RULES = (
+    [
+        OpRule((op,), summary=_SUMMARY, rewrite=pad_empty_axes, torch=_torch)
+        for op in ("ReduceSum", "ReduceMean", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare")
+    ]
+    + [
+        OpRule((op,), summary=_SUMMARY, rewrite=pad_empty_axes, value_range=POSITIVE, torch=_torch)
+        for op in ("ReduceLogSum",)
+    ]
+    + [
+        OpRule(
+            ("ReduceLogSumExp",),
+            summary="opforge's converter over trailing axes of a static shape: one kernel (max, sum of exponentials, "
+            "log; lower/kernels/logsumexp.py); otherwise TVM",
+            rewrite=pad_empty_axes,
+            value_range=POSITIVE,
+            torch=_torch,
+        )
+    ]
+)

@@ -1,0 +1,128 @@
+"""GroupNormalization and ReduceLogSumExp as one kernel each (opforge's converters, lower/kernels/group_norm.py and
+logsumexp.py), reductions taking their elementwise tails (lower/fusion.py mark_reduction_tails), reshape kernels as
+views: values against ONNX's reference on TVM's CPU backend, launches counted in the CUDA plans."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
+
+from opforge.core.tolerances import for_dtype
+from opforge.extract.subgraph import NodeSubgraph
+
+F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
+
+
+def _model(node: onnx.NodeProto, inputs, out_shape, opset: int, elem=F32, inits=()) -> onnx.ModelProto:
+    vi = helper.make_tensor_value_info
+    g = helper.make_graph(
+        [node],
+        "g",
+        [vi(n, e, s) for n, e, s in inputs],
+        [vi(node.output[0], elem, out_shape)],
+        initializer=list(inits),
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _sub(m: onnx.ModelProto) -> NodeSubgraph:
+    node = m.graph.node[0]
+    names = [i.name for i in m.graph.input]
+    return NodeSubgraph(node.name or "n", node.op_type, m, names, {}, list(node.output))
+
+
+def _check(m: onnx.ModelProto, feeds: dict, dtype: str) -> None:
+    from opforge.lower.cpu_run import run_on_cpu
+
+    ref = ReferenceEvaluator(m).run(None, feeds)[0]
+    out = run_on_cpu(_sub(m), list(feeds.values()))[0]
+    tol = for_dtype(dtype)
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(
+        out.astype(np.float64),
+        ref.astype(np.float64),
+        atol=tol.atol * max(1.0, np.abs(ref[np.isfinite(ref)]).max(initial=0)),
+        rtol=tol.rtol,
+    )
+
+
+def _lse(shape, axes, keepdims, opset, elem=F32):
+    rank = len(shape)
+    kept = [1 if k in [a % rank for a in axes] else d for k, d in enumerate(shape)]
+    out = kept if keepdims else [d for k, d in enumerate(shape) if k not in [a % rank for a in axes]]
+    if opset >= 18:
+        node = helper.make_node("ReduceLogSumExp", ["x", "axes"], ["y"], keepdims=keepdims)
+        inits = [helper.make_tensor("axes", TensorProto.INT64, [len(axes)], axes)]
+    else:
+        node = helper.make_node("ReduceLogSumExp", ["x"], ["y"], keepdims=keepdims, axes=axes)
+        inits = []
+    return _model(node, [("x", elem, list(shape))], out, opset, elem, inits)
+
+
+@pytest.mark.parametrize(
+    "shape,axes,keepdims,opset",
+    [((37, 1000), [1], 0, 18), ((5, 7, 33), [-1, -2], 1, 18), ((6, 129), [-1], 1, 13), ((3, 4, 5), [0, 1, 2], 0, 18)],
+)
+def test_logsumexp_matches_onnx_with_infinite_rows(shape, axes, keepdims, opset):
+    from opforge.lower.cpu_run import run_on_cpu
+
+    rng = np.random.default_rng(sum(shape) + opset)
+    x = (rng.standard_normal(shape) * 8).astype(np.float32)
+    m = _lse(shape, axes, keepdims, opset)
+    _check(m, {"x": x}, "float32")
+    if len(shape) == 2:
+        # log(sum(exp(x))) of a row of -inf is log 0 = -inf, of a row holding +inf, +inf (ONNX's reference, which
+        # subtracts the row's max first, gives NaN for both).
+        x[0, :], x[1, 3] = -np.inf, np.inf
+        out = run_on_cpu(_sub(m), [x])[0].reshape(shape[0])
+        assert out[0] == -np.inf and out[1] == np.inf and np.isfinite(out[2:]).all()
+
+
+def test_logsumexp_half_on_float32():
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((9, 300)) * 4).astype(np.float16)
+    _check(_lse((9, 300), [1], 0, 18, F16), {"x": x}, "float16")
+
+
+def _group_norm(shape, groups, opset, per):
+    node = helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], num_groups=groups, epsilon=1e-5)
+    return _model(node, [("x", F32, list(shape)), ("s", F32, [per]), ("b", F32, [per])], list(shape), opset)
+
+
+@pytest.mark.parametrize("shape,groups,opset", [((3, 12, 7, 9), 4, 21), ((2, 10, 33), 5, 21), ((2, 6, 5, 5), 3, 18)])
+def test_group_norm_matches_onnx(shape, groups, opset):
+    rng = np.random.default_rng(shape[1] * groups + opset)
+    per = shape[1] if opset >= 21 else groups
+    x = (rng.standard_normal(shape) * 3 + 1.5).astype(np.float32)
+    feeds = {"x": x, "s": rng.uniform(0.5, 2, per).astype(np.float32), "b": rng.standard_normal(per).astype(np.float32)}
+    _check(_group_norm(shape, groups, opset, per), feeds, "float32")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model",
+    [
+        pytest.param(lambda: _group_norm((16, 320, 64, 64), 32, 21, 320), id="GroupNormalization"),
+        pytest.param(lambda: _lse((37, 1000), [1], 0, 18), id="ReduceLogSumExp"),
+        pytest.param(lambda: _lse((64, 4096), [1], 1, 18, F16), id="ReduceLogSumExp-half"),
+        pytest.param(
+            lambda: _model(
+                helper.make_node("ReduceL2", ["x", "axes"], ["y"], keepdims=0),
+                [("x", F32, [16, 197, 384])],
+                [16, 197],
+                18,
+                inits=[helper.make_tensor("axes", TensorProto.INT64, [1], [2])],
+            ),
+            id="ReduceL2",
+        ),
+    ],
+)
+def test_one_launch_on_cuda(model):
+    """Each lowers to one kernel: no reshape copy, no float32 copy of a half input, the tail in the reduction."""
+    from opforge.lower.tvm_lower import lower_subgraph
+
+    plan = lower_subgraph(_sub(model()))
+    assert len(plan.launches) == 1, [launch.kernel for launch in plan.launches]
