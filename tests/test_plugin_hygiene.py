@@ -184,3 +184,17 @@ def test_library_built_with_10_headers_logs_through_a_trt11_finder(generated_cas
     messages = host.fake_messages().decode()
     assert f"{spec.name} (node fake_node): field {attr.name} is kFLOAT32" in messages, messages
     assert messages.startswith("1:"), messages  # Severity::kERROR
+
+
+def test_constant_bytes_literal_round_trips():
+    """A constant is baked as C string literals of \\xHH escapes: read back as C reads them, they are its bytes."""
+    import codecs
+    import re
+
+    from opforge.emit.plugin_cpp import c_byte_literal
+
+    raw = np.random.default_rng(7).integers(0, 256, 1000, dtype=np.uint8).tobytes() + b'\0\\"0a'
+    text = c_byte_literal(raw)
+    pieces = re.findall(r'^\s*"((?:\\x[0-9a-f]{2})*)"$', text, flags=re.M)
+    assert len(pieces) == len(text.splitlines()) == -(-len(raw) // 64)
+    assert b"".join(codecs.escape_decode(p)[0] for p in pieces) == raw
