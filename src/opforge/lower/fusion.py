@@ -89,6 +89,9 @@ def mark_one_input_reductions(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return mod
 
 
+MIN_TAIL_ROWS = 128  # values a reduction makes before it takes its elementwise tail (mark_reduction_tails)
+
+
 @tvm.transform.module_pass(opt_level=0, name="OpforgeMarkReductionTails")
 def mark_reduction_tails(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     """COMM_REDUCE functions whose one output only an elementwise kernel reads, re-marked OUT_EWISE_FUSABLE.
@@ -97,7 +100,9 @@ def mark_reduction_tails(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     log, ReduceLogSumExp's log and add were kernels of their own, one launch more for a few KB (0.50x torch.compile on
     a 16x197x384 ReduceL2 on the H100). Marked like a reduction with an elementwise tail (TOPI's mean), FuseOps fuses
     the elementwise consumers of the same shape (not a broadcast), and DLight's reduction rules make it the epilogue.
-    Run in the second round, after the reductions took their producers."""
+    Run in the second round, after the reductions took their producers. Only for reductions to at least
+    MIN_TAIL_ROWS values: DLight splits a reduction to a few values over several blocks, which it cannot do with a
+    tail (DynamicQuantizeLinear's max over 4M elements with its tail became one thread's loop)."""
     from tvm import relax
 
     calls = _main_calls(mod)
@@ -111,6 +116,11 @@ def mark_reduction_tails(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         gv = call.args[0]
         func = mod[gv]
         if _pattern(func) != COMM_REDUCE or isinstance(call.ty_args[0], relax.TupleType):
+            continue
+        dims = getattr(call.ty_args[0].shape, "values", None)
+        if dims is None or not all(isinstance(d, tirx.IntImm) for d in dims):
+            continue
+        if math.prod(int(d) for d in dims) < MIN_TAIL_ROWS:
             continue
         users = readers.get(var, [])
         if users and all(_pattern(mod[u]) == ELEMWISE for u in users):
