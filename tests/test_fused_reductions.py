@@ -126,3 +126,24 @@ def test_one_launch_on_cuda(model):
 
     plan = lower_subgraph(_sub(model()))
     assert len(plan.launches) == 1, [launch.kernel for launch in plan.launches]
+
+
+def test_reduction_to_a_scalar_keeps_its_split_over_blocks():
+    """DynamicQuantizeLinear's max and min over the whole tensor stay split over several blocks: with their
+    elementwise tail fused in, DLight left one thread looping over 4M elements (mark_reduction_tails.MIN_TAIL_ROWS)."""
+    from opforge.lower.tvm_lower import lower_subgraph
+
+    vi = helper.make_tensor_value_info
+    node = helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])
+    g = helper.make_graph(
+        [node],
+        "g",
+        [vi("x", F32, [1024, 4096])],
+        [vi("y", TensorProto.UINT8, [1024, 4096]), vi("s", F32, []), vi("z", TensorProto.UINT8, [])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
+    plan = lower_subgraph(NodeSubgraph("n", "DynamicQuantizeLinear", m, ["x"], {}, ["y", "s", "z"]))
+    reductions = [launch for launch in plan.launches if launch.kernel.endswith(("max_kernel", "min_kernel"))]
+    assert reductions and all(int(launch.grid[0]) > 1 for launch in reductions), [
+        (launch.kernel, launch.grid) for launch in plan.launches
+    ]
