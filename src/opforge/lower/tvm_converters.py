@@ -30,7 +30,7 @@ def install() -> None:
 
 
 def _converters() -> dict:
-    from tvm import relax, topi
+    from tvm import relax, tirx, topi
     from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
     class BitCast(OnnxOpConverter):
@@ -278,7 +278,23 @@ def _converters() -> dict:
             ours = cls._ours(bb, inputs[0], axes or None, attr.get("keepdims", 1))
             return ours if ours is not None else onnx_frontend.ReduceLogSumExp._impl_v18(bb, inputs, attr, params)
 
+    class InstanceNormalization(OnnxOpConverter):
+        """InstanceNormalization of a static shape: GroupNormalization with one channel per group (one kernel,
+        lower/kernels/group_norm.py). Otherwise TVM's converter."""
+
+        @classmethod
+        def _impl_v6(cls, bb, inputs, attr, params):
+            from tvm.relax.frontend.onnx import onnx_frontend
+
+            shape = getattr(inputs[0].ty.shape, "values", None)
+            channels = shape[1] if shape is not None and len(shape) >= 2 else None
+            ours = None
+            if channels is not None and isinstance(channels, tirx.IntImm):
+                ours = GroupNormalization._ours(bb, inputs, {**attr, "num_groups": int(channels)}, per_channel=True)
+            return ours if ours is not None else onnx_frontend.InstanceNormalization._impl_v6(bb, inputs, attr, params)
+
     return {
+        "InstanceNormalization": InstanceNormalization,
         "ReduceLogSumExp": ReduceLogSumExp,
         "GroupNormalization": GroupNormalization,
         "BitCast": BitCast,

@@ -100,5 +100,10 @@ RULES = [
         inputs=_scale_fits_normalized_shape,
         torch=_torch_rms_norm,
     ),
-    OpRule(("InstanceNormalization",), summary="TVM", torch=_torch_instance_norm),
+    OpRule(
+        ("InstanceNormalization",),
+        summary="opforge's converter for static shapes: GroupNormalization's kernel, one channel per group; "
+        "otherwise TVM",
+        torch=_torch_instance_norm,
+    ),
 ]
