@@ -183,3 +183,26 @@ def test_reduction_to_a_scalar_keeps_its_split_over_blocks():
     assert reductions and all(int(launch.grid[0]) > 1 for launch in reductions), [
         (launch.kernel, launch.grid) for launch in plan.launches
     ]
+
+
+def test_widening_casts_inputs_of_unknown_type_that_share_the_half_type():
+    """A Conv whose input comes from an untyped tensor (a Concat inside an expanded function body) and whose weight
+    is float16: both are cast up, by the schema's shared type constraint (the weight alone was, and TVM refused the
+    mixed types: CausalConvWithState fp16 lower-failed)."""
+    from opforge.lower.onnx_rewrites import widen_accumulations
+
+    vi = helper.make_tensor_value_info
+    nodes = [
+        helper.make_node("Concat", ["a", "b"], ["padded"], axis=2),
+        helper.make_node("Conv", ["padded", "w"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [vi("a", F16, [1, 4, 2]), vi("b", F16, [1, 4, 6]), vi("w", F16, [4, 4, 3])],
+        [vi("y", F16, [1, 4, 6])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    conv = next(n for n in widen_accumulations(m).graph.node if n.op_type == "Conv")
+    casts = {n.output[0]: n.input[0] for n in widen_accumulations(m).graph.node if n.op_type == "Cast"}
+    assert casts.get(conv.input[0]) == "padded" and casts.get(conv.input[1]) == "w"

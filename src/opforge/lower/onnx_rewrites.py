@@ -187,8 +187,9 @@ def widen_accumulations(model: onnx.ModelProto) -> onnx.ModelProto:
         elem = half.pop()
         wide = onnx.NodeProto()
         wide.CopyFrom(node)
+        same = _same_type_inputs(node, model, [j for j, i in enumerate(node.input) if types.get(i) == elem])
         for j, i in enumerate(node.input):
-            if types.get(i) == elem:
+            if types.get(i) == elem or (i and types.get(i) is None and j in same):
                 wide.input[j] = f"{i}__opf_f32_{k}"
                 declare_float(wide.input[j], i)
                 out.append(helper.make_node("Cast", [i], [wide.input[j]], to=TensorProto.FLOAT))
@@ -204,6 +205,26 @@ def widen_accumulations(model: onnx.ModelProto) -> onnx.ModelProto:
     del m.graph.node[:]
     m.graph.node.extend(out)
     return m
+
+
+def _same_type_inputs(node: onnx.NodeProto, model: onnx.ModelProto, known: list[int]) -> set[int]:
+    """Input positions of `node` whose schema type constraint is that of an input at a `known` position: they hold
+    the same type, though shape inference gave no type for some (a Conv's input made by a Concat in an expanded
+    function body was left float16 while its weight was cast up: TVM refused the mixed types)."""
+    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    try:
+        schema = onnx.defs.get_schema(node.op_type, version or onnx.defs.onnx_opset_version(), node.domain)
+    except Exception:  # an op ONNX does not define at this opset: only the inputs of known type
+        return set()
+    formal = list(schema.inputs)
+    if not formal:
+        return set()
+
+    def type_str(j: int) -> str:
+        return formal[min(j, len(formal) - 1)].type_str
+
+    wanted = {type_str(j) for j in known}
+    return {j for j in range(len(node.input)) if type_str(j) in wanted}
 
 
 def append_casts(model: onnx.ModelProto, casts: dict[int, int]) -> onnx.ModelProto:
