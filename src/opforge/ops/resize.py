@@ -19,6 +19,8 @@ TVM's converter fails on, is written as one Gather per scaled axis).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 from onnx import TensorProto
@@ -224,13 +226,16 @@ def _torch(torch, node: onnx.NodeProto, consts: dict[int, np.ndarray]):
 
     a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
     mode = text(a.get("mode"), "nearest")
+    # Python numbers, not numpy arrays, inside what torch.compile traces (dynamo asserted on `sizes.size`).
     sizes = consts.get(3)
+    given = [int(v) for v in sizes[-2:]] if sizes is not None and sizes.size else None
     scales = consts.get(2)
+    factors = [float(v) for v in scales[-2:]] if given is None else None
 
     def out_hw(x):
-        if sizes is not None and sizes.size:
-            return [int(s) for s in sizes[-2:]]
-        return [int(np.floor(x.shape[k + 2] * float(scales[k + 2]))) for k in range(2)]
+        if given is not None:
+            return given
+        return [math.floor(x.shape[k + 2] * factors[k]) for k in range(2)]
 
     if mode == "linear":
         return lambda x, *_: F.interpolate(x, size=out_hw(x), mode="bilinear", align_corners=False)
