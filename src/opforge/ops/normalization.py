@@ -89,6 +89,7 @@ RULES = [
     ),
     OpRule(
         ("GroupNormalization",),
+        lowering="kernel",
         summary="opforge's converter for static shapes: one kernel over the (N, G, C/G*spatial) view "
         "(lower/kernels/group_norm.py); otherwise TVM",
         torch=_torch_group_norm,
@@ -102,6 +103,7 @@ RULES = [
     ),
     OpRule(
         ("InstanceNormalization",),
+        lowering="kernel",
         summary="opforge's converter for static shapes: GroupNormalization's kernel, one channel per group; "
         "otherwise TVM",
         torch=_torch_instance_norm,
