@@ -119,6 +119,7 @@ RULES = (
     + [
         OpRule(
             ("ReduceLogSumExp",),
+            lowering="kernel",
             summary="opforge's converter over trailing axes of a static shape: one kernel (max, sum of exponentials, "
             "log; lower/kernels/logsumexp.py); otherwise TVM",
             rewrite=pad_empty_axes,
