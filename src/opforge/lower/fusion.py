@@ -66,10 +66,7 @@ def mark_one_input_reductions(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     calls = _main_calls(mod)
     if calls is None:
         return mod
-    uses: dict = {}
-    for _, call in calls:
-        for a in call.args[1].fields:
-            uses[a] = uses.get(a, 0) + 1
+    readers = _readers(calls)
     produced_by = {var: call.args[0] for var, call in calls}
 
     def pattern(gv) -> int | None:
@@ -80,7 +77,7 @@ def mark_one_input_reductions(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         gv = call.args[0]
         if gv in marked or pattern(gv) != OUT_EWISE_FUSABLE:
             continue
-        fed = [a for a in call.args[1].fields if a in produced_by and uses.get(a) == 1]
+        fed = [a for a in call.args[1].fields if a in produced_by and len(readers[a]) == 1]
         producers = [pattern(produced_by[a]) for a in fed]
         # FuseOps merges elementwise and broadcast producers into a reduction (not injective ones: a transpose).
         if any(p is not None and p <= BROADCAST for p in producers) and _reads_one_input_per_reduction(mod[gv]):
@@ -108,10 +105,7 @@ def mark_reduction_tails(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     calls = _main_calls(mod)
     if calls is None:
         return mod
-    readers: dict = {}
-    for _, call in calls:
-        for a in call.args[1].fields:
-            readers.setdefault(a, []).append(call.args[0])
+    readers = _readers(calls)
     for var, call in calls:
         gv = call.args[0]
         func = mod[gv]
@@ -146,6 +140,15 @@ def _main_calls(mod: tvm.IRModule):
         and isinstance(getattr(b.value, "op", None), tvm.ir.Op)
         and b.value.op.same_as(call_tir)
     ]
+
+
+def _readers(calls) -> dict:
+    """Each value of the main function -> the TIR functions of the calls that read it (once per reading call)."""
+    readers: dict = {}
+    for _, call in calls:
+        for a in call.args[1].fields:
+            readers.setdefault(a, []).append(call.args[0])
+    return readers
 
 
 def _pattern(func) -> int | None:
