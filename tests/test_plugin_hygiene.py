@@ -198,3 +198,39 @@ def test_constant_bytes_literal_round_trips():
     pieces = re.findall(r'^\s*"((?:\\x[0-9a-f]{2})*)"$', text, flags=re.M)
     assert len(pieces) == len(text.splitlines()) == -(-len(raw) // 64)
     assert b"".join(codecs.escape_decode(p)[0] for p in pieces) == raw
+
+
+def _section_size(lib: Path, name: str) -> int:
+    """The size of ELF section `name` in `lib` (0 when absent)."""
+    out = subprocess.run(["readelf", "-S", "-W", str(lib)], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        fields = line.replace("[ ", "[").split()
+        if len(fields) > 5 and fields[1] == name:
+            return int(fields[5], 16)
+    return 0
+
+
+@pytest.mark.slow
+def test_large_constant_stays_out_of_the_device_image(tmp_path):
+    """A baked constant is host data copied to the device at initialization, not part of the device image (which
+    nvcc writes into the host object as an initializer list: megabytes of it kept the host compiler busy for tens of
+    minutes). The library holds the constant's bytes, but not in .nv_fatbin."""
+    from opforge.generate import generate
+
+    rng = np.random.default_rng(11)
+    const = rng.standard_normal((256, 1024)).astype(np.float32)  # 1 MiB
+    node = helper.make_node("Add", ["x", "c"], ["y"], name="add_big_constant")
+    graph = helper.make_graph(
+        [node],
+        "big_constant",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 256, 1024])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 256, 1024])],
+        [onnx.numpy_helper.from_array(const, "c")],
+    )
+    src = tmp_path / "big.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    result = generate(src, tmp_path / "out", node_names=["add_big_constant"])
+    (lib,) = result.libraries
+    fatbin = _section_size(lib, ".nv_fatbin")
+    assert 0 < fatbin < const.nbytes // 8, f".nv_fatbin is {fatbin} bytes"
+    assert const.tobytes()[:4096] in lib.read_bytes()

@@ -148,7 +148,8 @@ def c_byte_literal(raw: bytes, indent: str = "    ") -> str:
     one byte more, for the literal's NUL).
 
     A literal, not a list of 0x.. initializers: GCC and nvcc read each piece as one token (a 400 KB constant
-    compiled in 1.7 s instead of 6.9 s; a 1.9 MB one kept cc1plus busy for over 15 minutes as a list)."""
+    compiled in 1.7 s instead of 6.9 s). The array is host data (see kernels.cu.j2): in the device image nvcc would
+    re-emit it as an initializer list (a 2 MB constant kept cc1plus busy for over 40 minutes; as host data: 3 s)."""
     rows = ['"' + "".join(f"\\x{b:02x}" for b in raw[k : k + 64]) + '"' for k in range(0, len(raw), 64)]
     return "\n".join(indent + r for r in rows)
 
