@@ -412,33 +412,58 @@ def _topk_model(shape, k: int, largest: int, elem: int = 1):
     return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 11)])
 
 
-def test_topk_is_chunk_sorts_and_a_merge():
-    """TVM's TopK sorts each row in full (673 µs for 64 rows of 32768 on the H100); opforge's: one launch sorting
-    2048-element chunks in shared memory, one merging each row's candidates."""
+def test_topk_of_long_rows_is_one_radix_select_launch():
+    """TVM's TopK sorts each row in full (673 µs for 64 rows of 32768 on the H100); opforge's radix-selects each
+    long row in one block: one launch, its warps counting digits with __match_any_sync."""
     from opforge.lower.tvm_lower import lower_subgraph
 
     model = _topk_model([64, 32768], 100, 1)
     plan = lower_subgraph(extract_nodes(model, list(model.graph.node))[0])
-    assert len(plan.launches) == 2
-    assert [expr.evaluate(launch.grid[0], {}) for launch in plan.launches] == [64 * 16, 64]
+    assert len(plan.launches) == 1
+    assert expr.evaluate(plan.launches[0].grid[0], {}) == 64
+    assert "__match_any_sync" in plan.cuda_source and "opf_radix_pick(" in plan.cuda_source
 
 
 @pytest.mark.parametrize("largest", [0, 1])
-@pytest.mark.parametrize(("n", "k"), [(5000, 100), (700, 13), (4096, 1)])
-def test_topk_network_matches_onnx(n, k, largest):
-    """The kernel's network run as serial steps on the CPU against ONNX's reference: rows over one chunk (a merge),
-    values drawn from few levels (many ties: the lower index first), -inf and +inf among them."""
+@pytest.mark.parametrize(("n", "k"), [(5000, 100), (700, 13), (4096, 1), (3000, 1024), (2049, 2049 // 2)])
+def test_topk_matches_onnx(n, k, largest):
+    """The kernel run as serial steps on the CPU against ONNX's reference, both paths (a row of at most 2048 sorted
+    whole, a longer one radix-selected): values from few levels (many ties: the lower index first, resolved by the
+    index digits of the key), -inf, +inf, -0.0 beside 0.0 among them."""
     from opforge.lower.cpu_run import run_on_cpu
 
     rng = np.random.default_rng(n + k + largest)
     x = rng.integers(-20, 20, (3, n)).astype(np.float32) / 4
     x[0, :7] = -np.inf
     x[1, -5:] = np.inf
+    x[2, rng.choice(n, 40, replace=False)] = -0.0
     model = _topk_model([3, n], k, largest)
     want = ReferenceEvaluator(model).run(None, {"x": x})
     got = run_on_cpu(extract_nodes(model, list(model.graph.node))[0], [x])
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize(
+    ("elem", "dtype"),
+    [(onnx.TensorProto.INT32, np.int32), (onnx.TensorProto.FLOAT16, np.float16), (onnx.TensorProto.UINT8, np.uint8)],
+)
+def test_topk_radix_keys_order_every_type(elem, dtype):
+    """The radix select's order-preserving keys for integers (signed: the sign bit flipped), unsigned integers and
+    half (widened to float32) against ONNX's reference, both directions, distinct and tied values."""
+    from opforge.lower.cpu_run import run_on_cpu
+
+    rng = np.random.default_rng(elem)
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
+    lo, hi = (info.min, info.max) if info else (-60000, 60000)
+    x = rng.integers(lo, hi, (2, 3000), endpoint=True).astype(dtype)
+    x[1] = x[1] // 64 if info else np.round(x[1] / 5000)  # ties
+    for largest in (0, 1):
+        model = _topk_model([2, 3000], 37, largest, elem)
+        want = ReferenceEvaluator(model).run(None, {"x": x})
+        got = run_on_cpu(extract_nodes(model, list(model.graph.node))[0], [x])
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
 
 
 @pytest.mark.parametrize(("shape", "k"), [([3, 3], 2), ([5, 13], 3), ([2, 70], 33)])

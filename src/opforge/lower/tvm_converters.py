@@ -145,8 +145,9 @@ def _converters() -> dict:
             return bb.emit_te(scan.cumsum_te, x, exclusive, reverse, primfunc_name_hint="cumsum")
 
     class TopK(OnnxOpConverter):
-        """TopK along the last axis of a static shape with a constant k <= 1024: opforge's bitonic kernel
-        (lower/kernels/topk.py); otherwise TVM's converter (a full sort of every row)."""
+        """TopK along the last axis of a static shape with a constant k <= 1024: opforge's kernel (a bitonic sort
+        of short rows, a radix select of long ones: lower/kernels/topk.py); otherwise TVM's converter (a full sort
+        of every row)."""
 
         @classmethod
         def _ours(cls, bb, x, k, attr):

@@ -35,8 +35,8 @@ RULES = [
     OpRule(
         ("TopK",),
         lowering="kernel",
-        summary="opforge's bitonic chunk sorts + merge along a static last axis, k <= 1024 (lower/kernels/topk.py); "
-        "TVM's full sort otherwise",
+        summary="opforge's kernel along a static last axis, k <= 1024 (lower/kernels/topk.py): rows of <= 2048 "
+        "sorted whole (bitonic), longer ones radix-selected, one block per row; TVM's full sort otherwise",
         inputs=_distinct,
         torch=_torch_topk,
     ),

@@ -1,21 +1,26 @@
-"""opforge's TopK along the last axis: bitonic sorts in shared memory, a row cut into chunks.
+"""opforge's TopK along the last axis: a bitonic sort for short rows, a radix select for long ones.
 
 TVM 0.27's GPU TopK sorts every row in full with its merge sort (one launch per merge level): 673 µs on the H100
-for 64 rows of 32768 where torch takes 79 µs. Here, for k <= MAX_K:
+for 64 rows of 32768 where torch takes 79 µs. Here, one block per row, one launch, for k <= MAX_K:
 
-  1. one block per (row, chunk of CHUNK elements) sorts its chunk in shared memory with a bitonic network and keeps
-     its best k (value, index) pairs;
-  2. one block per row sorts the chunks' chunks * k candidates (at most MERGE elements) the same way and writes the
-     best k.
+- a row of at most CHUNK elements is sorted in shared memory with a bitonic network; its best k are written;
+- a longer row is radix-selected: every element gets a 64-bit key that orders it as ONNX does (its value mapped
+  to an order-preserving uint32, then the complement of its index, so of equal values the lower index ranks
+  higher: no two keys are equal). Pass by pass over the key's 8-bit digits, from the top, the block counts the
+  elements that agree with the prefix chosen so far in a shared 256-bin histogram and picks the digit in which the
+  k-th best key lies; it stops once the elements matching the prefix are exactly the ones still needed (for
+  distinct values, after the value's digits), and digits of the index that are the same for every element are
+  never visited. The k elements whose keys' prefix is at least the final one are then gathered and sorted by
+  the bitonic network.
 
-A row of at most CHUNK elements is one launch. "Best" is ONNX's order: the larger value first (the smaller with
-largest=0), and of equal values the lower index first; padding slots hold the worst value and the largest index, so
-they lose every comparison (a real -inf included). The output is sorted whether `sorted` is 1 or 0 (any order is
-allowed then).
+"Best" is ONNX's order: the larger value first (the smaller with largest=0), and of equal values the lower index
+first; -0.0 equals 0.0 (its key is 0.0's). Padding slots hold the worst key and the largest index, so they lose
+every comparison. The output is sorted whether `sorted` is 1 or 0 (any order is allowed then).
 
-Every step of the network is a loop over compare-exchange pairs that the block's threads share, with a barrier
-between steps; on the CPU (llvm, the semantic check) the same steps run as serial loops, so the network itself is
-what the check runs.
+On the GPU each warp counts its digits with __match_any_sync (one shared atomic per distinct digit: the top digit
+of similar values is one bin) and warp 0 finds the digit with a shuffle scan over the bins (device helpers below);
+on the CPU (llvm, the semantic check) the same passes run as serial loops with a plain histogram, so the passes,
+the keys and the network are what the check runs.
 """
 
 from __future__ import annotations
@@ -31,11 +36,16 @@ from tvm.script.ir_builder import tirx as T
 from opforge.lower.kernels.data_dependent import on_gpu
 from opforge.lower.kernels.kernel_ir import prod
 
-CHUNK = 2048  # elements a block sorts in step 1
-MERGE = 4096  # candidates a block sorts in step 2
+CHUNK = 2048  # the longest row sorted whole; longer rows are radix-selected
 MAX_K = 1024
 THREADS = 1024
+WARP = 32
+GROUP = 8  # elements a thread loads before counting them (loads in flight per thread)
 LAST_INDEX = 2**31 - 1  # the index of a padding slot
+# Device helpers of the radix select (lower/kernels/__init__.py DEVICE_HELPERS defines them in the plan's source).
+RADIX_COUNT = "opf_radix_count"
+RADIX_PICK = "opf_radix_pick"
+RADIX_SLOT = "opf_radix_slot"
 
 
 def _pow2(n: int) -> int:
@@ -45,48 +55,37 @@ def _pow2(n: int) -> int:
     return p
 
 
-def plan(n: int, k: int) -> tuple[int, int, int]:
-    """(slots a block of step 1 sorts, chunks per row, slots of step 2: 0 when there is one chunk)."""
-    if n <= CHUNK:
-        return _pow2(n), 1, 0
-    chunks = -(-n // CHUNK)
-    return CHUNK, chunks, _pow2(chunks * k)
+def radix(n: int) -> bool:
+    """Whether rows of n elements are radix-selected (else sorted whole)."""
+    return n > CHUNK
 
 
 def supported(shape, axis: int, k: int, dtype: str) -> bool:
-    """Static shapes, the last axis, 1 <= k <= min(n, MAX_K), the candidates fit one merge block, 32-bit or
-    narrower values."""
+    """Static shapes, the last axis, 1 <= k <= min(n, MAX_K), 32-bit or narrower values."""
     dims = [d if isinstance(d, int) else (int(d) if isinstance(d, tirx.IntImm) else None) for d in shape]
     if not dims or any(d is None or d <= 0 for d in dims) or axis != len(dims) - 1:
         return False
     n = dims[-1]
     if not 1 <= k <= min(n, MAX_K) or tvm.DataType(dtype).bits > 32:
         return False
-    slots, _, merge = plan(n, k)
-    return k <= slots and merge <= MERGE and int(np.prod(dims)) < LAST_INDEX  # int32 element offsets
+    return int(np.prod(dims)) < LAST_INDEX  # int32 element offsets
 
 
 def topk_te(x: te.Tensor, k: int, largest: bool) -> tuple[te.Tensor, te.Tensor]:
     """(values, int64 indices) of the best k along x's last axis (static shape, see `supported`)."""
-    n = int(x.shape[-1])
-    rows = prod(x.shape[:-1])
-    _, chunks, merge = plan(n, k)
     out_shape = [*x.shape[:-1], k]
-    scratch = max(1, rows * chunks * k) if merge else 1
     outs = te.extern(
-        [out_shape, out_shape, [scratch], [scratch]],
+        [out_shape, out_shape],
         [x],
-        lambda ins, outs: _topk_ir(ins[0], outs[0], outs[1], outs[2], outs[3], k, largest),
-        dtype=[x.dtype, "int64", x.dtype, "int32"],
+        lambda ins, outs: _topk_ir(ins[0], outs[0], outs[1], k, largest),
+        dtype=[x.dtype, "int64"],
         in_buffers=[tirx.decl_buffer(x.shape, x.dtype, "data_buf")],
         out_buffers=[
             tirx.decl_buffer(out_shape, x.dtype, "values_buf"),
             tirx.decl_buffer(out_shape, "int64", "indices_buf"),
-            tirx.decl_buffer([scratch], x.dtype, "cand_v_buf"),
-            tirx.decl_buffer([scratch], "int32", "cand_i_buf"),
         ],
-        name="topk_bitonic",
-        tag="topk_bitonic",
+        name="topk",
+        tag="topk",
     )
     return outs[0], outs[1]
 
@@ -98,24 +97,45 @@ def _worst(dtype: str, largest: bool):
     return tirx.const(float("-inf") if largest else float("inf"), dtype)
 
 
-def _topk_ir(data_buf, values_buf, indices_buf, cand_v_buf, cand_i_buf, k: int, largest: bool):
+def _u32(value: int):
+    return tirx.const(value, "uint32")
+
+
+def order_key(v, dtype: str, largest: bool):
+    """A uint32 that orders values as ONNX's TopK ranks them: larger key, better (-0.0 is 0.0's key). Inside an
+    IRBuilder (it binds its intermediates, so the generated code reads `v` once)."""
+    t = tvm.DataType(dtype)
+    if t.type_code in (tvm.DataTypeCode.INT, tvm.DataTypeCode.UINT) and t.bits <= 32:
+        if t.type_code == tvm.DataTypeCode.INT:
+            key = tirx.bitwise_xor(tirx.reinterpret("uint32", tirx.Cast("int32", v)), _u32(0x80000000))
+        else:
+            key = tirx.Cast("uint32", v)
+    else:
+        f = v if dtype == "float32" else tirx.Cast("float32", v)  # half and bfloat16 widen exactly
+        bits = T.Bind(tirx.reinterpret("uint32", f))
+        u = T.Bind(tirx.Select(bits == _u32(0x80000000), _u32(0), bits))  # -0.0 -> 0.0
+        negative = tirx.shift_right(u, _u32(31)) == _u32(1)
+        key = tirx.Select(negative, tirx.bitwise_not(u), tirx.bitwise_or(u, _u32(0x80000000)))
+    return key if largest else tirx.bitwise_not(key)
+
+
+def _radix_digits(n: int) -> list[tuple[int, int]]:
+    """(word, shift) of the key's 8-bit digits from the top: the value word's four, then the index word's that vary
+    over [0, n) (higher ones are the same for every element)."""
+    index_bits = max(1, (n - 1).bit_length())
+    return [(0, s) for s in (24, 16, 8, 0)] + [(1, s) for s in (24, 16, 8, 0) if s < index_bits]
+
+
+def _topk_ir(data_buf, values_buf, indices_buf, k: int, largest: bool):
     n = int(data_buf.shape[-1])
     rows = prod(data_buf.shape[:-1])
-    slots, chunks, merge = plan(n, k)
     dtype = str(data_buf.dtype)
     gpu = on_gpu()
-    worst = _worst(dtype, largest)
-
-    def better(va, ia, vb, ib):
-        """(va, ia) comes before (vb, ib) in ONNX's order."""
-        wins = va > vb if largest else va < vb
-        return tirx.Or(wins, tirx.And(va == vb, ia < ib))
 
     with IRBuilder() as ib, T.seq_scope():
         data = T.buffer_proxy(T.decl_buffer([rows * n], dtype, data=data_buf.data))
         values = T.buffer_proxy(T.decl_buffer([rows * k], dtype, data=values_buf.data))
         indices = T.buffer_proxy(T.decl_buffer([rows * k], "int64", data=indices_buf.data))
-        cand_v, cand_i = T.buffer_proxy(cand_v_buf), T.buffer_proxy(cand_i_buf)
 
         @contextlib.contextmanager
         def blocks(count: int, threads: int):
@@ -130,15 +150,16 @@ def _topk_ir(data_buf, values_buf, indices_buf, cand_v_buf, cand_i_buf, k: int, 
                     yield b, None
 
         @contextlib.contextmanager
-        def each(items: int, threads: int, tx):
-            """An item id over [0, items), shared by the block's threads (a serial loop on the CPU)."""
+        def each(items: int, threads: int, tx, guard: bool = True):
+            """An item id over [0, items), shared by the block's threads (a serial loop on the CPU); unguarded, the
+            last round's ids may pass `items`."""
             if not gpu:
                 with T.serial(0, items) as p:
                     yield p
                 return
             with T.serial(0, -(-items // threads)) as r:
                 p = r * threads + tx
-                if items % threads == 0:
+                if items % threads == 0 or not guard:
                     yield p
                 else:
                     with T.If(p < items), T.Then():
@@ -148,13 +169,18 @@ def _topk_ir(data_buf, values_buf, indices_buf, cand_v_buf, cand_i_buf, k: int, 
             if gpu:
                 T.evaluate(tvm.ir.Call("tirx.tvm_storage_sync", [tvm.ir.StringImm("shared")], ret_ty="void"))
 
-        def sort(sv, si, size: int, threads: int, tx):
-            """The bitonic network over `size` (a power of two) slots of (sv, si): best first."""
+        def sort(sv, si, size: int, threads: int, tx, better):
+            """The bitonic network over `size` (a power of two) slots of (sv, si): best first. With fewer pairs than
+            threads, the spare threads read a pair too but never write (TVM places no barrier inside a condition,
+            and a step's reads and writes are separated by one)."""
+            pairs = size // 2
             span = 2
             while span <= size:
                 j = span // 2
                 while j >= 1:
-                    with each(size // 2, threads, tx) as p:
+                    with each(pairs, threads, tx, guard=False) as p:
+                        active = p < pairs if gpu and pairs % threads else tirx.const(True, "bool")
+                        p = tirx.min(p, pairs - 1) if gpu and pairs % threads else p
                         i = T.Bind((p // j) * (2 * j) + p % j)
                         q = T.Bind(i + j)
                         vi, ii, vq, iq = T.Bind(sv[i]), T.Bind(si[i]), T.Bind(sv[q]), T.Bind(si[q])
@@ -162,51 +188,173 @@ def _topk_ir(data_buf, values_buf, indices_buf, cand_v_buf, cand_i_buf, k: int, 
                         # span (the whole array) is best-first.
                         forward = tirx.bitwise_and(i, span) == 0
                         swap = tirx.Select(forward, better(vq, iq, vi, ii), better(vi, ii, vq, iq))
-                        with T.If(swap), T.Then():
+                        with T.If(tirx.And(active, swap)), T.Then():
                             sv[i], si[i], sv[q], si[q] = vq, iq, vi, ii
                     barrier()
                     j //= 2
                 span *= 2
 
-        def scratch(size: int):
-            scope = "shared" if gpu else "global"
-            sv = T.buffer_proxy(T.decl_buffer([size], dtype, scope=scope))
-            si = T.buffer_proxy(T.decl_buffer([size], "int32", scope=scope))
-            return sv, si
+        def scratch(size: int, dt: str, scope: str = "shared"):
+            return T.buffer_proxy(T.decl_buffer([size], dt, scope=scope if gpu else "global"))
 
-        # 1. each chunk: its best k
-        threads = min(THREADS, max(1, slots // 2))
-        with blocks(rows * chunks, threads) as (b, tx):
-            sv, si = scratch(slots)
-            row = T.Bind(b // chunks)
-            start = T.Bind((b % chunks) * slots)
-            with each(slots, threads, tx) as s:
-                pos = start + s
-                inside = pos < n
-                sv[s] = tirx.if_then_else(inside, data[row * n + tirx.min(pos, n - 1)], worst)
-                si[s] = tirx.if_then_else(inside, tirx.Cast("int32", pos), LAST_INDEX)
-            barrier()
-            sort(sv, si, slots, threads, tx)
-            with each(k, threads, tx) as s:
-                if merge:
-                    cand_v[b * k + s] = sv[s]
-                    cand_i[b * k + s] = si[s]
-                else:
-                    values[row * k + s] = sv[s]
-                    indices[row * k + s] = tirx.Cast("int64", si[s])
-        # 2. each row: the best k of its chunks' candidates
-        if merge:
-            threads = min(THREADS, max(1, merge // 2))
-            with blocks(rows, threads) as (row, tx):
-                sv, si = scratch(merge)
-                with each(merge, threads, tx) as s:
-                    inside = s < chunks * k
-                    at = row * (chunks * k) + tirx.min(s, chunks * k - 1)
-                    sv[s] = tirx.if_then_else(inside, cand_v[at], worst)
-                    si[s] = tirx.if_then_else(inside, cand_i[at], LAST_INDEX)
-                barrier()
-                sort(sv, si, merge, threads, tx)
-                with each(k, threads, tx) as s:
-                    values[row * k + s] = sv[s]
-                    indices[row * k + s] = tirx.Cast("int64", si[s])
+        if not radix(n):
+            _sort_rows(data, values, indices, n, k, rows, dtype, largest, blocks, each, barrier, sort, scratch)
+        else:
+            _select_rows(data, values, indices, n, k, rows, dtype, largest, gpu, blocks, each, barrier, sort, scratch)
     return ib.get()
+
+
+def _sort_rows(data, values, indices, n, k, rows, dtype, largest, blocks, each, barrier, sort, scratch):
+    """Rows of at most CHUNK elements: each sorted whole in shared memory, its best k written."""
+    slots = _pow2(n)
+    worst = _worst(dtype, largest)
+
+    def better(va, ia, vb, ib):
+        """(va, ia) comes before (vb, ib) in ONNX's order."""
+        wins = va > vb if largest else va < vb
+        return tirx.Or(wins, tirx.And(va == vb, ia < ib))
+
+    threads = min(THREADS, max(1, slots // 2))
+    with blocks(rows, threads) as (row, tx):
+        sv, si = scratch(slots, dtype), scratch(slots, "int32")
+        with each(slots, threads, tx) as s:
+            inside = s < n
+            sv[s] = tirx.if_then_else(inside, data[row * n + tirx.min(s, n - 1)], worst)
+            si[s] = tirx.if_then_else(inside, tirx.Cast("int32", s), LAST_INDEX)
+        barrier()
+        sort(sv, si, slots, threads, tx, better)
+        with each(k, threads, tx) as s:
+            values[row * k + s] = sv[s]
+            indices[row * k + s] = tirx.Cast("int64", si[s])
+
+
+def _select_rows(data, values, indices, n, k, rows, dtype, largest, gpu, blocks, each, barrier, sort, scratch):
+    """Rows longer than CHUNK: the radix select of the module's docstring, one block per row."""
+    threads = THREADS
+    groups = -(-n // (threads * GROUP))  # the rounds of GROUP loads per thread covering a row
+    slots = _pow2(k)
+    digits = _radix_digits(n)
+
+    with blocks(rows, threads) as (row, tx):
+        hist = scratch(256, "uint32")
+        picked = scratch(3, "uint32")  # digit, elements above it, elements in it
+        counter = scratch(1, "uint32")
+        cand_key, cand_pos = scratch(slots, "uint32"), scratch(slots, "int32")
+        # The prefix chosen so far, its mask (per key word), the elements still needed, whether the prefix
+        # already selects exactly them: the same in every thread.
+        prefix = T.buffer_proxy(T.decl_buffer([2], "uint32", scope="local"))
+        mask = T.buffer_proxy(T.decl_buffer([2], "uint32", scope="local"))
+        need = T.buffer_proxy(T.decl_buffer([1], "uint32", scope="local"))
+        keys = T.buffer_proxy(T.decl_buffer([GROUP], "uint32", scope="local"))
+        prefix[0], prefix[1], mask[0], mask[1] = _u32(0), _u32(0), _u32(0), _u32(0)
+        need[0] = _u32(k)
+
+        def positions(body):
+            """body(pos, key_hi, key_lo, valid) for every element of the row: on the GPU in rounds of GROUP
+            loads per thread (all issued before any is used), every thread in every round (the counting warps
+            stay converged); on the CPU a serial loop."""
+            if not gpu:
+                with T.serial(0, n) as pos:
+                    key = T.Bind(order_key(T.Bind(data[row * n + pos]), dtype, largest))
+                    body(pos, key, tirx.bitwise_not(tirx.Cast("uint32", pos)), tirx.const(True, "bool"))
+                return
+            with T.serial(0, groups) as g:
+                with T.unroll(0, GROUP) as u:
+                    pos = (g * GROUP + u) * threads + tx
+                    keys[u] = order_key(T.Bind(data[row * n + tirx.min(pos, n - 1)]), dtype, largest)
+                with T.unroll(0, GROUP) as u:
+                    pos = T.Bind((g * GROUP + u) * threads + tx)
+                    body(pos, keys[u], tirx.bitwise_not(tirx.Cast("uint32", pos)), pos < n)
+
+        def matches(hi, lo):
+            return tirx.And(tirx.bitwise_and(hi, mask[0]) == prefix[0], tirx.bitwise_and(lo, mask[1]) == prefix[1])
+
+        for word, shift in digits:
+            # Every pass runs (TVM places no barrier inside a condition); once the prefix selects exactly the
+            # elements needed (need = 0), a pass neither loads, counts nor moves the prefix.
+            with each(256, threads, tx) as b:
+                hist[b] = _u32(0)
+            barrier()
+
+            def count(pos, hi, lo, valid, word=word, shift=shift):
+                take = tirx.And(valid, matches(hi, lo))
+                digit = tirx.bitwise_and(tirx.shift_right(hi if word == 0 else lo, _u32(shift)), _u32(255))
+                if gpu:
+                    addr = tirx.call_intrin("handle", "tirx.address_of", hist[0])
+                    T.evaluate(tirx.call_extern("void", RADIX_COUNT, addr, digit, take))
+                else:
+                    with T.If(take), T.Then():
+                        hist[digit] = hist[digit] + _u32(1)
+
+            with T.If(need[0] > _u32(0)), T.Then():
+                positions(count)
+            barrier()
+            with T.If(need[0] > _u32(0)), T.Then():
+                if gpu:
+                    with T.If(tx < WARP), T.Then():
+                        h = tirx.call_intrin("handle", "tirx.address_of", hist[0])
+                        o = tirx.call_intrin("handle", "tirx.address_of", picked[0])
+                        T.evaluate(tirx.call_extern("void", RADIX_PICK, h, need[0], o))
+                else:
+                    _pick_serial(hist, need[0], picked)
+            barrier()
+            with T.If(need[0] > _u32(0)), T.Then():
+                d, above, inside = T.Bind(picked[0]), T.Bind(picked[1]), T.Bind(picked[2])
+                prefix[word] = tirx.bitwise_or(prefix[word], tirx.shift_left(d, _u32(shift)))
+                mask[word] = tirx.bitwise_or(mask[word], _u32(255 << shift))
+                left = T.Bind(need[0] - above)
+                # Every element matching the prefix is needed: done (the gather needs no count).
+                need[0] = tirx.Select(inside == left, _u32(0), left)
+            barrier()
+        # Gather the k elements whose keys' prefix is at least the chosen one, then sort them.
+        with each(slots, threads, tx) as s:
+            cand_key[s] = _u32(0)
+            cand_pos[s] = tirx.const(LAST_INDEX, "int32")
+        if gpu:
+            with T.If(tx == 0), T.Then():
+                counter[0] = _u32(0)
+        else:
+            counter[0] = _u32(0)
+        barrier()
+
+        def gather(pos, hi, lo, valid):
+            mh, ml = T.Bind(tirx.bitwise_and(hi, mask[0])), T.Bind(tirx.bitwise_and(lo, mask[1]))
+            at_least = tirx.Or(mh > prefix[0], tirx.And(mh == prefix[0], ml >= prefix[1]))
+            with T.If(tirx.And(valid, at_least)), T.Then():
+                if gpu:
+                    slot = T.Bind(
+                        tirx.call_extern(
+                            "uint32", RADIX_SLOT, tirx.call_intrin("handle", "tirx.address_of", counter[0])
+                        )
+                    )
+                else:
+                    slot = T.Bind(counter[0])
+                    counter[0] = slot + _u32(1)
+                cand_key[slot] = hi
+                cand_pos[slot] = tirx.Cast("int32", pos)
+
+        positions(gather)
+        barrier()
+
+        def better(ka, pa, kb, pb):
+            return tirx.Or(ka > kb, tirx.And(ka == kb, pa < pb))
+
+        sort(cand_key, cand_pos, slots, min(threads, max(1, slots // 2)) if not gpu else threads, tx, better)
+        with each(k, threads, tx) as s:
+            pos = T.Bind(cand_pos[s])
+            values[row * k + s] = data[row * n + pos]
+            indices[row * k + s] = tirx.Cast("int64", pos)
+
+
+def _pick_serial(hist, need, picked) -> None:
+    """opf_radix_pick as a serial loop (the CPU): bins from the top until the count reaches `need`."""
+    acc = T.buffer_proxy(T.decl_buffer([2], "uint32", scope="local"))  # elements above, found
+    acc[0], acc[1] = _u32(0), _u32(0)
+    with T.serial(0, 256) as j:
+        b = T.Bind(tirx.Cast("uint32", 255 - j))
+        c = T.Bind(hist[b])
+        with T.If(tirx.And(acc[1] == _u32(0), acc[0] + c >= need)), T.Then():
+            picked[0], picked[1], picked[2] = b, acc[0], c
+            acc[1] = _u32(1)
+        with T.If(acc[1] == _u32(0)), T.Then():
+            acc[0] = acc[0] + c
