@@ -82,7 +82,8 @@ RULES = [
     OpRule(
         ("ScatterElements",),
         lowering="kernel",
-        summary="opforge's parallel kernel (lower/kernels/scatter_elements.py) for none/add; TVM's for mul/min/max",
+        summary="opforge's parallel kernels (lower/kernels/scatter_elements.py) for none/add: tiles of fibers "
+        "scattered in shared memory in one launch where they fit, else copy + atomics; TVM's for mul/min/max",
         kernels={"relax.scatter_elements": "opforge.lower.kernels.scatter_elements:override"},
         inputs=_scatter_indices,
         torch=_torch_scatter_elements,

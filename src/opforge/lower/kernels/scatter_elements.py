@@ -2,8 +2,18 @@
 
 TVM 0.27's ScatterElements legalization visits the updates in one serial loop (to keep a defined order for
 duplicate targets): 4M updates took 2.6 ms on the H100 where the copy alone takes 0.1 ms. ONNX leaves the result of
-duplicate indices undefined for reduction="none", and "add" is order-free up to rounding, so both kernels here are
-fully parallel:
+duplicate indices undefined for reduction="none", and "add" is order-free up to rounding, so the kernels here are
+fully parallel.
+
+An update moves only along `axis`: it lands in the fiber of `data` (all positions along `axis`, the other
+coordinates fixed) that its own coordinates name. Where `indices` spans data's other dimensions and a few fibers
+fit in shared memory, one launch does it all, a block per tile of fibers (`fiber_tile`):
+
+  - the block loads its fibers into shared memory, scatters their updates there (shared atomics for "add"), and
+    writes them out: every byte of data, indices, updates and output crosses DRAM once (two launches re-read and
+    re-write a scattered output that has left the L2 in between: 45% of the roofline at 4096x4096, 1024 per row).
+
+Otherwise, two launches:
 
   1. out = data, 16 bytes per thread;
   2. one thread per update element: its coordinates in `indices`' shape, the coordinate along `axis` replaced by
@@ -15,13 +25,24 @@ the same loops run serially.
 
 from __future__ import annotations
 
+import contextlib
+
+import numpy as np
 import tvm
 from tvm import relax, te, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
 from opforge.lower.kernels.data_dependent import on_gpu
-from opforge.lower.kernels.kernel_ir import as_index, copy_vectorized, each_index, index_dtype, prod, vec_lanes
+from opforge.lower.kernels.kernel_ir import (
+    as_index,
+    copy_vectorized,
+    each_index,
+    index_dtype,
+    prod,
+    static,
+    vec_lanes,
+)
 
 PARALLEL_MODES = ("update", "add")
 # Element types CUDA's atomicAdd takes on sm_90 as TVM spells them (no 8/16-bit or signed 64-bit integer atomics;
@@ -47,7 +68,115 @@ def scatter_elements_te(
     )
 
 
+TILE_BYTES = 48 * 1024  # shared memory for one block's fibers (CUDA's default static limit)
+MAX_FIBERS = 32  # fibers per tile where data has dimensions after `axis` (consecutive fibers are adjacent there)
+
+
+def fiber_tile(data_shape, idx_shape, axis: int, dtype: str) -> int:
+    """Fibers per block of the one-launch kernel, or 0 where it does not apply (a symbolic dimension, `indices`
+    narrower than data off `axis`, or a fiber longer than TILE_BYTES)."""
+    dims, idims = [static(d) for d in data_shape], [static(d) for d in idx_shape]
+    if any(d is None for d in dims + idims) or any(dims[a] != idims[a] for a in range(len(dims)) if a != axis):
+        return 0
+    fiber_bytes = dims[axis] * tvm.DataType(dtype).bits // 8
+    if fiber_bytes == 0 or fiber_bytes > TILE_BYTES or int(np.prod(dims)) >= 2**31:
+        return 0
+    inner = int(np.prod(dims[axis + 1 :]))
+    fibers = 1
+    while 2 * fibers * fiber_bytes <= TILE_BYTES and (inner == 1 or 2 * fibers <= MAX_FIBERS):
+        fibers *= 2
+    return fibers
+
+
+def _scatter_tiles_ir(data_buf, idx_buf, upd_buf, out_buf, axis: int, mode: str, threads: int, fibers: int):
+    """The one-launch kernel (module docstring): block b owns fibers [b * fibers, (b + 1) * fibers)."""
+    dims = [int(d) for d in data_buf.shape]
+    outer, length, inner = int(np.prod(dims[:axis])), dims[axis], int(np.prod(dims[axis + 1 :]))
+    taken = int(idx_buf.shape[axis])
+    total = outer * inner  # fibers
+    dtype = str(data_buf.dtype)
+    gpu = on_gpu()
+    flat = [outer * length * inner, outer * taken * inner]
+
+    def split(e, extent: int):
+        """Tile slot e of a [fibers, extent] tile as (fiber, position): where fibers are rows (inner == 1) the
+        position runs fastest (rows are contiguous), else the fiber does (adjacent fibers are)."""
+        return (e // extent, e % extent) if inner == 1 else (e % fibers, e // fibers)
+
+    def offset(g, pos, extent: int):
+        """The flat offset of position `pos` of fiber g in a tensor whose `axis` extent is `extent`."""
+        return (g // inner) * (extent * inner) + pos * inner + g % inner
+
+    with IRBuilder() as ib, T.seq_scope():
+        data = T.buffer_proxy(T.decl_buffer([flat[0]], dtype, data=data_buf.data))
+        out = T.buffer_proxy(T.decl_buffer([flat[0]], dtype, data=out_buf.data))
+        idx = T.buffer_proxy(T.decl_buffer([flat[1]], str(idx_buf.dtype), data=idx_buf.data))
+        upd = T.buffer_proxy(T.decl_buffer([flat[1]], dtype, data=upd_buf.data))
+        blocks = -(-total // fibers)
+        if gpu:
+            bx, tx = te.thread_axis("blockIdx.x"), te.thread_axis("threadIdx.x")
+            frames = [T.attr(bx, "thread_extent", blocks), T.attr(tx, "thread_extent", threads)]
+        else:
+            bx, tx, frames = None, None, []
+
+        @contextlib.contextmanager
+        def each(items: int):
+            if not gpu:
+                with T.serial(0, items) as e:
+                    yield e
+                return
+            with T.serial(0, -(-items // threads)) as r:
+                e = r * threads + tx
+                with T.If(e < items), T.Then():
+                    yield e
+
+        def barrier():
+            if gpu:
+                T.evaluate(tvm.ir.Call("tirx.tvm_storage_sync", [tvm.ir.StringImm("shared")], ret_ty="void"))
+
+        with contextlib.ExitStack() as stack:
+            if gpu:
+                stack.enter_context(T.frame_scope(frames))
+                b = bx
+            else:
+                b = stack.enter_context(T.serial(0, blocks))
+            tile = T.buffer_proxy(T.decl_buffer([fibers * length], dtype, scope="shared" if gpu else "global"))
+            with each(fibers * length) as e:
+                f, pos = split(e, length)
+                g = T.Bind(b * fibers + f)
+                with T.If(g < total), T.Then():
+                    tile[e] = data[offset(g, pos, length)]
+            barrier()
+            with each(fibers * taken) as e:
+                f, j = split(e, taken)
+                g = T.Bind(b * fibers + f)
+                with T.If(g < total), T.Then():
+                    at = T.Bind(offset(g, j, taken))
+                    raw = T.Bind(tirx.Cast("int32", idx[at]))
+                    pos = T.Bind(tirx.Select(raw < 0, raw + length, raw))
+                    slot = T.Bind(pos * fibers + f if inner != 1 else f * length + pos)
+                    inside = tirx.And(pos >= 0, pos < length)  # ONNX's valid range; others must not corrupt
+                    with T.If(inside), T.Then():
+                        if mode == "update":
+                            tile[slot] = upd[at]
+                        elif gpu:
+                            addr = tirx.call_intrin("handle", "tirx.address_of", tile[slot])
+                            T.evaluate(tirx.call_intrin(dtype, "tirx.cuda.atomic_add", addr, upd[at]))
+                        else:
+                            tile[slot] = tile[slot] + upd[at]
+            barrier()
+            with each(fibers * length) as e:
+                f, pos = split(e, length)
+                g = T.Bind(b * fibers + f)
+                with T.If(g < total), T.Then():
+                    out[offset(g, pos, length)] = tile[e]
+    return ib.get()
+
+
 def _scatter_ir(data_buf, idx_buf, upd_buf, out_buf, axis: int, mode: str, threads: int):
+    fibers = fiber_tile(data_buf.shape, idx_buf.shape, axis, str(data_buf.dtype))
+    if fibers:
+        return _scatter_tiles_ir(data_buf, idx_buf, upd_buf, out_buf, axis, mode, threads, fibers)
     n_out = prod(data_buf.shape)
     n_upd = prod(idx_buf.shape)
     idt = index_dtype(n_out, n_upd)
