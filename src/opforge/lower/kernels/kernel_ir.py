@@ -90,3 +90,40 @@ def rounded(op: str, a, b, gpu: bool):
     if gpu and name is not None:
         return tirx.call_pure_extern(dt, name, a, b)
     return a * b if op == "mul" else a + b
+
+
+def block_barrier(gpu: bool = True) -> None:
+    """__syncthreads() for shared memory inside an IRBuilder (nothing on the CPU, where blocks run serially)."""
+    if gpu:
+        T.evaluate(tvm.ir.Call("tirx.tvm_storage_sync", [tvm.ir.StringImm("shared")], ret_ty="void"))
+
+
+@contextlib.contextmanager
+def blocks(count: int, threads: int, gpu: bool = True):
+    """(block id over [0, count), thread id) of a 1-D grid of `threads`-wide blocks on the GPU; on the CPU a serial
+    loop over the blocks and no thread id (None)."""
+    if gpu:
+        bx, tx = te.thread_axis("blockIdx.x"), te.thread_axis("threadIdx.x")
+        with T.frame_scope([T.attr(bx, "thread_extent", count), T.attr(tx, "thread_extent", threads)]):
+            yield bx, tx
+    else:
+        with T.serial(0, count) as b:
+            yield b, None
+
+
+@contextlib.contextmanager
+def block_items(items: int, threads: int, tx, gpu: bool = True, guard: bool = True):
+    """An item id over [0, items) shared by a block's `threads` threads (thread tx takes tx, tx + threads, ...); a
+    serial loop on the CPU. Unguarded, the last round's ids may pass `items` (for steps that must not sit inside a
+    condition: TVM places no barrier there)."""
+    if not gpu:
+        with T.serial(0, items) as p:
+            yield p
+        return
+    with T.serial(0, -(-items // threads)) as r:
+        p = r * threads + tx
+        if items % threads == 0 or not guard:
+            yield p
+        else:
+            with T.If(p < items), T.Then():
+                yield p

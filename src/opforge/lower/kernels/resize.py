@@ -33,7 +33,7 @@ from tvm import te, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from opforge.lower.kernels.kernel_ir import as_index, index_dtype, static, vec_lanes
+from opforge.lower.kernels.kernel_ir import as_index, block_barrier, index_dtype, static, vec_lanes
 
 METHODS = ("nearest_neighbor", "linear")
 COORDINATE_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_half_pixel_for_nn")
@@ -231,7 +231,7 @@ def _resize_ir(data_buf, out_buf, method: str, mode: str, rounding: str, threads
                         T.buffer_store(wcol, w, [slot])
                     else:
                         T.buffer_store(col0, _nearest(source_coordinate(j, iw, ow, mode), iw, rounding), [slot])
-            T.evaluate(tvm.ir.Call("tirx.tvm_storage_sync", [tvm.ir.StringImm("shared")], ret_ty="void"))
+            block_barrier()
 
             # 2. Per thread, `vec` adjacent outputs in each of `rows` consecutive rows of one plane: what depends on
             #    the columns only (table reads, tap weights) is read once for all of them.

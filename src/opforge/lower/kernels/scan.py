@@ -17,13 +17,12 @@ launches 1 and 2. On the CPU (llvm, the semantic check) the same scan runs as a 
 
 from __future__ import annotations
 
-import tvm
 from tvm import te, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
 from opforge.lower.kernels.data_dependent import on_gpu
-from opforge.lower.kernels.kernel_ir import as_index, index_dtype, prod
+from opforge.lower.kernels.kernel_ir import as_index, block_barrier, index_dtype, prod
 
 WARP = 32
 VEC = 4  # elements a thread scans per tile
@@ -77,7 +76,7 @@ def _shuffle_up(value, delta: int):
 
 
 def _sync() -> None:
-    T.evaluate(tvm.ir.Call("tirx.tvm_storage_sync", [tvm.ir.StringImm("shared")], ret_ty="void"))
+    block_barrier()
 
 
 def _scan_ir(data_buf, out_buf, sums_buf, exclusive: bool, reverse: bool):

@@ -25,8 +25,6 @@ the same loops run serially.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import tvm
 from tvm import relax, te, tirx
@@ -36,6 +34,9 @@ from tvm.script.ir_builder import tirx as T
 from opforge.lower.kernels.data_dependent import on_gpu
 from opforge.lower.kernels.kernel_ir import (
     as_index,
+    block_barrier,
+    block_items,
+    blocks,
     copy_vectorized,
     each_index,
     index_dtype,
@@ -112,41 +113,18 @@ def _scatter_tiles_ir(data_buf, idx_buf, upd_buf, out_buf, axis: int, mode: str,
         out = T.buffer_proxy(T.decl_buffer([flat[0]], dtype, data=out_buf.data))
         idx = T.buffer_proxy(T.decl_buffer([flat[1]], str(idx_buf.dtype), data=idx_buf.data))
         upd = T.buffer_proxy(T.decl_buffer([flat[1]], dtype, data=upd_buf.data))
-        blocks = -(-total // fibers)
-        if gpu:
-            bx, tx = te.thread_axis("blockIdx.x"), te.thread_axis("threadIdx.x")
-            frames = [T.attr(bx, "thread_extent", blocks), T.attr(tx, "thread_extent", threads)]
-        else:
-            bx, tx, frames = None, None, []
 
-        @contextlib.contextmanager
         def each(items: int):
-            if not gpu:
-                with T.serial(0, items) as e:
-                    yield e
-                return
-            with T.serial(0, -(-items // threads)) as r:
-                e = r * threads + tx
-                with T.If(e < items), T.Then():
-                    yield e
+            return block_items(items, threads, tx, gpu)
 
-        def barrier():
-            if gpu:
-                T.evaluate(tvm.ir.Call("tirx.tvm_storage_sync", [tvm.ir.StringImm("shared")], ret_ty="void"))
-
-        with contextlib.ExitStack() as stack:
-            if gpu:
-                stack.enter_context(T.frame_scope(frames))
-                b = bx
-            else:
-                b = stack.enter_context(T.serial(0, blocks))
+        with blocks(-(-total // fibers), threads, gpu) as (b, tx):
             tile = T.buffer_proxy(T.decl_buffer([fibers * length], dtype, scope="shared" if gpu else "global"))
             with each(fibers * length) as e:
                 f, pos = split(e, length)
                 g = T.Bind(b * fibers + f)
                 with T.If(g < total), T.Then():
                     tile[e] = data[offset(g, pos, length)]
-            barrier()
+            block_barrier(gpu)
             with each(fibers * taken) as e:
                 f, j = split(e, taken)
                 g = T.Bind(b * fibers + f)
@@ -164,7 +142,7 @@ def _scatter_tiles_ir(data_buf, idx_buf, upd_buf, out_buf, axis: int, mode: str,
                             T.evaluate(tirx.call_intrin(dtype, "tirx.cuda.atomic_add", addr, upd[at]))
                         else:
                             tile[slot] = tile[slot] + upd[at]
-            barrier()
+            block_barrier(gpu)
             with each(fibers * length) as e:
                 f, pos = split(e, length)
                 g = T.Bind(b * fibers + f)

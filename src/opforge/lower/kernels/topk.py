@@ -25,14 +25,13 @@ the keys and the network are what the check runs.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import tvm
 from tvm import te, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
+from opforge.lower.kernels import kernel_ir
 from opforge.lower.kernels.data_dependent import on_gpu
 from opforge.lower.kernels.kernel_ir import prod
 
@@ -137,37 +136,14 @@ def _topk_ir(data_buf, values_buf, indices_buf, k: int, largest: bool):
         values = T.buffer_proxy(T.decl_buffer([rows * k], dtype, data=values_buf.data))
         indices = T.buffer_proxy(T.decl_buffer([rows * k], "int64", data=indices_buf.data))
 
-        @contextlib.contextmanager
         def blocks(count: int, threads: int):
-            """A block id over [0, count) and, inside, its thread id (the GPU), or a serial loop (the CPU)."""
-            if gpu:
-                bx, tx = te.thread_axis("blockIdx.x"), te.thread_axis("threadIdx.x")
-                frames = [T.attr(bx, "thread_extent", count), T.attr(tx, "thread_extent", threads)]
-                with T.frame_scope(frames):
-                    yield bx, tx
-            else:
-                with T.serial(0, count) as b:
-                    yield b, None
+            return kernel_ir.blocks(count, threads, gpu)
 
-        @contextlib.contextmanager
         def each(items: int, threads: int, tx, guard: bool = True):
-            """An item id over [0, items), shared by the block's threads (a serial loop on the CPU); unguarded, the
-            last round's ids may pass `items`."""
-            if not gpu:
-                with T.serial(0, items) as p:
-                    yield p
-                return
-            with T.serial(0, -(-items // threads)) as r:
-                p = r * threads + tx
-                if items % threads == 0 or not guard:
-                    yield p
-                else:
-                    with T.If(p < items), T.Then():
-                        yield p
+            return kernel_ir.block_items(items, threads, tx, gpu, guard)
 
         def barrier():
-            if gpu:
-                T.evaluate(tvm.ir.Call("tirx.tvm_storage_sync", [tvm.ir.StringImm("shared")], ret_ty="void"))
+            kernel_ir.block_barrier(gpu)
 
         def sort(sv, si, size: int, threads: int, tx, better):
             """The bitonic network over `size` (a power of two) slots of (sv, si): best first. With fewer pairs than
