@@ -206,3 +206,69 @@ def test_widening_casts_inputs_of_unknown_type_that_share_the_half_type():
     conv = next(n for n in widen_accumulations(m).graph.node if n.op_type == "Conv")
     casts = {n.output[0]: n.input[0] for n in widen_accumulations(m).graph.node if n.op_type == "Cast"}
     assert casts.get(conv.input[0]) == "padded" and casts.get(conv.input[1]) == "w"
+
+
+def _group_norm_silu(shape, groups: int, elem) -> onnx.ModelProto:
+    c = shape[1]
+    vi = helper.make_tensor_value_info
+    nodes = [
+        helper.make_node("GroupNormalization", ["x", "s", "b"], ["gn"], num_groups=groups),
+        helper.make_node("Sigmoid", ["gn"], ["sig"]),
+        helper.make_node("Mul", ["gn", "sig"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes, "g", [vi("x", elem, list(shape)), vi("s", elem, [c]), vi("b", elem, [c])], [vi("y", elem, list(shape))]
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+
+
+def _chain_sub(m: onnx.ModelProto) -> NodeSubgraph:
+    names = [i.name for i in m.graph.input]
+    return NodeSubgraph("gn", "GroupNormalization+Sigmoid+Mul", m, names, {}, ["y"])
+
+
+@pytest.mark.parametrize("elem", [F32, F16])
+def test_group_norm_silu_is_one_kernel_and_matches_onnx(elem):
+    """GroupNorm's kernel runs on an (N, G, M) view reshaped back before SiLU; the reshape moves below SiLU
+    (fusion.sink_reshapes), the half input's widening cast above the view (it fuses into the loads), and the final
+    reshape stays a view (fusion.isolate_result_reshapes): one launch, values as ONNX's reference on the CPU."""
+    from opforge.lower.cpu_run import run_on_cpu
+    from opforge.lower.tvm_lower import lower_subgraph
+
+    dtype = "float32" if elem == F32 else "float16"
+    m = _group_norm_silu((4, 64, 8, 8), 8, elem)
+    plan = lower_subgraph(_chain_sub(m))
+    assert len(plan.launches) == 1, [launch.kernel for launch in plan.launches]
+    rng = np.random.default_rng(5)
+    feeds = {
+        "x": (rng.standard_normal((4, 64, 8, 8)) * 3 + 1).astype(dtype),
+        "s": rng.uniform(0.5, 1.5, 64).astype(dtype),
+        "b": rng.uniform(-0.2, 0.2, 64).astype(dtype),
+    }
+    ref = ReferenceEvaluator(m).run(None, feeds)[0]
+    out = run_on_cpu(_chain_sub(m), list(feeds.values()))[0]
+    tol = for_dtype(dtype)
+    np.testing.assert_allclose(out.astype(np.float64), ref.astype(np.float64), atol=tol.atol * 4, rtol=tol.rtol)
+
+
+def test_reshape_stays_where_an_operand_has_the_reshaped_shape():
+    """An elementwise op with an operand of the reshaped shape (not a reshape of the same kind) keeps its reshape
+    before it: the op cannot run on the source's shape."""
+    from tvm import relax
+
+    from opforge.lower.fusion import sink_reshapes
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4, 6), "float32"))
+    y = relax.Var("y", relax.TensorType((2, 12), "float32"))
+    with bb.function("main", [x, y]):
+        with bb.dataflow():
+            r = bb.emit(relax.op.reshape(x, (2, 12)))
+            s = bb.emit(relax.op.sigmoid(r))
+            out = bb.emit_output(relax.op.add(s, y))
+        bb.emit_func_output(out)
+    mod = relax.transform.DeadCodeElimination()(sink_reshapes(bb.get()))
+    text = mod["main"].script()
+    assert text.count("R.reshape(") == 1
+    assert text.index("R.sigmoid(x)") < text.index("R.reshape(")  # sunk below the sigmoid
+    assert "R.add(" in text and ", y)" in text  # the add stays on the reshaped shape

@@ -13,6 +13,12 @@ float32 Cast before a half-precision ReduceMean (lower/onnx_rewrites.py widen_ac
 own that wrote a float32 copy of the input, three times the input's bytes moved again. A function whose reduction
 blocks each read one of its inputs (a GEMM's reads two) is a reduction for fusion, like TOPI's sum: FuseOps then
 fuses elementwise producers into it, and DLight's reduction rules inline them into the reduction's loads.
+
+Reshapes before elementwise ops. A kernel computed on a view (GroupNormalization's rows of one group, an (N, G, M)
+view of NCHW) is reshaped back before its consumers; FuseOps fuses no reshape into a reduction's tail, so SiLU after
+GroupNorm was a second kernel re-reading the whole output. `sink_reshapes` moves each reshape below the elementwise
+ops that read only it (and scalars): they run on the view, fuse into the kernel, and the reshape (a view in the plan)
+comes last.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import math
 from collections.abc import Callable
 
 import tvm
-from tvm import s_tir, tirx
+import tvm_ffi
+from tvm import relax, s_tir, tirx
+from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 
 ELEMWISE, BROADCAST, INJECTIVE, COMM_REDUCE, OUT_EWISE_FUSABLE, OPAQUE = 0, 1, 2, 3, 4, 8  # relax OpPatternKind
@@ -122,6 +130,28 @@ def mark_reduction_tails(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return mod
 
 
+@tvm.transform.module_pass(opt_level=0, name="OpforgeIsolateResultReshapes")
+def isolate_result_reshapes(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Reshape functions whose every call makes a result of main that no kernel reads, marked OPAQUE: FuseOps then
+    leaves them alone and the plan makes them views. Fused into the elementwise kernel before them (as an
+    injective op), a trailing reshape made that kernel injective, and a reduction takes no injective tail: SiLU
+    stayed a kernel of its own after a half-precision GroupNorm (see sink_reshapes)."""
+    from tvm import relax
+
+    calls = _main_calls(mod)
+    if calls is None:
+        return mod
+    read = set(_readers(calls))
+    by_func: dict = {}
+    for var, call in calls:
+        by_func.setdefault(call.args[0], []).append(var)
+    for gv, vars_ in by_func.items():
+        func = mod[gv]
+        if relax.analysis.has_reshape_pattern(func) and not any(v in read for v in vars_):
+            mod[gv] = func.with_attr("op_pattern", OPAQUE)
+    return mod
+
+
 def _main_calls(mod: tvm.IRModule):
     """The (bound var, call_tir) pairs of the main function, in order; None when it is not a dataflow function."""
     from tvm import relax
@@ -214,3 +244,153 @@ def narrow_indices(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         return tirx.transform.ForceNarrowIndexToInt32()(tvm.IRModule({gv: func}))[gv]
 
     return _rewrite_prim_funcs(mod, narrow)
+
+
+# Relax ops computing each output element from the same element of every (same-shaped) tensor operand.
+_ELEMENTWISE_OPS = frozenset(
+    "relax." + name
+    for name in (
+        "abs",
+        "acos",
+        "acosh",
+        "asin",
+        "asinh",
+        "astype",
+        "atan",
+        "atanh",
+        "ceil",
+        "clip",
+        "cos",
+        "cosh",
+        "erf",
+        "exp",
+        "floor",
+        "isfinite",
+        "isinf",
+        "isnan",
+        "log",
+        "logical_not",
+        "negative",
+        "nn.gelu",
+        "nn.gelu_tanh",
+        "nn.relu",
+        "nn.silu",
+        "round",
+        "rsqrt",
+        "sigmoid",
+        "sign",
+        "sin",
+        "sinh",
+        "sqrt",
+        "square",
+        "tan",
+        "tanh",
+        "add",
+        "subtract",
+        "multiply",
+        "divide",
+        "power",
+        "maximum",
+        "minimum",
+        "floor_divide",
+        "floor_mod",
+        "equal",
+        "not_equal",
+        "less",
+        "less_equal",
+        "greater",
+        "greater_equal",
+        "logical_and",
+        "logical_or",
+        "where",
+    )
+)
+
+
+def _is_scalar(e) -> bool:
+    ty = getattr(e, "ty", None)
+    return isinstance(ty, relax.TensorType) and ty.ndim == 0
+
+
+@mutator
+class _SinkReshapes(PyExprMutator):
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        name = getattr(call.op, "name", "")
+        if name not in _ELEMENTWISE_OPS:
+            return call
+        sources, target = [], None
+        for arg in call.args:
+            if _is_scalar(arg):
+                sources.append(arg)
+                continue
+            bound = self.lookup_binding(arg) if isinstance(arg, relax.Var) else None
+            if not (isinstance(bound, relax.Call) and getattr(bound.op, "name", "") == "relax.reshape"):
+                return call
+            src, shape = bound.args
+            if target is None:
+                target, source_shape = shape, src.ty.shape
+            elif not (tvm_ffi.structural_equal(shape, target) and tvm_ffi.structural_equal(src.ty.shape, source_shape)):
+                return call
+            sources.append(src)
+        if target is None:
+            return call
+        inner = self.builder_.emit(relax.Call(call.op, sources, call.attrs, call.ty_args))
+        return relax.op.reshape(inner, target)
+
+
+def _users(func: relax.Function) -> dict:
+    """var -> the values (calls) that read it, over the function's bindings."""
+    out: dict = {}
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            for var in relax.analysis.free_vars(binding.value):
+                out.setdefault(var, []).append(binding.value)
+    for var in relax.analysis.free_vars(func.body.body):
+        out.setdefault(var, []).append(None)  # the function's result
+    return out
+
+
+@mutator
+class _HoistReshapes(PyExprMutator):
+    """reshape(op(x, scalars)) -> op(reshape(x), scalars) where the reshape feeds only kernels (call_tir) and op's
+    result only the reshape: the op (a widening cast, say) then fuses into the kernel's loads."""
+
+    def __init__(self, mod, users: dict):
+        super().__init__(mod)
+        self.users = users
+
+    def visit_var_binding_(self, binding):
+        value = binding.value
+        readers = self.users.get(binding.var, [])
+        feeds_kernels = readers and all(
+            isinstance(r, relax.Call) and getattr(r.op, "name", "") == "relax.call_tir" for r in readers
+        )
+        if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.reshape" and feeds_kernels:
+            src, shape = value.args
+            bound = self.lookup_binding(src) if isinstance(src, relax.Var) else None
+            if (
+                isinstance(bound, relax.Call)
+                and getattr(bound.op, "name", "") in _ELEMENTWISE_OPS
+                and len(self.users.get(src, [])) == 1
+            ):
+                tensors = [a for a in bound.args if not _is_scalar(a)]
+                if len(tensors) == 1:
+                    moved = self.builder_.emit(relax.op.reshape(tensors[0], shape))
+                    args = [moved if not _is_scalar(a) else a for a in bound.args]
+                    new = self.builder_.emit(relax.Call(bound.op, args, bound.attrs, bound.ty_args))
+                    self.set_var_remap(binding.var, new)
+                    return
+        super().visit_var_binding_(binding)
+
+
+@tvm.transform.module_pass(opt_level=0, name="MoveReshapesOffKernels")
+def sink_reshapes(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Elementwise ops whose tensor operands are all one reshape's kind (same source shape, same target) run before
+    it, on the sources; then a reshape feeding only kernels moves above the one-operand elementwise op it reshapes
+    (module docstring). Each once, in that order: the second does not undo the first."""
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            func = _SinkReshapes(mod).visit_expr(func)
+            mod[gv] = _HoistReshapes(mod, _users(func)).visit_expr(func)
+    return mod

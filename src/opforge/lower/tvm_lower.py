@@ -49,7 +49,7 @@ _DYN_SMEM = "tirx.use_dyn_shared_memory"
 
 
 # Bumped whenever opforge's lowering changes what plan a subgraph gets (invalidates cached plans).
-LOWERING_REVISION = 34
+LOWERING_REVISION = 35
 
 
 def producer_name(config: ScheduleConfig | None = None) -> str:
@@ -145,10 +145,12 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
 
     from opforge.lower.fusion import (
         forget_op_patterns,
+        isolate_result_reshapes,
         mark_gathers_injective,
         mark_one_input_reductions,
         mark_reduction_tails,
         narrow_indices,
+        sink_reshapes,
     )
     from opforge.lower.reduction_rule import CrossThreadReduction
     from opforge.lower.spatial_rule import KeepReductionsFallback, MatrixVectorGEMV, Tolerant, TunedSpatial
@@ -159,11 +161,13 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
     seq = tvm.transform.Sequential(
         [
             relax.transform.DecomposeOpsForInference(),
+            sink_reshapes,
             # Sort, scan and top-k have GPU-specific implementations chosen by target.
             relax.backend.DispatchSortScan(),
             relax.transform.LegalizeOps(kernel_overrides(threads, config)),
             relax.transform.AnnotateTIROpPattern(),
             mark_gathers_injective,
+            isolate_result_reshapes,
             mark_one_input_reductions,
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),
@@ -173,6 +177,7 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
             forget_op_patterns,
             relax.transform.AnnotateTIROpPattern(),
             mark_gathers_injective,
+            isolate_result_reshapes,
             mark_reduction_tails,
             relax.transform.FuseOps(),
             relax.transform.FuseTIR(),
