@@ -86,3 +86,26 @@ def test_infinite_identity_max_is_rfactored():
     assert rf is not None
     init = sch.get(block).init
     assert isinstance(init.value, tirx.FloatImm) and np.isneginf(init.value.value)
+
+
+def test_tuned_block_size_reaches_row_reductions():
+    """DLight's Reduction rule gives each row 1024 threads on CUDA; a tuning configuration's block size caps it
+    (reduction_rule.CappedThreads), so the tuner has distinct candidates to measure for RMSNorm-like rows."""
+    from opforge.core import expr
+    from opforge.lower.tvm_lower import lower_subgraph
+    from opforge.tune.space import ScheduleConfig
+
+    scale = helper.make_tensor("s", TensorProto.FLOAT16, [4096], np.ones(4096, np.float16).tobytes(), raw=True)
+    node = helper.make_node("RMSNormalization", ["x", "s"], ["y"])
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [node], "g", [vi("x", TensorProto.FLOAT16, [512, 4096])], [vi("y", TensorProto.FLOAT16, [512, 4096])], [scale]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    sub = extract_nodes(model, list(model.graph.node))[0]
+    block = {}
+    for threads in (None, 256):
+        config = None if threads is None else ScheduleConfig(threads, 4, "contiguous")
+        (launch,) = lower_subgraph(sub, config=config).launches
+        block[threads] = expr.evaluate(launch.block[0], {})
+    assert block == {None: 1024, 256: 256}

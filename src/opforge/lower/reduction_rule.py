@@ -229,3 +229,31 @@ def _schedule_spatial(sch: s_tir.Schedule, info: SBlockInfo, threads: int) -> No
     bx, tx = sch.split(sch.fuse(*loops), factors=[None, threads])
     sch.bind(bx, "blockIdx.x")
     sch.bind(tx, "threadIdx.x")
+
+
+class CappedThreads(GPUScheduleRule):
+    """A DLight rule run with its threads per reduction capped at a tuned block size.
+
+    DLight's Reduction rule gives every row 1024 threads on CUDA whatever the target's limit (its
+    suggest_threads_per_block), so a tuning configuration's block size never reached it and every candidate of a
+    row reduction was DLight's default: a half RMSNorm over rows of 4096 ran four elements per thread, two block-wide
+    barriers per row, two resident blocks per SM. While the wrapped rule runs, the module's suggestion is capped at
+    `threads` (lowering is single-threaded within a process)."""
+
+    def __init__(self, rule: GPUScheduleRule, threads: int):
+        self.rule = rule
+        self.threads = threads
+
+    def apply(self, func, target, tunable):
+        import tvm.s_tir.dlight.gpu.reduction as reduction
+
+        suggest = reduction.suggest_threads_per_block
+
+        def capped(*args, **kwargs):
+            return [t if t is None else min(t, self.threads) for t in suggest(*args, **kwargs)]
+
+        reduction.suggest_threads_per_block = capped
+        try:
+            return self.rule.apply(func, target, tunable)
+        finally:
+            reduction.suggest_threads_per_block = suggest

@@ -49,7 +49,7 @@ _DYN_SMEM = "tirx.use_dyn_shared_memory"
 
 
 # Bumped whenever opforge's lowering changes what plan a subgraph gets (invalidates cached plans).
-LOWERING_REVISION = 35
+LOWERING_REVISION = 36
 
 
 def producer_name(config: ScheduleConfig | None = None) -> str:
@@ -152,7 +152,7 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
         narrow_indices,
         sink_reshapes,
     )
-    from opforge.lower.reduction_rule import CrossThreadReduction
+    from opforge.lower.reduction_rule import CappedThreads, CrossThreadReduction
     from opforge.lower.spatial_rule import KeepReductionsFallback, MatrixVectorGEMV, Tolerant, TunedSpatial
 
     # opforge's own kernels take the block size DLight's rules use (lower_subgraph sets it to a tuned one).
@@ -187,7 +187,9 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
     )
     with tvm.target.Target(target.tvm_config()):
         mod = seq(mod)
-        rules = [Tolerant(r) for r in (dl.gpu.Matmul(), MatrixVectorGEMV(dl.gpu.GEMV()), dl.gpu.Reduction())] + [
+        # A tuned block size also caps the threads of DLight's row reductions (the tuner measures both).
+        reduction = dl.gpu.Reduction() if config is None else CappedThreads(dl.gpu.Reduction(), config.threads)
+        rules = [Tolerant(r) for r in (dl.gpu.Matmul(), MatrixVectorGEMV(dl.gpu.GEMV()), reduction)] + [
             dl.gpu.GeneralReduction(),
             CrossThreadReduction(),
         ]
