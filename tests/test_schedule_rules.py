@@ -109,26 +109,3 @@ def test_tuned_block_size_reaches_row_reductions():
         (launch,) = lower_subgraph(sub, config=config).launches
         block[threads] = expr.evaluate(launch.block[0], {})
     assert block == {None: 1024, 256: 256}
-
-
-def test_tuned_layer_norm_has_a_warp_per_row_candidate():
-    """A tuning configuration offers short normalization rows a warp each (reduction_rule.WarpPerRow, threads // 32
-    rows to a block); untuned, GeneralReduction's 256-thread block per row stays."""
-    from opforge.core import expr
-    from opforge.lower.tvm_lower import lower_subgraph
-    from opforge.tune.space import ScheduleConfig
-
-    ones = np.ones(768, np.float16).tobytes()
-    inits = [helper.make_tensor(n, TensorProto.FLOAT16, [768], ones, raw=True) for n in ("s", "b")]
-    node = helper.make_node("LayerNormalization", ["x", "s", "b"], ["y"], axis=-1)
-    vi = helper.make_tensor_value_info
-    graph = helper.make_graph(
-        [node], "g", [vi("x", TensorProto.FLOAT16, [4096, 768])], [vi("y", TensorProto.FLOAT16, [4096, 768])], inits
-    )
-    sub = extract_nodes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), [node])[0]
-    shapes = {}
-    for threads in (None, 256):
-        config = None if threads is None else ScheduleConfig(threads, 1, "strided")
-        (launch,) = lower_subgraph(sub, config=config).launches
-        shapes[threads] = [expr.evaluate(e, {}) for e in (*launch.grid[:1], *launch.block[:2])]
-    assert shapes == {None: [4096, 256, 1], 256: [512, 32, 8]}

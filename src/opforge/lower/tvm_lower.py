@@ -49,7 +49,7 @@ _DYN_SMEM = "tirx.use_dyn_shared_memory"
 
 
 # Bumped whenever opforge's lowering changes what plan a subgraph gets (invalidates cached plans).
-LOWERING_REVISION = 37
+LOWERING_REVISION = 36
 
 
 def producer_name(config: ScheduleConfig | None = None) -> str:
@@ -152,7 +152,7 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
         narrow_indices,
         sink_reshapes,
     )
-    from opforge.lower.reduction_rule import CappedThreads, CrossThreadReduction, WarpPerRow
+    from opforge.lower.reduction_rule import CappedThreads, CrossThreadReduction
     from opforge.lower.spatial_rule import KeepReductionsFallback, MatrixVectorGEMV, Tolerant, TunedSpatial
 
     # opforge's own kernels take the block size DLight's rules use (lower_subgraph sets it to a tuned one).
@@ -193,8 +193,6 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
             dl.gpu.GeneralReduction(),
             CrossThreadReduction(),
         ]
-        if config is not None:  # short rows: a warp each, measured against GeneralReduction's block each
-            rules.insert(len(rules) - 2, Tolerant(WarpPerRow(config.threads)))
         if config is not None:
             rules.append(TunedSpatial(config))
         return dl.ApplyDefaultSchedule(*rules, KeepReductionsFallback())(mod)
