@@ -109,3 +109,22 @@ def test_tuned_block_size_reaches_row_reductions():
         (launch,) = lower_subgraph(sub, config=config).launches
         block[threads] = expr.evaluate(launch.block[0], {})
     assert block == {None: 1024, 256: 256}
+
+
+def test_plan_with_too_many_launches_is_refused(monkeypatch):
+    """A lowering that unrolls a loop over a tensor's elements into thousands of launches (TVM's
+    NegativeLogLikelihoodLoss over a static (7, 33, 33) target: 7627) is refused rather than built: its launcher
+    alone kept cc1plus busy for 40 minutes. The limit is KernelPlan's MAX_LAUNCHES; here lowered to 1."""
+    import pytest
+
+    from opforge.core.errors import LoweringError
+    from opforge.lower import tvm_lower
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 4096])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 1])
+    model = _model(helper.make_node("ReduceLogSumExp", ["x"], ["y"], axes=[1], keepdims=1), [x], [y])
+    sub = extract_nodes(model, list(model.graph.node))[0]
+    assert len(tvm_lower.lower_subgraph(sub).launches) >= 1
+    monkeypatch.setattr(tvm_lower, "MAX_LAUNCHES", 0)
+    with pytest.raises(LoweringError, match="kernel launches"):
+        tvm_lower.lower_subgraph(sub)

@@ -28,6 +28,10 @@ PLAN_VERSION = 2  # 2: data-dependent output extents (`sizes`)
 # Older versions that still load as they are: version 1 plans have no `sizes`.
 _LOADABLE_VERSIONS = (1, 2)
 WORKSPACE_ALIGNMENT = 256  # bytes; every workspace slice starts on this boundary
+# The most kernel launches a plan may hold. TVM's NegativeLogLikelihoodLoss import unrolls a slice-and-mean per
+# element of a static (7, 33, 33) target: 7627 launches, a launcher function cc1plus took over 40 minutes on, and as
+# many launches per enqueue. Recurrent ops and LinearAttention unrolled over a sequence reach about 400.
+MAX_LAUNCHES = 1024
 
 ArgKind = Literal["input", "output", "workspace", "constant", "scalar"]
 

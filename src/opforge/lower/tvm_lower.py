@@ -27,6 +27,7 @@ from opforge import ops
 from opforge.core import dtypes, expr
 from opforge.core.errors import LoweringError
 from opforge.core.kernel_plan import (
+    MAX_LAUNCHES,
     WORKSPACE_ALIGNMENT,
     ConstantSpec,
     DimSource,
@@ -96,11 +97,16 @@ def _lower_form(
         mod = _schedule(mod, target, config)
         plan = _plan(mod, sub, target, plan_key(sub, config))
         plan.producer = producer_name(config)
-        return plan
     except LoweringError:
         raise
     except Exception as e:  # TVM raises its own error classes with multi-line C++ context
         raise LoweringError(f"TVM cannot lower it: {_reason(e)}") from e
+    if len(plan.launches) > MAX_LAUNCHES:
+        raise LoweringError(
+            f"TVM's lowering makes {len(plan.launches)} kernel launches (at most {MAX_LAUNCHES}): it unrolled a loop "
+            "over the tensor's elements"
+        )
+    return plan
 
 
 def _reason(e: BaseException) -> str:
