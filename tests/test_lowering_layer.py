@@ -582,3 +582,23 @@ def test_one_input_reduction_test_tells_a_sum_from_a_matmul():
     a, b = te.placeholder((8, 16), name="a"), te.placeholder((16, 4), name="b")
     assert not _reads_one_input_per_reduction(te.create_prim_func([a, b, topi.matmul(a, b)]))
     assert _reads_one_input_per_reduction(te.create_prim_func([a, topi.sum(a, axis=1)]))
+
+
+def test_half_scatter_elements_add_accumulates_in_float32():
+    """4096 fp16 updates into 5 elements (the fuzz case ScatterElements_006): accumulated in half, each add rounds
+    (2.8% off on the H100); widened (onnx_rewrites.ACCUMULATING_REDUCTIONS) the sum is float32's rounded once."""
+    from opforge.lower.cpu_run import run_on_cpu
+    from opforge.lower.onnx_rewrites import widen_accumulations
+
+    model = _scatter_elements_model([1, 5], [1, 4096], 1, "add", onnx.TensorProto.FLOAT16)
+    assert "Cast" in [n.op_type for n in widen_accumulations(model).graph.node]
+    rng = np.random.default_rng(6)
+    d = rng.standard_normal((1, 5)).astype(np.float16)
+    u = rng.uniform(0, 1, (1, 4096)).astype(np.float16)
+    i = rng.integers(-5, 5, (1, 4096))
+    want = d.astype(np.float32)
+    np.add.at(want, (np.zeros_like(i), i % 5), u.astype(np.float32))
+    (got,) = run_on_cpu(extract_nodes(model, list(model.graph.node))[0], [d, i, u])
+    np.testing.assert_array_equal(got, want.astype(np.float16))
+    none = _scatter_elements_model([1, 5], [1, 4096], 1, "none", onnx.TensorProto.FLOAT16)
+    assert "Cast" not in [n.op_type for n in widen_accumulations(none).graph.node]

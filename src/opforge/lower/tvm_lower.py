@@ -50,7 +50,7 @@ _DYN_SMEM = "tirx.use_dyn_shared_memory"
 
 
 # Bumped whenever opforge's lowering changes what plan a subgraph gets (invalidates cached plans).
-LOWERING_REVISION = 36
+LOWERING_REVISION = 38
 
 
 def producer_name(config: ScheduleConfig | None = None) -> str:
