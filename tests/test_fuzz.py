@@ -464,3 +464,16 @@ def test_normalization_scale_must_fit_the_normalized_shape():
             make_inputs(model, shapes, np.random.default_rng(1))
         with pytest.raises(NoValidInputs):
             make_inputs(model, [(2, 3, 4, 33), (2, 3, 4, 33)], np.random.default_rng(1))
+
+
+def test_nms_siblings_keep_four_coordinates_per_box():
+    """NonMaxSuppression's boxes are [B, N, 4] by the spec (shape inference does not check it): a family whose box
+    count is 4 varies the count, never the coordinates (SPEC_FIXED_SIZES; two siblings ran with 24 coordinates)."""
+    from opforge.testing import fuzz
+
+    cases = fuzz.generate(1, 24, ["NonMaxSuppression"])
+    assert cases
+    for c in cases:
+        boxes, scores = c.inputs[0], c.inputs[1]
+        assert boxes.shape[-1] == 4, (c.name, boxes.shape)
+        assert scores.shape[-1] == boxes.shape[1], (c.name, scores.shape, boxes.shape)

@@ -205,6 +205,10 @@ def _set_shape(vi: onnx.ValueInfoProto, shape: list[int]) -> None:
         t.shape.dim.add().dim_value = int(d)
 
 
+# (input index, axis, size) the ONNX spec fixes for an op, where its shape inference does not enforce it.
+SPEC_FIXED_SIZES = {"NonMaxSuppression": ((0, 2, 4),)}
+
+
 def _structural_sizes(m: onnx.ModelProto) -> set[int]:
     """Dim sizes of the runtime inputs the node's schema ties to its attributes or to other constants (RoiAlign's
     rois are [num_rois, 4]): changing one alone fails ONNX's strict shape inference, or contradicts kernel_shape.
@@ -223,9 +227,15 @@ def _structural_sizes(m: onnx.ModelProto) -> set[int]:
             onnx.shape_inference.infer_shapes(t, check_type=True, strict_mode=True)
         except Exception:
             fixed.add(s)
+    # Sizes the spec fixes but ONNX's shape inference does not check: NonMaxSuppression's boxes are [B, N, 4] (a box
+    # count of 4 shared the coordinates' symbol, and a sibling with 24 boxes no longer fit the plan).
+    node = m.graph.node[0]
+    for k, axis, size in SPEC_FIXED_SIZES.get(node.op_type, ()):
+        vi = next((v for v in m.graph.input if k < len(node.input) and v.name == node.input[k]), None)
+        if vi is not None and len(_shape_of(vi)) > axis and _shape_of(vi)[axis] == size:
+            fixed.add(size)
     # A convolution's kernel_shape restates its weight's spatial dims, which shape inference does not check: a
     # weight resized alone makes a node that contradicts itself.
-    node = m.graph.node[0]
     if any(a.name == "kernel_shape" for a in node.attribute) and len(node.input) > 1:
         weight = next((vi for vi in m.graph.input if vi.name == node.input[1]), None)
         if weight is not None:
