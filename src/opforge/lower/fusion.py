@@ -108,8 +108,6 @@ def mark_reduction_tails(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     Run in the second round, after the reductions took their producers. Only for reductions to at least
     MIN_TAIL_ROWS values: DLight splits a reduction to a few values over several blocks, which it cannot do with a
     tail (DynamicQuantizeLinear's max over 4M elements with its tail became one thread's loop)."""
-    from tvm import relax
-
     calls = _main_calls(mod)
     if calls is None:
         return mod
@@ -136,8 +134,6 @@ def isolate_result_reshapes(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     leaves them alone and the plan makes them views. Fused into the elementwise kernel before them (as an
     injective op), a trailing reshape made that kernel injective, and a reduction takes no injective tail: SiLU
     stayed a kernel of its own after a half-precision GroupNorm (see sink_reshapes)."""
-    from tvm import relax
-
     calls = _main_calls(mod)
     if calls is None:
         return mod
@@ -154,8 +150,6 @@ def isolate_result_reshapes(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
 
 def _main_calls(mod: tvm.IRModule):
     """The (bound var, call_tir) pairs of the main function, in order; None when it is not a dataflow function."""
-    from tvm import relax
-
     call_tir = tvm.ir.Op.get("relax.call_tir")
     if "main" not in [g.name_hint for g in mod.functions]:
         return None

@@ -114,18 +114,15 @@ def _scatter_tiles_ir(data_buf, idx_buf, upd_buf, out_buf, axis: int, mode: str,
         idx = T.buffer_proxy(T.decl_buffer([flat[1]], str(idx_buf.dtype), data=idx_buf.data))
         upd = T.buffer_proxy(T.decl_buffer([flat[1]], dtype, data=upd_buf.data))
 
-        def each(items: int):
-            return block_items(items, threads, tx, gpu)
-
         with blocks(-(-total // fibers), threads, gpu) as (b, tx):
             tile = T.buffer_proxy(T.decl_buffer([fibers * length], dtype, scope="shared" if gpu else "global"))
-            with each(fibers * length) as e:
+            with block_items(fibers * length, threads, tx, gpu) as e:
                 f, pos = split(e, length)
                 g = T.Bind(b * fibers + f)
                 with T.If(g < total), T.Then():
                     tile[e] = data[offset(g, pos, length)]
             block_barrier(gpu)
-            with each(fibers * taken) as e:
+            with block_items(fibers * taken, threads, tx, gpu) as e:
                 f, j = split(e, taken)
                 g = T.Bind(b * fibers + f)
                 with T.If(g < total), T.Then():
@@ -143,7 +140,7 @@ def _scatter_tiles_ir(data_buf, idx_buf, upd_buf, out_buf, axis: int, mode: str,
                         else:
                             tile[slot] = tile[slot] + upd[at]
             block_barrier(gpu)
-            with each(fibers * length) as e:
+            with block_items(fibers * length, threads, tx, gpu) as e:
                 f, pos = split(e, length)
                 g = T.Bind(b * fibers + f)
                 with T.If(g < total), T.Then():

@@ -136,51 +136,45 @@ def _topk_ir(data_buf, values_buf, indices_buf, k: int, largest: bool):
         values = T.buffer_proxy(T.decl_buffer([rows * k], dtype, data=values_buf.data))
         indices = T.buffer_proxy(T.decl_buffer([rows * k], "int64", data=indices_buf.data))
 
-        def blocks(count: int, threads: int):
-            return kernel_ir.blocks(count, threads, gpu)
-
-        def each(items: int, threads: int, tx, guard: bool = True):
-            return kernel_ir.block_items(items, threads, tx, gpu, guard)
-
-        def barrier():
-            kernel_ir.block_barrier(gpu)
-
-        def sort(sv, si, size: int, threads: int, tx, better):
-            """The bitonic network over `size` (a power of two) slots of (sv, si): best first. With fewer pairs than
-            threads, the spare threads read a pair too but never write (TVM places no barrier inside a condition,
-            and a step's reads and writes are separated by one)."""
-            pairs = size // 2
-            span = 2
-            while span <= size:
-                j = span // 2
-                while j >= 1:
-                    with each(pairs, threads, tx, guard=False) as p:
-                        active = p < pairs if gpu and pairs % threads else tirx.const(True, "bool")
-                        p = tirx.min(p, pairs - 1) if gpu and pairs % threads else p
-                        i = T.Bind((p // j) * (2 * j) + p % j)
-                        q = T.Bind(i + j)
-                        vi, ii, vq, iq = T.Bind(sv[i]), T.Bind(si[i]), T.Bind(sv[q]), T.Bind(si[q])
-                        # Within each span the first half runs best-first, the second worst-first; the last
-                        # span (the whole array) is best-first.
-                        forward = tirx.bitwise_and(i, span) == 0
-                        swap = tirx.Select(forward, better(vq, iq, vi, ii), better(vi, ii, vq, iq))
-                        with T.If(tirx.And(active, swap)), T.Then():
-                            sv[i], si[i], sv[q], si[q] = vq, iq, vi, ii
-                    barrier()
-                    j //= 2
-                span *= 2
-
-        def scratch(size: int, dt: str, scope: str = "shared"):
-            return T.buffer_proxy(T.decl_buffer([size], dt, scope=scope if gpu else "global"))
-
         if not radix(n):
-            _sort_rows(data, values, indices, n, k, rows, dtype, largest, blocks, each, barrier, sort, scratch)
+            _sort_rows(data, values, indices, n, k, rows, dtype, largest, gpu)
         else:
-            _select_rows(data, values, indices, n, k, rows, dtype, largest, gpu, blocks, each, barrier, sort, scratch)
+            _select_rows(data, values, indices, n, k, rows, dtype, largest, gpu)
     return ib.get()
 
 
-def _sort_rows(data, values, indices, n, k, rows, dtype, largest, blocks, each, barrier, sort, scratch):
+def _scratch(size: int, dt: str, gpu: bool):
+    """A block's shared buffer on the GPU (global on the CPU, where blocks run one after another)."""
+    return T.buffer_proxy(T.decl_buffer([size], dt, scope="shared" if gpu else "global"))
+
+
+def _sort(sv, si, size: int, threads: int, tx, better, gpu: bool) -> None:
+    """The bitonic network over `size` (a power of two) slots of (sv, si): best first. With fewer pairs than
+    threads, the spare threads read a pair too but never write (TVM places no barrier inside a condition, and a
+    step's reads and writes are separated by one)."""
+    pairs = size // 2
+    span = 2
+    while span <= size:
+        j = span // 2
+        while j >= 1:
+            with kernel_ir.block_items(pairs, threads, tx, gpu, guard=False) as p:
+                active = p < pairs if gpu and pairs % threads else tirx.const(True, "bool")
+                p = tirx.min(p, pairs - 1) if gpu and pairs % threads else p
+                i = T.Bind((p // j) * (2 * j) + p % j)
+                q = T.Bind(i + j)
+                vi, ii, vq, iq = T.Bind(sv[i]), T.Bind(si[i]), T.Bind(sv[q]), T.Bind(si[q])
+                # Within each span the first half runs best-first, the second worst-first; the last span (the
+                # whole array) is best-first.
+                forward = tirx.bitwise_and(i, span) == 0
+                swap = tirx.Select(forward, better(vq, iq, vi, ii), better(vi, ii, vq, iq))
+                with T.If(tirx.And(active, swap)), T.Then():
+                    sv[i], si[i], sv[q], si[q] = vq, iq, vi, ii
+            kernel_ir.block_barrier(gpu)
+            j //= 2
+        span *= 2
+
+
+def _sort_rows(data, values, indices, n, k, rows, dtype, largest, gpu):
     """Rows of at most CHUNK elements: each sorted whole in shared memory, its best k written."""
     slots = _pow2(n)
     worst = _worst(dtype, largest)
@@ -191,33 +185,33 @@ def _sort_rows(data, values, indices, n, k, rows, dtype, largest, blocks, each, 
         return tirx.Or(wins, tirx.And(va == vb, ia < ib))
 
     threads = min(THREADS, max(1, slots // 2))
-    with blocks(rows, threads) as (row, tx):
-        sv, si = scratch(slots, dtype), scratch(slots, "int32")
-        with each(slots, threads, tx) as s:
+    with kernel_ir.blocks(rows, threads, gpu) as (row, tx):
+        sv, si = _scratch(slots, dtype, gpu), _scratch(slots, "int32", gpu)
+        with kernel_ir.block_items(slots, threads, tx, gpu) as s:
             inside = s < n
             sv[s] = tirx.if_then_else(inside, data[row * n + tirx.min(s, n - 1)], worst)
             si[s] = tirx.if_then_else(inside, tirx.Cast("int32", s), LAST_INDEX)
-        barrier()
-        sort(sv, si, slots, threads, tx, better)
-        with each(k, threads, tx) as s:
+        kernel_ir.block_barrier(gpu)
+        _sort(sv, si, slots, threads, tx, better, gpu)
+        with kernel_ir.block_items(k, threads, tx, gpu) as s:
             values[row * k + s] = sv[s]
             indices[row * k + s] = tirx.Cast("int64", si[s])
 
 
-def _select_rows(data, values, indices, n, k, rows, dtype, largest, gpu, blocks, each, barrier, sort, scratch):
+def _select_rows(data, values, indices, n, k, rows, dtype, largest, gpu):
     """Rows longer than CHUNK: the radix select of the module's docstring, one block per row."""
     threads = THREADS
     groups = -(-n // (threads * GROUP))  # the rounds of GROUP loads per thread covering a row
     slots = _pow2(k)
     digits = _radix_digits(n)
 
-    with blocks(rows, threads) as (row, tx):
-        hist = scratch(256, "uint32")
-        picked = scratch(3, "uint32")  # digit, elements above it, elements in it
-        counter = scratch(1, "uint32")
-        cand_key, cand_pos = scratch(slots, "uint32"), scratch(slots, "int32")
-        # The prefix chosen so far, its mask (per key word), the elements still needed, whether the prefix
-        # already selects exactly them: the same in every thread.
+    with kernel_ir.blocks(rows, threads, gpu) as (row, tx):
+        hist = _scratch(256, "uint32", gpu)
+        picked = _scratch(3, "uint32", gpu)  # digit, elements above it, elements in it
+        counter = _scratch(1, "uint32", gpu)
+        cand_key, cand_pos = _scratch(slots, "uint32", gpu), _scratch(slots, "int32", gpu)
+        # The prefix chosen so far and its mask (per key word), and the elements still needed (0 once the prefix
+        # selects exactly them): the same in every thread.
         prefix = T.buffer_proxy(T.decl_buffer([2], "uint32", scope="local"))
         mask = T.buffer_proxy(T.decl_buffer([2], "uint32", scope="local"))
         need = T.buffer_proxy(T.decl_buffer([1], "uint32", scope="local"))
@@ -248,9 +242,9 @@ def _select_rows(data, values, indices, n, k, rows, dtype, largest, gpu, blocks,
         for word, shift in digits:
             # Every pass runs (TVM places no barrier inside a condition); once the prefix selects exactly the
             # elements needed (need = 0), a pass neither loads, counts nor moves the prefix.
-            with each(256, threads, tx) as b:
+            with kernel_ir.block_items(256, threads, tx, gpu) as b:
                 hist[b] = _u32(0)
-            barrier()
+            kernel_ir.block_barrier(gpu)
 
             def count(pos, hi, lo, valid, word=word, shift=shift):
                 take = tirx.And(valid, matches(hi, lo))
@@ -264,7 +258,7 @@ def _select_rows(data, values, indices, n, k, rows, dtype, largest, gpu, blocks,
 
             with T.If(need[0] > _u32(0)), T.Then():
                 positions(count)
-            barrier()
+            kernel_ir.block_barrier(gpu)
             with T.If(need[0] > _u32(0)), T.Then():
                 if gpu:
                     with T.If(tx < WARP), T.Then():
@@ -273,7 +267,7 @@ def _select_rows(data, values, indices, n, k, rows, dtype, largest, gpu, blocks,
                         T.evaluate(tirx.call_extern("void", RADIX_PICK, h, need[0], o))
                 else:
                     _pick_serial(hist, need[0], picked)
-            barrier()
+            kernel_ir.block_barrier(gpu)
             with T.If(need[0] > _u32(0)), T.Then():
                 d, above, inside = T.Bind(picked[0]), T.Bind(picked[1]), T.Bind(picked[2])
                 prefix[word] = tirx.bitwise_or(prefix[word], tirx.shift_left(d, _u32(shift)))
@@ -281,9 +275,9 @@ def _select_rows(data, values, indices, n, k, rows, dtype, largest, gpu, blocks,
                 left = T.Bind(need[0] - above)
                 # Every element matching the prefix is needed: done (the gather needs no count).
                 need[0] = tirx.Select(inside == left, _u32(0), left)
-            barrier()
+            kernel_ir.block_barrier(gpu)
         # Gather the k elements whose keys' prefix is at least the chosen one, then sort them.
-        with each(slots, threads, tx) as s:
+        with kernel_ir.block_items(slots, threads, tx, gpu) as s:
             cand_key[s] = _u32(0)
             cand_pos[s] = tirx.const(LAST_INDEX, "int32")
         if gpu:
@@ -291,7 +285,7 @@ def _select_rows(data, values, indices, n, k, rows, dtype, largest, gpu, blocks,
                 counter[0] = _u32(0)
         else:
             counter[0] = _u32(0)
-        barrier()
+        kernel_ir.block_barrier(gpu)
 
         def gather(pos, hi, lo, valid):
             mh, ml = T.Bind(tirx.bitwise_and(hi, mask[0])), T.Bind(tirx.bitwise_and(lo, mask[1]))
@@ -310,13 +304,13 @@ def _select_rows(data, values, indices, n, k, rows, dtype, largest, gpu, blocks,
                 cand_pos[slot] = tirx.Cast("int32", pos)
 
         positions(gather)
-        barrier()
+        kernel_ir.block_barrier(gpu)
 
         def better(ka, pa, kb, pb):
             return tirx.Or(ka > kb, tirx.And(ka == kb, pa < pb))
 
-        sort(cand_key, cand_pos, slots, min(threads, max(1, slots // 2)) if not gpu else threads, tx, better)
-        with each(k, threads, tx) as s:
+        _sort(cand_key, cand_pos, slots, threads, tx, better, gpu)
+        with kernel_ir.block_items(k, threads, tx, gpu) as s:
             pos = T.Bind(cand_pos[s])
             values[row * k + s] = data[row * n + pos]
             indices[row * k + s] = tirx.Cast("int64", pos)
