@@ -20,7 +20,7 @@ import onnx
 from opforge.core.cache import default_cache_dir
 from opforge.core.errors import OpforgeError
 from opforge.core.fsutil import atomic_write_bytes, atomic_write_text
-from opforge.core.kernel_plan import MAX_LAUNCHES, KernelPlan
+from opforge.core.kernel_plan import KernelPlan
 from opforge.core.schedule import ScheduleConfig
 from opforge.extract.subgraph import NodeSubgraph
 from opforge.lower.target import CudaTarget
@@ -81,8 +81,6 @@ def plan_subgraphs(
                 plan = KernelPlan.load(cached)
             except (ValueError, KeyError, json.JSONDecodeError):
                 plan = None  # stale or damaged entry: lower again
-            if plan is not None and len(plan.launches) > MAX_LAUNCHES:
-                plan = None  # cached before the limit: lower again (another form, or a refusal)
         if plan is None:
             with quiet_native():
                 plan = lower_subgraph(sub, target, config)
