@@ -32,10 +32,20 @@ for phase in "$@"; do
     data-dependent) cmd=(python3 scripts/check_data_dependent.py run .gpu_bundle/datadep "$res") ;;
     trt-lean)
         # TensorRT 11.4's lean runtime travels as wheels (the machine has no network).
-        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/trt-site .gpu_carry/*.whl
+        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/trt-site .gpu_carry/tensorrt_lean*.whl
         cmd=(env PYTHONPATH="/tmp/trt-site:$PYTHONPATH" python3 scripts/trt_lean.py run .gpu_bundle/trt-lean "$res")
         ;;
-    bench-wide) cmd=(python3 scripts/bench_wide.py run .gpu_bundle/wide "$res" --part "${WIDE_PART:-0/1}") ;;
+    bench-wide)
+        # torchvision (RoiAlign's contender) and Pillow, which it imports, travel as wheels where the call carries
+        # them (the machine has torch but not torchvision); without them RoiAlign's contender row says why.
+        site=""
+        if compgen -G ".gpu_carry/torchvision-*.whl" >/dev/null; then
+            python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/tv-site \
+                .gpu_carry/torchvision-*.whl .gpu_carry/pillow-*.whl && site="/tmp/tv-site:"
+        fi
+        cmd=(env PYTHONPATH="$site$PYTHONPATH" python3 scripts/bench_wide.py run .gpu_bundle/wide "$res"
+            --part "${WIDE_PART:-0/1}")
+        ;;
     bench) cmd=(python3 scripts/bench.py run .gpu_bundle/bench "$res" --dtypes "${BENCH_DTYPES:-float32,float16}") ;;
     *)
         echo "unknown phase $phase" >&2

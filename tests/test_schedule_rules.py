@@ -111,6 +111,26 @@ def test_tuned_block_size_reaches_row_reductions():
     assert block == {None: 1024, 256: 256}
 
 
+def test_tuned_block_size_reaches_general_reductions():
+    """DLight's GeneralReduction (a reduction and its epilogue in one kernel: softmax, group normalization) fixes
+    256 threads per row on CUDA; a tuning configuration's block size replaces it (reduction_rule.RowThreads), so 64
+    rows of 32768 can run on more than 64 x 256 threads."""
+    from opforge.core import expr
+    from opforge.lower.tvm_lower import lower_subgraph
+    from opforge.tune.space import ScheduleConfig
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 32768])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 32768])
+    model = _model(helper.make_node("Softmax", ["x"], ["y"], axis=-1), [x], [y])
+    sub = extract_nodes(model, list(model.graph.node))[0]
+    shapes = {}
+    for threads in (None, 256, 1024):
+        config = None if threads is None else ScheduleConfig(threads, 1, "strided")
+        (launch,) = lower_subgraph(sub, config=config).launches
+        shapes[threads] = (expr.evaluate(launch.grid[0], {}), expr.evaluate(launch.block[0], {}))
+    assert shapes == {None: (64, 256), 256: (64, 256), 1024: (64, 1024)}
+
+
 def test_plan_with_too_many_launches_is_refused(monkeypatch):
     """A lowering that unrolls a loop over a tensor's elements into thousands of launches (TVM's
     NegativeLogLikelihoodLoss over a static (7, 33, 33) target: 7627) is refused rather than built: its launcher

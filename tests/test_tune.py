@@ -166,6 +166,20 @@ def test_generate_builds_the_recorded_winner(tmp_path):
     assert "128" in result.plugins[0].plan.launches[0].block[0]
 
 
+def test_records_of_an_older_lowering_are_not_reused(tmp_path, monkeypatch):
+    """A record measured the plan an older lowering made under that label: after the lowering changes
+    (LOWERING_REVISION), the workload is measured again instead of reusing the old winner."""
+    from opforge.tune import records as records_module
+
+    records = TuningRecords(tmp_path / "records.jsonl")
+    old = records_module.workload_key("abc", "sm_90")
+    records.append(Record(old, "t128x2s", ScheduleConfig(128, 2, "strided").to_dict(), ok=True, us=1.0, poisons=2))
+    assert records.config_for(old) == ScheduleConfig(128, 2, "strided")
+    monkeypatch.setattr(records_module, "LOWERING_REVISION", records_module.LOWERING_REVISION + 1)
+    new = records_module.workload_key("abc", "sm_90")
+    assert new != old and records.measured(new) == set() and records.config_for(new) is None
+
+
 @pytest.mark.parametrize("argv", [["tune", "--measure", "/nonexistent/bundle"], ["tune", "model.onnx"]])
 def test_tune_cli_bad_input(argv, capsys):
     from opforge.cli import main

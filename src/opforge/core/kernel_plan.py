@@ -32,6 +32,10 @@ WORKSPACE_ALIGNMENT = 256  # bytes; every workspace slice starts on this boundar
 # element of a static (7, 33, 33) target: 7627 launches, a launcher function cc1plus took over 40 minutes on, and as
 # many launches per enqueue. Recurrent ops and LinearAttention unrolled over a sequence reach about 400.
 MAX_LAUNCHES = 1024
+# Bumped whenever opforge's lowering changes what plan a subgraph gets (with or without a tuned configuration): it
+# invalidates cached plans (plan.planner) and tuning records (tune.records), whose measurements were of the old
+# plans.
+LOWERING_REVISION = 39
 
 ArgKind = Literal["input", "output", "workspace", "constant", "scalar"]
 

@@ -257,3 +257,47 @@ class CappedThreads(GPUScheduleRule):
             return self.rule.apply(func, target, tunable)
         finally:
             reduction.suggest_threads_per_block = suggest
+
+
+# DLight's GeneralReduction (softmax, layer/group/RMS normalization: reductions and their epilogue in one kernel,
+# one block per row) fixes its block size at this many threads on CUDA.
+GENERAL_REDUCTION_THREADS = 256
+
+
+class RowThreads(GPUScheduleRule):
+    """DLight's GeneralReduction with a tuned block size per row.
+
+    GeneralReduction splits every row loop ``[None, 256]`` on CUDA whatever the tuning configuration asks, so each
+    candidate of a normalization or softmax was DLight's default: 64 rows of 32768 (a softmax) ran 64 blocks of
+    256 threads on a 132-SM GPU, and 256 rows of 40960 (GroupNorm -> SiLU) one register-heavy block per SM. The
+    rule's schedule is replayed from its trace with the thread split's factor set to `threads`; every other
+    instruction (compute-at, scopes, unroll annotations) is kept as the rule made it."""
+
+    def __init__(self, rule: GPUScheduleRule, threads: int):
+        self.rule = rule
+        self.threads = threads
+
+    def apply(self, func, target, tunable):
+        sch = self.rule.apply(func, target, tunable)
+        if not isinstance(sch, s_tir.Schedule) or self.threads == GENERAL_REDUCTION_THREADS:
+            return sch
+        try:
+            return _replay_with_threads(func, sch.trace, self.threads)
+        except Exception:  # the trace did not replay (a split the new factor does not fit): keep DLight's
+            return sch
+
+
+def _replay_with_threads(func, trace, threads: int) -> s_tir.Schedule:
+    from tvm.s_tir.schedule import Instruction, Trace
+
+    insts = []
+    for inst in trace.insts:
+        if inst.kind.name == "Split":
+            loop, *factors = inst.inputs
+            if factors and isinstance(factors[-1], tirx.IntImm) and int(factors[-1]) == GENERAL_REDUCTION_THREADS:
+                factors = [*factors[:-1], tirx.IntImm(str(factors[-1].ty.dtype), threads)]
+                inst = Instruction(inst.kind, [loop, *factors], inst.attrs, inst.outputs)
+        insts.append(inst)
+    sch = s_tir.Schedule(func)
+    Trace(insts, {}).apply_to_schedule(sch, remove_postproc=False)
+    return sch

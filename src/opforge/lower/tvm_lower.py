@@ -49,10 +49,6 @@ _THREAD_TAGS = ("blockIdx.x", "blockIdx.y", "blockIdx.z", "threadIdx.x", "thread
 _DYN_SMEM = "tirx.use_dyn_shared_memory"
 
 
-# Bumped whenever opforge's lowering changes what plan a subgraph gets (invalidates cached plans).
-LOWERING_REVISION = 38
-
-
 def producer_name(config: ScheduleConfig | None = None) -> str:
     return f"tvm {tvm.__version__} {'dlight-default' if config is None else 'opforge-tuned ' + config.label}"
 
@@ -158,7 +154,7 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
         narrow_indices,
         sink_reshapes,
     )
-    from opforge.lower.reduction_rule import CappedThreads, CrossThreadReduction
+    from opforge.lower.reduction_rule import CappedThreads, CrossThreadReduction, RowThreads
     from opforge.lower.spatial_rule import KeepReductionsFallback, MatrixVectorGEMV, Tolerant, TunedSpatial
 
     # opforge's own kernels take the block size DLight's rules use (lower_subgraph sets it to a tuned one).
@@ -193,10 +189,13 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
     )
     with tvm.target.Target(target.tvm_config()):
         mod = seq(mod)
-        # A tuned block size also caps the threads of DLight's row reductions (the tuner measures both).
-        reduction = dl.gpu.Reduction() if config is None else CappedThreads(dl.gpu.Reduction(), config.threads)
+        # A tuned block size also reaches DLight's row reductions: it caps Reduction's threads and sets
+        # GeneralReduction's (the tuner measures each against DLight's defaults).
+        reduction, general = dl.gpu.Reduction(), dl.gpu.GeneralReduction()
+        if config is not None:
+            reduction, general = CappedThreads(reduction, config.threads), RowThreads(general, config.threads)
         rules = [Tolerant(r) for r in (dl.gpu.Matmul(), MatrixVectorGEMV(dl.gpu.GEMV()), reduction)] + [
-            dl.gpu.GeneralReduction(),
+            general,
             CrossThreadReduction(),
         ]
         if config is not None:

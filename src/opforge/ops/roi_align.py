@@ -51,6 +51,31 @@ def _boxes(d: InputDomain) -> None:
         d.values[d.node.input[2]] = d.rng.integers(0, n, size=idx.shape).astype(idx.dtype)
 
 
+def _torch_roi_align(torch, node: onnx.NodeProto, consts: dict):
+    """torchvision.ops.roi_align: ONNX's avg mode in both coordinate modes (aligned=True is half_pixel: x * s - 0.5;
+    aligned=False clamps the box to at least one pixel, as output_half_pixel does), the same bilinear rules (a
+    sampling point past the map's edge by more than one pixel reads 0). Max mode has no torchvision counterpart
+    (its roi_align averages). torchvision travels to the GPU host as a wheel (scripts/gpu_run.sh)."""
+    a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+    mode = a.get("mode", b"avg")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "avg":
+        raise NotImplementedError("RoiAlign max mode: torchvision's roi_align only averages")
+    try:
+        from torchvision.ops import roi_align
+    except ImportError as e:
+        raise NotImplementedError(f"RoiAlign: torchvision is not installed ({e})") from e
+    ctm = a.get("coordinate_transformation_mode", b"half_pixel")
+    aligned = (ctm.decode() if isinstance(ctm, bytes) else ctm) == "half_pixel"
+    size = (int(a.get("output_height", 1)), int(a.get("output_width", 1)))
+    scale, ratio = float(a.get("spatial_scale", 1.0)), int(a.get("sampling_ratio", 0))
+
+    def f(x, rois, batch_indices):
+        boxes = torch.cat([batch_indices.to(rois.dtype)[:, None], rois], dim=1)
+        return roi_align(x, boxes, size, spatial_scale=scale, sampling_ratio=ratio, aligned=aligned)
+
+    return f
+
+
 RULES = [
     OpRule(
         ("RoiAlign",),
@@ -59,7 +84,8 @@ RULES = [
         rewrite=_prescale_rois,
         kernels={"relax.vision.roi_align": "opforge.lower.kernels.roi_align:override"},
         inputs=_boxes,
-        torch_note="torchvision.ops.roi_align (avg only) is not on the GPU host",
+        torch=_torch_roi_align,
+        torch_note="torchvision.ops.roi_align: avg mode only",
         # FPN detectors use scales 1/4 .. 1/32 of the image; both coordinate modes, both pooling modes.
         fuzz_grid={
             "spatial_scale": (1.0, 0.5, 0.25, 0.125, 0.0625),

@@ -20,7 +20,7 @@ import onnx
 from opforge.core.cache import default_cache_dir
 from opforge.core.errors import OpforgeError
 from opforge.core.fsutil import atomic_write_bytes, atomic_write_text
-from opforge.core.kernel_plan import KernelPlan
+from opforge.core.kernel_plan import LOWERING_REVISION, KernelPlan
 from opforge.core.schedule import ScheduleConfig
 from opforge.extract.subgraph import NodeSubgraph
 from opforge.lower.target import CudaTarget
@@ -40,7 +40,7 @@ class PlannedNode:
 
 
 def _cache_key(sub: NodeSubgraph, target: CudaTarget, config: ScheduleConfig | None = None) -> str:
-    from opforge.lower.tvm_lower import LOWERING_REVISION, producer_name
+    from opforge.lower.tvm_lower import producer_name
 
     h = hashlib.sha256(sub.model.SerializeToString(deterministic=True))
     h.update(f"{producer_name(config)}|{target}|{LOWERING_REVISION}".encode())

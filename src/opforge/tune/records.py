@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from opforge.core.kernel_plan import LOWERING_REVISION
 from opforge.core.schedule import ScheduleConfig, label
 
 RECORDS_FILE = "tuning-records.jsonl"
@@ -37,7 +38,9 @@ class Record:
 
 
 def workload_key(subgraph_key: str, arch: str) -> str:
-    return f"{subgraph_key}@{arch}"
+    """What a measurement is of: the subgraph, the GPU architecture and the lowering's revision (a record of an
+    older lowering measured other kernels under the same configuration label, so it is not reused)."""
+    return f"{subgraph_key}@{arch}/r{LOWERING_REVISION}"
 
 
 class TuningRecords:
