@@ -104,8 +104,8 @@ def run(bundle: Path, out: Path, dtype_names: list[str], only: str = "") -> int:
         }
         fn = case.torch_fn(torch, tensors, case.dtype)
 
-        def matches(out, ref=ref, dtype=case.dtype) -> bool:
-            return compare(out.float().cpu().numpy().astype(ref.dtype), ref, dtype).ok
+        def matches(out, ref=ref, dtype=case.dtype):
+            return compare(out.float().cpu().numpy().astype(ref.dtype), ref, dtype)
 
         row.update(torch_contenders(torch, fn, tensors, matches, flush))
         rows.append(row)

@@ -77,19 +77,23 @@ def build(bundle: Path, only: str, space: str = "small") -> None:
         index.write_text(json.dumps(info, indent=1))  # after each workload: resumable
 
 
-def _compare_all(got, refs, dtype: str) -> bool:
+def _compare_all(got, refs, dtype: str):
+    """The comparison of a contender's outputs with the ONNX reference: the first output that differs, else the
+    last one's."""
     import numpy as np
 
-    from opforge.verify.compare import compare
+    from opforge.verify.compare import Comparison, compare
 
     got = got if isinstance(got, tuple) else (got,)
     if len(got) != len(refs):
-        return False
+        return Comparison(False, float("inf"), float("inf"), -1, 0)
+    diff = None
     for g, r in zip(got, refs):
         arr = g.float().cpu().numpy() if g.is_floating_point() else g.cpu().numpy()
-        if not compare(np.asarray(arr).astype(r.dtype), r, r.dtype.name if dtype != "float16" else dtype).ok:
-            return False
-    return True
+        diff = compare(np.asarray(arr).astype(r.dtype), r, r.dtype.name if dtype != "float16" else dtype)
+        if not diff.ok:
+            break
+    return diff
 
 
 def run(bundle: Path, out: Path, only: str, part: str = "0/1") -> int:
@@ -244,6 +248,16 @@ def report(parts_dir: Path, results: Path) -> int:
             f"{f(r['tuned_vs_eager'], 2)}x | {f(r['tuned_vs_compile'], 2)}x | {f(r['tuned_pct_roofline'], 0)}% | "
             f"{f(r['tuning_total_s'])} |"
         )
+    differing = [
+        f"- {r['workload']} {k}: {r[f'{k}_onnx_diff']['bad']} of {r[f'{k}_onnx_diff']['elements']} elements out of "
+        f"tolerance, max abs error {r[f'{k}_onnx_diff']['max_abs_err']:.3g}"
+        for r in rows
+        for k in ("eager", "compile")
+        if r.get(f"{k}_onnx_diff")
+    ]
+    if differing:
+        head = "Contenders marked ✗ (against the ONNX reference, at the tolerance opforge is held to):"
+        lines += ["", head, "", *differing]
     failed = [f"- {r['workload']}: {r.get('opforge_error', '')}" for r in rows if not r.get("opforge_tuned_us")]
     if failed:
         lines += ["", "opforge failures:", "", *failed]

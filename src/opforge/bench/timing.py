@@ -10,6 +10,8 @@ import statistics
 import time
 from collections.abc import Callable
 
+from opforge.verify.compare import Comparison
+
 CALLS, REPLAYS = 20, 50
 
 
@@ -72,10 +74,11 @@ def geomean(xs: list[float]) -> float | None:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
 
 
-def torch_contenders(torch, fn: Callable, tensors: list, matches: Callable[[object], bool] | None, flush) -> dict:
+def torch_contenders(torch, fn: Callable, tensors: list, matches: Callable[[object], Comparison] | None, flush) -> dict:
     """PyTorch eager and torch.compile(mode="max-autotune-no-cudagraphs") of fn on the tensors: for each, µs per call
-    and whether its result matches the ONNX reference (`matches`; not checked when None); the compile time; a
-    contender that fails is reported with its error, not hidden."""
+    and whether its result matches the ONNX reference (`matches` compares it; not checked when None), with the
+    differences where it does not; the compile time; a contender that fails is reported with its error, not
+    hidden."""
     row: dict = {}
     for label in ("eager", "compile"):
         try:
@@ -86,7 +89,10 @@ def torch_contenders(torch, fn: Callable, tensors: list, matches: Callable[[obje
                 f(*tensors)
                 row["compile_s"] = round(time.perf_counter() - t0, 1)
             if matches is not None:
-                row[f"{label}_matches_onnx"] = bool(matches(f(*tensors)))
+                diff = matches(f(*tensors))
+                row[f"{label}_matches_onnx"] = bool(diff.ok)
+                if not diff.ok:
+                    row[f"{label}_onnx_diff"] = diff.as_dict()
             row[f"{label}_us"] = graph_time_us(torch, lambda f=f, t=tensors: f(*t), flush)
         except Exception as e:
             row[f"{label}_us"] = None

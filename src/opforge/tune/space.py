@@ -23,10 +23,12 @@ def candidates() -> list[ScheduleConfig | None]:
 
 
 def small_candidates() -> list[ScheduleConfig | None]:
-    """A 9-point subset for quick tuning (benchmarks of many ops): DLight's defaults, 256 and 1024 threads, 1 or 4
-    elements per thread in both layouts."""
+    """A 9-point subset for quick tuning (benchmarks of many ops): DLight's defaults; every block size with one
+    element per thread (what reaches the row reductions); 256 and 1024 threads with 4 elements per thread in both
+    layouts."""
     out: list[ScheduleConfig | None] = [DEFAULT]
-    for threads in (256, 1024):
+    for threads in (128, 256, 512, 1024):
         out += [ScheduleConfig(threads, 1, "strided")]
-        out += [ScheduleConfig(threads, 4, layout) for layout in ("strided", "contiguous")]
+        if threads in (256, 1024):
+            out += [ScheduleConfig(threads, 4, layout) for layout in ("strided", "contiguous")]
     return out
