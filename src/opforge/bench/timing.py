@@ -69,6 +69,16 @@ def d2d_bandwidth(torch) -> float:
     return 2 * n / statistics.median(times[2:])
 
 
+def l2_copy_bandwidth(torch) -> float:
+    """Bytes per second a device-to-device copy moves (read + written) when both buffers stay in L2 (16 MiB each):
+    back-to-back copies in a CUDA graph, nothing flushed between replays."""
+    n = 16 << 20
+    a = torch.ones(n, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    us = graph_time_us(torch, lambda: b.copy_(a), torch.empty(1, device="cuda"))
+    return 2 * n / (us * 1e-6)
+
+
 def geomean(xs: list[float]) -> float | None:
     xs = [x for x in xs if x and x > 0]
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
