@@ -101,9 +101,12 @@ def run(bundle: Path, out: Path, only: str, part: str = "0/1") -> int:
     import numpy as np
     import onnx
     import torch
+    from onnx import numpy_helper
 
     from opforge.bench.timing import d2d_bandwidth, empty_kernel_us, l2_copy_bandwidth, torch_contenders
     from opforge.bench.wide import moved_bytes, sampled_bytes, torch_graph, workloads
+    from opforge.extract.groups import fusion_groups
+    from opforge.extract.subgraph import extract_groups
     from opforge.runtime.launcher import Context
     from opforge.tune.measure import measure_bundle, reference
     from opforge.tune.records import TuningRecords
@@ -169,6 +172,14 @@ def run(bundle: Path, out: Path, only: str, part: str = "0/1") -> int:
         sub = onnx.load(str(d / "subgraph.onnx")) if (d / "subgraph.onnx").is_file() else model
         shapes = [tuple(int(x.dim_value) for x in vi.type.tensor_type.shape.dim) for vi in sub.graph.input]
         inputs = make_inputs(sub, shapes, np.random.default_rng(1))
+        # A weight (a constant the plugin takes as a run-time input, as TensorRT passes weights) gets the workload's
+        # value, so the reference, opforge and the contenders compute the same thing.
+        inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        runtime = [vi.name for vi in model.graph.input if vi.name not in inits]
+        (cut,) = extract_groups(model, fusion_groups(model, list(model.graph.node)))
+        names = cut.input_names  # the workload's tensor behind each subgraph input, in order
+        inputs = [inits[n].astype(a.dtype) if n in inits else a for n, a in zip(names, inputs)]
+        by_name = dict(zip(names, inputs))
         out_dtypes = [
             np.dtype(onnx.helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type)).name for o in sub.graph.output
         ]
@@ -177,7 +188,7 @@ def run(bundle: Path, out: Path, only: str, part: str = "0/1") -> int:
         except Exception as e:
             refs = None
             row["reference_error"] = f"{type(e).__name__}: {str(e)[:200]}"
-        tensors = [torch.from_numpy(np.ascontiguousarray(a)).cuda() for a in inputs]
+        tensors = [torch.from_numpy(np.ascontiguousarray(by_name[n])).cuda() for n in runtime]
         try:
             fn = torch_graph(torch, model)
         except NotImplementedError as e:
