@@ -294,7 +294,53 @@ def _converters() -> dict:
                 ours = GroupNormalization._ours(bb, inputs, {**attr, "num_groups": int(channels)}, per_channel=True)
             return ours if ours is not None else onnx_frontend.InstanceNormalization._impl_v6(bb, inputs, attr, params)
 
+    class MatMulInteger(OnnxOpConverter):
+        """2-D 8-bit operands with K a multiple of 4: packed bytes multiplied with __dp4a, the zero points applied
+        exactly afterwards (lower/kernels/integer_matmul.py). Otherwise TVM's converter (both widened to int32).
+        Zero points: scalars, per row of A ([M]) or per column of B ([N])."""
+
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            from tvm.relax.frontend.onnx import onnx_frontend
+
+            from opforge.lower.kernels import integer_matmul as im
+
+            a, b = inputs[0], inputs[1]
+            eight_bit = all(str(x.ty.dtype) in ("int8", "uint8") for x in (a, b))
+            a_shape, b_shape = (getattr(getattr(x.ty, "shape", None), "values", None) for x in (a, b))
+            if not eight_bit or a_shape is None or b_shape is None or not im.supported(a_shape, b_shape):
+                return onnx_frontend.MatMulInteger._impl_v10(bb, inputs, attr, params)
+            zeros = [inputs[i] if len(inputs) > i and inputs[i] is not None else None for i in (2, 3)]
+
+            def shifted(x, zero, vector_axis: int):
+                """(x as int8, the int32 offset from it to x - zero)."""
+                unsigned = str(x.ty.dtype) == "uint8"
+                x8 = x
+                if unsigned:
+                    wide = relax.op.subtract(relax.op.astype(x, "int16"), relax.const(128, "int16"))
+                    x8 = relax.op.astype(wide, "int8")
+                offset = relax.const(128 if unsigned else 0, "int32")
+                if zero is not None:
+                    z = bb.normalize(relax.op.astype(zero, "int32"))
+                    if z.ty.ndim == 1:
+                        z = relax.op.expand_dims(z, axis=vector_axis)
+                    offset = relax.op.subtract(offset, z)
+                return bb.normalize(x8), bb.normalize(offset)
+
+            a8, ca = shifted(a, zeros[0], -1)
+            b8, cb = shifted(b, zeros[1], 0)
+            a4 = bb.emit_te(im.pack_rows, a8, primfunc_name_hint="pack_rows")
+            b4 = bb.emit_te(im.pack_columns, b8, primfunc_name_hint="pack_columns")
+            product = bb.emit_te(im.packed_matmul, a4, b4, primfunc_name_hint="matmul_dp4a")
+            rows = relax.op.sum(relax.op.astype(a8, "int32"), axis=[-1], keepdims=True)
+            cols = relax.op.sum(relax.op.astype(b8, "int32"), axis=[-2], keepdims=True)
+            depth = relax.const(int(a_shape[-1]), "int32")
+            out = relax.op.add(product, relax.op.multiply(rows, cb))
+            out = relax.op.add(out, relax.op.multiply(ca, cols))
+            return relax.op.add(out, relax.op.multiply(relax.op.multiply(depth, ca), cb))
+
     return {
+        "MatMulInteger": MatMulInteger,
         "InstanceNormalization": InstanceNormalization,
         "ReduceLogSumExp": ReduceLogSumExp,
         "GroupNormalization": GroupNormalization,

@@ -154,7 +154,10 @@ RULES = [
     ),
     OpRule(
         ("MatMulInteger",),
-        summary="TVM; B and its zero point stay run-time plugin inputs (weights)",
+        lowering="kernel",
+        summary="2-D 8-bit operands, K a multiple of 4: packed bytes multiplied with __dp4a, zero points applied "
+        "exactly afterwards (lower/kernels/integer_matmul.py); otherwise TVM. B and its zero point stay run-time "
+        "plugin inputs (weights)",
         weights=(1, 3),
         torch=_torch_matmul_integer,
     ),
