@@ -281,8 +281,8 @@ def report(parts_dir: Path, results: Path) -> int:
     floors = [
         f"- {r['workload']}: its sampling points read {r['sampled_MB']:.0f} MB (4 corners of each of the "
         f"sampling points of every output element, few shared between bins or boxes); at this run's L2-resident "
-        f"copy bandwidth that is {r['l2_floor_us']:.1f} µs, so at most "
-        f"{100 * r['roofline_us'] / r['l2_floor_us']:.0f}% of the roofline whatever the layout; opforge reaches "
+        f"copy bandwidth (read + written) that is {r['l2_floor_us']:.1f} µs: at that rate, whatever the layout, "
+        f"{100 * r['roofline_us'] / r['l2_floor_us']:.0f}% of the roofline at most; opforge reaches "
         f"{r['tuned_pct_roofline'] or 0:.0f}%"
         for r in rows
         if r.get("l2_floor_us")
