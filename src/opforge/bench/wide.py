@@ -50,23 +50,40 @@ def moved_bytes(model: onnx.ModelProto) -> int:
     return total
 
 
-def sampled_bytes(model: onnx.ModelProto) -> int:
-    """Bytes the model's RoiAlign nodes read at their sampling points by definition (the 4 corners of each of the
-    sampling_ratio^2 points of every output element), 0 for other ops. With boxes larger than their bins the
-    points of different bins and boxes rarely share a pixel, so these bytes cross the L2 cache however the map is
-    laid out, where the roofline counts each input byte once."""
+def sampled_bytes(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> int:
+    """Bytes the model's RoiAlign nodes must read at their sampling points (0 for other ops), from the boxes in
+    `values` (input name -> array): for each box, the distinct map pixels under the 4 corners of its sampling
+    points, times the channels. A kernel reads each at least once per box however it lays the map out; boxes
+    spread over the map share few of them, so they cross L2, where the roofline counts each input byte once."""
     total = 0
     for node in model.graph.node:
         if node.op_type != "RoiAlign":
             continue
         a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
         ratio = int(a.get("sampling_ratio", 0))
-        out = next(vi for vi in model.graph.output if vi.name == node.output[0]).type.tensor_type
-        if ratio <= 0:  # adaptive: the grid depends on each box
+        x = next(vi for vi in model.graph.input if vi.name == node.input[0]).type.tensor_type
+        if ratio <= 0 or node.input[1] not in values:  # adaptive grids, or boxes unknown
             continue
-        elems = int(np.prod([d.dim_value for d in out.shape.dim]))
-        total += elems * ratio * ratio * 4 * dtypes.from_onnx(out.elem_type).itemsize
+        _n, channels, height, width = (d.dim_value for d in x.shape.dim)
+        mode = a.get("coordinate_transformation_mode", b"half_pixel")
+        offset = 0.5 if (mode.decode() if isinstance(mode, bytes) else mode) == "half_pixel" else 0.0
+        scale = float(a.get("spatial_scale", 1.0))
+        oh, ow = int(a.get("output_height", 1)), int(a.get("output_width", 1))
+        for x1, y1, x2, y2 in values[node.input[1]].astype(np.float64) * scale - offset:
+            rows = _corner_lines(y1, y2 - y1, oh, ratio, height, offset == 0.0)
+            cols = _corner_lines(x1, x2 - x1, ow, ratio, width, offset == 0.0)
+            total += rows * cols * channels * dtypes.from_onnx(x.elem_type).itemsize
     return total
+
+
+def _corner_lines(start: float, size: float, bins: int, ratio: int, extent: int, clamp: bool) -> int:
+    """Distinct map lines (rows or columns) the bilinear corners of a box's sampling points touch on one axis."""
+    size = max(size, 1.0) if clamp else size
+    step = size / bins
+    points = np.array([start + p * step + (i + 0.5) * step / ratio for p in range(bins) for i in range(ratio)])
+    points = points[(points >= -1.0) & (points <= extent)]
+    low = np.clip(points, 0, extent - 1).astype(np.int64)
+    return len(set(low.tolist()) | set(np.minimum(low + 1, extent - 1).tolist()))
 
 
 def torch_node(torch, model: onnx.ModelProto, node: onnx.NodeProto) -> tuple[Callable, list[str]]:
