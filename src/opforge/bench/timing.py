@@ -76,7 +76,7 @@ extern "C" __global__ void opforge_l2_read(const float4* __restrict__ x, long lo
     long long stride = (long long)gridDim.x * blockDim.x;
     for (int p = 0; p < passes; ++p) {
         for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += stride) {
-            float4 v = x[i];
+            float4 v = __ldcg(x + i);  // cached in L2 only: each pass reads L2, not the SM's L1
             acc.x += v.x; acc.y += v.y; acc.z += v.z; acc.w += v.w;
         }
     }
@@ -87,7 +87,8 @@ extern "C" __global__ void opforge_l2_read(const float4* __restrict__ x, long lo
 
 def l2_read_bandwidth(torch) -> float:
     """Bytes per second the GPU reads from a buffer resident in L2 (16 MiB read 16 times per launch with 16-byte
-    loads by every SM, so the launch costs little; replayed in a CUDA graph with nothing flushed between replays)."""
+    loads that bypass L1, by every SM, so the launch costs little; replayed in a CUDA graph with nothing flushed
+    between replays)."""
     import cupy
 
     n = 16 << 20
