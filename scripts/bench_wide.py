@@ -101,16 +101,12 @@ def run(bundle: Path, out: Path, only: str, part: str = "0/1") -> int:
     import numpy as np
     import onnx
     import torch
-    from onnx import numpy_helper
 
     from opforge.bench.timing import d2d_bandwidth, empty_kernel_us, l2_read_bandwidth, torch_contenders
-    from opforge.bench.wide import moved_bytes, sampled_bytes, torch_graph, workloads
-    from opforge.extract.groups import fusion_groups
-    from opforge.extract.subgraph import extract_groups
+    from opforge.bench.wide import moved_bytes, sampled_bytes, torch_graph, workload_inputs, workloads
     from opforge.runtime.launcher import Context
     from opforge.tune.measure import measure_bundle, reference
     from opforge.tune.records import TuningRecords
-    from opforge.verify.inputs import make_inputs
     from opforge.verify.results import run_metadata
 
     out.mkdir(parents=True, exist_ok=True)
@@ -172,16 +168,9 @@ def run(bundle: Path, out: Path, only: str, part: str = "0/1") -> int:
                 row["opforge_error"] = f"untuned: {untuned.error}"[:300]
         # Torch contenders on the same inputs, checked against the ONNX reference.
         sub = onnx.load(str(d / "subgraph.onnx")) if (d / "subgraph.onnx").is_file() else model
-        shapes = [tuple(int(x.dim_value) for x in vi.type.tensor_type.shape.dim) for vi in sub.graph.input]
-        inputs = make_inputs(sub, shapes, np.random.default_rng(1))
-        # A weight (a constant the plugin takes as a run-time input, as TensorRT passes weights) gets the workload's
-        # value, so the reference, opforge and the contenders compute the same thing.
-        inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        inputs, by_name = workload_inputs(model, sub, np.random.default_rng(1))
+        inits = {t.name for t in model.graph.initializer}
         runtime = [vi.name for vi in model.graph.input if vi.name not in inits]
-        (cut,) = extract_groups(model, fusion_groups(model, list(model.graph.node)))
-        names = cut.input_names  # the workload's tensor behind each subgraph input, in order
-        inputs = [inits[n].astype(a.dtype) if n in inits else a for n, a in zip(names, inputs)]
-        by_name = dict(zip(names, inputs))
         sampled = sampled_bytes(model, by_name)  # RoiAlign's sampling points, read through L2 at best
         if sampled and l2_bandwidth:
             row.update(sampled_MB=round(sampled / 1e6, 3), l2_floor_us=sampled / l2_bandwidth * 1e6)

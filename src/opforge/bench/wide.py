@@ -50,6 +50,27 @@ def moved_bytes(model: onnx.ModelProto) -> int:
     return total
 
 
+def workload_inputs(
+    model: onnx.ModelProto, sub_model: onnx.ModelProto, rng: np.random.Generator
+) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """Inputs of the workload's plugin subgraph (`sub_model`, in its input order), drawn from each op's valid
+    domain, except that a weight (a constant the plugin takes as a run-time input, as TensorRT passes weights:
+    MatMulInteger's B and its zero point) gets the workload's value, so the reference, opforge and the PyTorch
+    contenders (which hold the constants themselves) compute the same thing; and the same arrays by the workload's
+    tensor names."""
+    from opforge.extract.groups import fusion_groups
+    from opforge.extract.subgraph import extract_groups
+    from opforge.verify.inputs import make_inputs
+
+    shapes = [tuple(int(x.dim_value) for x in vi.type.tensor_type.shape.dim) for vi in sub_model.graph.input]
+    drawn = make_inputs(sub_model, shapes, rng)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    (cut,) = extract_groups(model, fusion_groups(model, list(model.graph.node)))
+    names = cut.input_names  # the workload's tensor behind each subgraph input, in order
+    inputs = [inits[n].astype(a.dtype) if n in inits else a for n, a in zip(names, drawn)]
+    return inputs, dict(zip(names, inputs))
+
+
 def sampled_bytes(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> int:
     """Bytes the model's RoiAlign nodes must read at their sampling points (0 for other ops), from the boxes in
     `values` (input name -> array): for each box, the distinct map pixels under the 4 corners of its sampling
