@@ -125,6 +125,34 @@ def run(bundle: Path, out: Path, only: str, part: str = "0/1") -> int:
         f"empty kernel {empty_us:.2f} µs",
         flush=True,
     )
+
+    def contend(row: dict, w, model, d: Path) -> None:
+        """The PyTorch contenders of workload w on the inputs the reference sees, checked against it."""
+        sub = onnx.load(str(d / "subgraph.onnx")) if (d / "subgraph.onnx").is_file() else model
+        inputs, by_name = workload_inputs(model, sub, np.random.default_rng(1))
+        inits = {t.name for t in model.graph.initializer}
+        runtime = [vi.name for vi in model.graph.input if vi.name not in inits]
+        sampled = sampled_bytes(model, by_name)  # RoiAlign's sampling points, read through L2 at best
+        if sampled and l2_bandwidth:
+            row.update(sampled_MB=round(sampled / 1e6, 3), l2_floor_us=sampled / l2_bandwidth * 1e6)
+        out_dtypes = [
+            np.dtype(onnx.helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type)).name for o in sub.graph.output
+        ]
+        try:
+            refs = reference(d, sub, inputs, out_dtypes)
+        except Exception as e:
+            refs = None
+            row["reference_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+        tensors = [torch.from_numpy(np.ascontiguousarray(by_name[n])).cuda() for n in runtime]
+        try:
+            fn = torch_graph(torch, model)
+        except NotImplementedError as e:
+            fn = None
+            row["torch_error"] = str(e)
+        if fn is not None:
+            matches = None if refs is None else (lambda out, refs=refs, dt=w.dtype: _compare_all(out, refs, dt))
+            row.update(torch_contenders(torch, fn, tensors, matches, flush))
+
     rows = []
     i, n = (int(x) for x in part.split("/"))
     for w in [w for k, w in enumerate(workloads(only)) if k % n == i]:
@@ -166,31 +194,10 @@ def run(bundle: Path, out: Path, only: str, part: str = "0/1") -> int:
             )
             if untuned and not untuned.ok:
                 row["opforge_error"] = f"untuned: {untuned.error}"[:300]
-        # Torch contenders on the same inputs, checked against the ONNX reference.
-        sub = onnx.load(str(d / "subgraph.onnx")) if (d / "subgraph.onnx").is_file() else model
-        inputs, by_name = workload_inputs(model, sub, np.random.default_rng(1))
-        inits = {t.name for t in model.graph.initializer}
-        runtime = [vi.name for vi in model.graph.input if vi.name not in inits]
-        sampled = sampled_bytes(model, by_name)  # RoiAlign's sampling points, read through L2 at best
-        if sampled and l2_bandwidth:
-            row.update(sampled_MB=round(sampled / 1e6, 3), l2_floor_us=sampled / l2_bandwidth * 1e6)
-        out_dtypes = [
-            np.dtype(onnx.helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type)).name for o in sub.graph.output
-        ]
-        try:
-            refs = reference(d, sub, inputs, out_dtypes)
-        except Exception as e:
-            refs = None
-            row["reference_error"] = f"{type(e).__name__}: {str(e)[:200]}"
-        tensors = [torch.from_numpy(np.ascontiguousarray(by_name[n])).cuda() for n in runtime]
-        try:
-            fn = torch_graph(torch, model)
-        except NotImplementedError as e:
-            fn = None
-            row["torch_error"] = str(e)
-        if fn is not None:
-            matches = None if refs is None else (lambda out, refs=refs, dt=w.dtype: _compare_all(out, refs, dt))
-            row.update(torch_contenders(torch, fn, tensors, matches, flush))
+        try:  # torch contenders on the same inputs, checked against the ONNX reference
+            contend(row, w, model, d)
+        except Exception as e:  # a workload whose contenders cannot run is a row saying why; the run goes on
+            row["torch_error"] = f"{type(e).__name__}: {str(e)[:200]}"
         rows.append(row)
         print(json.dumps(row), flush=True)
         commits = sorted({b.get("commit", built.get("commit", "?")) for b in built["workloads"].values()})
@@ -269,9 +276,14 @@ def report(parts_dir: Path, results: Path) -> int:
             f"{f(r['tuned_vs_eager'], 2)}x | {f(r['tuned_vs_compile'], 2)}x | {f(r['tuned_pct_roofline'], 0)}% | "
             f"{f(r['tuning_total_s'])} |"
         )
+
+    def how(diff: dict) -> str:
+        if diff["bad"] < 0:
+            return "outputs of another count or shape"
+        return f"{diff['bad']} of {diff['elements']} elements out of tolerance, max abs error {diff['max_abs_err']:.3g}"
+
     differing = [
-        f"- {r['workload']} {k}: {r[f'{k}_onnx_diff']['bad']} of {r[f'{k}_onnx_diff']['elements']} elements out of "
-        f"tolerance, max abs error {r[f'{k}_onnx_diff']['max_abs_err']:.3g}"
+        f"- {r['workload']} {k}: {how(r[f'{k}_onnx_diff'])}"
         for r in rows
         for k in ("eager", "compile")
         if r.get(f"{k}_onnx_diff")

@@ -40,6 +40,12 @@ def test_weights_get_the_workloads_values():
     np.testing.assert_array_equal(got, want)
 
 
+def test_a_workload_without_a_subgraph_draws_its_own_inputs():
+    model = wide._matmul_integer((8, 16), (16, 4))(wide.U8)
+    inputs, by_name = wide.workload_inputs(model, model, np.random.default_rng(3))
+    assert [a.shape for a in inputs] == [(8, 16), (16, 4)] and set(by_name) == {"a", "b"}
+
+
 def _roi_model(mode: str) -> onnx.ModelProto:
     vi = helper.make_tensor_value_info
     node = helper.make_node(

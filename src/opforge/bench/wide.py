@@ -65,8 +65,11 @@ def workload_inputs(
     shapes = [tuple(int(x.dim_value) for x in vi.type.tensor_type.shape.dim) for vi in sub_model.graph.input]
     drawn = make_inputs(sub_model, shapes, rng)
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    (cut,) = extract_groups(model, fusion_groups(model, list(model.graph.node)))
-    names = cut.input_names  # the workload's tensor behind each subgraph input, in order
+    if sub_model is model:  # no plugin subgraph (the workload did not build): the workload's own inputs
+        names = [vi.name for vi in model.graph.input]
+    else:
+        (cut,) = extract_groups(model, fusion_groups(model, list(model.graph.node)))
+        names = cut.input_names  # the workload's tensor behind each subgraph input, in order
     inputs = [inits[n].astype(a.dtype) if n in inits else a for n, a in zip(names, drawn)]
     return inputs, dict(zip(names, inputs))
 

@@ -59,11 +59,17 @@ def _torch_dql(torch, node, consts):
         xf = x.float()
         lo = torch.clamp(xf.min(), max=0.0)
         hi = torch.clamp(xf.max(), min=0.0)
-        # A tensor divisor: PyTorch divides by a Python scalar as a multiply by its reciprocal, one ulp off the
-        # quotient ONNX defines (33 of 4M outputs then round the other way).
-        scale = (hi - lo) / torch.full((), 255.0, device=x.device)
-        zp = torch.clamp(torch.round(-lo / scale), 0, 255)
-        y = torch.clamp(torch.round(xf / scale) + zp, 0, 255)
+
+        # The float32 quotients ONNX defines, computed in float64 and rounded once (exact: a float64 quotient of
+        # float32 operands rounds to the correctly rounded float32 one). PyTorch divides by a Python scalar through
+        # its reciprocal and torch.compile's Triton divides approximately: both one ulp off on some elements, which
+        # then round to the other integer (31 of 4M outputs).
+        def div(a, b):
+            return (a.double() / b.double()).float()
+
+        scale = div(hi - lo, torch.full((), 255.0, device=x.device))
+        zp = torch.clamp(torch.round(div(-lo, scale)), 0, 255)
+        y = torch.clamp(torch.round(div(xf, scale)) + zp, 0, 255)
         return y.to(torch.uint8), scale, zp.to(torch.uint8)
 
     return f

@@ -62,8 +62,8 @@ def _torch_roi_align(torch, node: onnx.NodeProto, consts: dict):
         raise NotImplementedError("RoiAlign max mode: torchvision's roi_align only averages")
     try:
         from torchvision.ops import roi_align
-    except ImportError as e:
-        raise NotImplementedError(f"RoiAlign: torchvision is not installed ({e})") from e
+    except Exception as e:  # not installed, or built for another torch (its operators fail to register)
+        raise NotImplementedError(f"RoiAlign: torchvision cannot be imported ({type(e).__name__}: {e})") from e
     ctm = a.get("coordinate_transformation_mode", b"half_pixel")
     aligned = (ctm.decode() if isinstance(ctm, bytes) else ctm) == "half_pixel"
     size = (int(a.get("output_height", 1)), int(a.get("output_width", 1)))
