@@ -413,3 +413,28 @@ def test_folder_of_an_older_opforge_owns_its_generated_files_only(tmp_path):
         assert {"src/opforge_library.cpp", "src/p_Relu_opf1_kernels.cu", "m.opforge.onnx"} <= folder.owned
         assert "src/train.py" not in folder.owned
     assert not list(out.glob(".opforge-staging-*"))
+
+
+def test_a_folder_made_by_a_concurrent_run_between_check_and_mkdir(tmp_path, monkeypatch):
+    """Two runs into one new folder: the second saw no folder, then the first made it before the second's mkdir.
+    The second used to fail (exit 1, "File exists") instead of taking its turn; it must open the folder as not its
+    own (and so never remove it)."""
+    from opforge.core.outdir import OutputFolder
+
+    out = tmp_path / "shared"
+    real_exists = type(out).exists
+    asked = []
+
+    def exists_after_a_race(self, *args, **kwargs):
+        if self == out and not real_exists(self):
+            asked.append(self)
+            if len(asked) == 2:  # the check before mkdir: the other run wins the race right after it
+                self.mkdir()
+            return False
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(out), "exists", exists_after_a_race)
+    with OutputFolder(out, tmp_path / "m.onnx") as folder:
+        assert not folder.created
+    monkeypatch.undo()
+    assert len(asked) == 2 and out.is_dir()  # the race was played; the folder stays: another run made it

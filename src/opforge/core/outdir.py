@@ -104,8 +104,11 @@ class OutputFolder:
             raise UsageError(f"output {self.path} is a file; give a folder (the input model is never overwritten)")
         try:
             if not self.path.exists():
-                self.path.mkdir(parents=True)
-                self.created = True
+                try:
+                    self.path.mkdir(parents=True)
+                    self.created = True
+                except FileExistsError:  # a concurrent run made it between the check and here: not ours to remove
+                    pass
             self._lock()
         except OSError as e:
             raise folder_error(self.path, e) from None
