@@ -24,6 +24,8 @@ element per thread.
 
 from __future__ import annotations
 
+import logging
+
 import tvm
 import tvm_ffi
 from tvm import s_tir, sym, tirx
@@ -33,6 +35,8 @@ from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
 from tvm.target import Target
 
 from opforge.lower.spatial_rule import _is_reduction, inline_keeping_reductions
+
+log = logging.getLogger(__name__)
 
 # A reduction shorter than this stays with the Fallback (a few serial steps per thread cost less than an allreduce).
 MIN_REDUCTION = 32
@@ -282,22 +286,28 @@ class RowThreads(GPUScheduleRule):
         if not isinstance(sch, s_tir.Schedule) or self.threads == GENERAL_REDUCTION_THREADS:
             return sch
         try:
-            return _replay_with_threads(func, sch.trace, self.threads)
-        except Exception:  # the trace did not replay (a split the new factor does not fit): keep DLight's
+            return _replay_with_threads(func, sch.trace, self.threads) or sch
+        except Exception as e:  # the trace did not replay: DLight's schedule (the candidate equals the default)
+            log.debug("GeneralReduction at %d threads per row did not replay: %s", self.threads, e)
             return sch
 
 
-def _replay_with_threads(func, trace, threads: int) -> s_tir.Schedule:
+def _replay_with_threads(func, trace, threads: int) -> s_tir.Schedule | None:
+    """The trace replayed on `func` with every thread split set to `threads`; None when it holds no such split
+    (a GeneralReduction that changed how it splits: nothing to replace, DLight's schedule stands)."""
     from tvm.s_tir.schedule import Instruction, Trace
 
-    insts = []
+    insts, replaced = [], 0
     for inst in trace.insts:
         if inst.kind.name == "Split":
             loop, *factors = inst.inputs
             if factors and isinstance(factors[-1], tirx.IntImm) and int(factors[-1]) == GENERAL_REDUCTION_THREADS:
                 factors = [*factors[:-1], tirx.IntImm(str(factors[-1].ty.dtype), threads)]
                 inst = Instruction(inst.kind, [loop, *factors], inst.attrs, inst.outputs)
+                replaced += 1
         insts.append(inst)
+    if not replaced:
+        return None
     sch = s_tir.Schedule(func)
     Trace(insts, {}).apply_to_schedule(sch, remove_postproc=False)
     return sch
