@@ -91,7 +91,7 @@ def l2_read_bandwidth(torch) -> float:
     between replays)."""
     import cupy
 
-    n = 16 << 20
+    n, passes = 16 << 20, 16
     x = torch.full((n // 4,), 2.0, dtype=torch.float32, device="cuda")
     out = torch.zeros(1, dtype=torch.float32, device="cuda")
     kernel = cupy.RawKernel(_L2_READ, "opforge_l2_read")
@@ -101,7 +101,6 @@ def l2_read_bandwidth(torch) -> float:
         with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
             kernel((blocks,), (256,), (x.data_ptr(), cupy.int64(n // 16), cupy.int32(passes), out.data_ptr()))
 
-    passes = 16
     us = graph_time_us(torch, launch, torch.empty(1, device="cuda"))
     return n * passes / (us * 1e-6)
 

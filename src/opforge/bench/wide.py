@@ -20,7 +20,7 @@ from opforge.core import dtypes
 from opforge.examples.onnx_build import graph_model
 from opforge.examples.onnx_build import single_node_model as m
 from opforge.ops import rule_for
-from opforge.ops.base import torch_device
+from opforge.ops.base import attrs, text, torch_device
 
 F32, F16, I64, U8 = "float32", "float16", "int64", "uint8"
 
@@ -83,14 +83,13 @@ def sampled_bytes(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> int:
     for node in model.graph.node:
         if node.op_type != "RoiAlign":
             continue
-        a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+        a = attrs(node)
         ratio = int(a.get("sampling_ratio", 0))
         x = next(vi for vi in model.graph.input if vi.name == node.input[0]).type.tensor_type
         if ratio <= 0 or node.input[1] not in values:  # adaptive grids, or boxes unknown
             continue
         _n, channels, height, width = (d.dim_value for d in x.shape.dim)
-        mode = a.get("coordinate_transformation_mode", b"half_pixel")
-        offset = 0.5 if (mode.decode() if isinstance(mode, bytes) else mode) == "half_pixel" else 0.0
+        offset = 0.5 if text(a.get("coordinate_transformation_mode"), "half_pixel") == "half_pixel" else 0.0
         scale = float(a.get("spatial_scale", 1.0))
         oh, ow = int(a.get("output_height", 1)), int(a.get("output_width", 1))
         for x1, y1, x2, y2 in values[node.input[1]].astype(np.float64) * scale - offset:

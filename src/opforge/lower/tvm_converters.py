@@ -329,8 +329,8 @@ def _converters() -> dict:
 
             a8, ca = shifted(a, zeros[0], -1)
             b8, cb = shifted(b, zeros[1], 0)
-            a4 = bb.emit_te(im.pack_rows, a8, primfunc_name_hint="pack_rows")
-            b4 = bb.emit_te(im.pack_columns, b8, primfunc_name_hint="pack_columns")
+            a4 = bb.emit_te(im.pack, a8, -1, "pack_rows", primfunc_name_hint="pack_rows")
+            b4 = bb.emit_te(im.pack, b8, -2, "pack_columns", primfunc_name_hint="pack_columns")
             product = bb.emit_te(im.packed_matmul, a4, b4, primfunc_name_hint="matmul_dp4a")
             rows = relax.op.sum(relax.op.astype(a8, "int32"), axis=[-1], keepdims=True)
             cols = relax.op.sum(relax.op.astype(b8, "int32"), axis=[-2], keepdims=True)

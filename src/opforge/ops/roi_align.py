@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from opforge.ops.base import Emitter, InputDomain, OpRule
+from opforge.ops.base import Emitter, InputDomain, OpRule, attrs, text
 
 
 def _prescale_rois(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
@@ -56,16 +56,14 @@ def _torch_roi_align(torch, node: onnx.NodeProto, consts: dict):
     aligned=False clamps the box to at least one pixel, as output_half_pixel does), the same bilinear rules (a
     sampling point past the map's edge by more than one pixel reads 0). Max mode has no torchvision counterpart
     (its roi_align averages). torchvision travels to the GPU host as a wheel (scripts/gpu_run.sh)."""
-    a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
-    mode = a.get("mode", b"avg")
-    if (mode.decode() if isinstance(mode, bytes) else mode) != "avg":
+    a = attrs(node)
+    if text(a.get("mode"), "avg") != "avg":
         raise NotImplementedError("RoiAlign max mode: torchvision's roi_align only averages")
     try:
         from torchvision.ops import roi_align
     except Exception as e:  # not installed, or built for another torch (its operators fail to register)
         raise NotImplementedError(f"RoiAlign: torchvision cannot be imported ({type(e).__name__}: {e})") from e
-    ctm = a.get("coordinate_transformation_mode", b"half_pixel")
-    aligned = (ctm.decode() if isinstance(ctm, bytes) else ctm) == "half_pixel"
+    aligned = text(a.get("coordinate_transformation_mode"), "half_pixel") == "half_pixel"
     size = (int(a.get("output_height", 1)), int(a.get("output_width", 1)))
     scale, ratio = float(a.get("spatial_scale", 1.0)), int(a.get("sampling_ratio", 0))
 

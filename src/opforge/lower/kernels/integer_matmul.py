@@ -27,34 +27,24 @@ def _byte(word, lane: int):
     return tirx.Cast("int32", tirx.Cast("int8", tirx.shift_right(word, tirx.const(8 * lane, "int32"))))
 
 
-def pack_rows(x8: te.Tensor) -> te.Tensor:
-    """(..., M, K) int8 -> (..., M, K/4) int32: four consecutive bytes along K per word, the first lowest."""
-    *lead, rows, depth = x8.shape
+def pack(x8: te.Tensor, axis: int, name: str) -> te.Tensor:
+    """int8 `x8` with four consecutive bytes along `axis` (K: -1 for A's rows, -2 for B's columns) packed into one
+    int32 word, the first byte lowest: that axis becomes a quarter as long."""
+    rank = len(x8.shape)
+    axis %= rank
+    shape = [*x8.shape]
+    shape[axis] = shape[axis] // LANES
 
     def f(*idx):
-        *pre, m, q = idx
         word = tirx.const(0, "int32")
         for lane in range(LANES):
-            byte = tirx.Cast("int32", x8[(*pre, m, q * LANES + lane)]) & tirx.const(0xFF, "int32")
+            at = [*idx]
+            at[axis] = idx[axis] * LANES + lane
+            byte = tirx.Cast("int32", x8[tuple(at)]) & tirx.const(0xFF, "int32")
             word = word | tirx.shift_left(byte, tirx.const(8 * lane, "int32"))
         return word
 
-    return te.compute((*lead, rows, depth // LANES), f, name="pack_rows")
-
-
-def pack_columns(x8: te.Tensor) -> te.Tensor:
-    """(..., K, N) int8 -> (..., K/4, N) int32: four consecutive bytes along K per word, the first lowest."""
-    *lead, depth, cols = x8.shape
-
-    def f(*idx):
-        *pre, q, n = idx
-        word = tirx.const(0, "int32")
-        for lane in range(LANES):
-            byte = tirx.Cast("int32", x8[(*pre, q * LANES + lane, n)]) & tirx.const(0xFF, "int32")
-            word = word | tirx.shift_left(byte, tirx.const(8 * lane, "int32"))
-        return word
-
-    return te.compute((*lead, depth // LANES, cols), f, name="pack_columns")
+    return te.compute(shape, f, name=name)
 
 
 def packed_matmul(a4: te.Tensor, b4: te.Tensor) -> te.Tensor:
