@@ -1,6 +1,7 @@
-"""RoiAlign through opforge's kernel (opforge.lower.kernels.roi_align), against ONNX's reference: both modes, both
-coordinate transformation modes, spatial scales 1 .. 1/16, run by TVM on the CPU (llvm) with the registry's
-rewrites and kernels applied exactly as for CUDA; and the kernel lowers to CUDA."""
+"""RoiAlign through opforge's kernels (opforge.lower.kernels.roi_align, .roi_align_plane), against ONNX's reference:
+both modes, both coordinate transformation modes, spatial scales 1 .. 1/16, run by TVM on the CPU (llvm) with the
+registry's rewrites and kernels applied exactly as for CUDA; planes split into bands and boxes into chunks; and the
+kernels lower to CUDA."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ pytest.importorskip("tvm")
 SHAPES = [(2, 3, 16, 20), (9, 4), (9,)]
 
 
-def _model(scale: float, mode: str, ctm: str, sampling_ratio: int = 2, dtype: int = TensorProto.FLOAT):
+def _model(
+    scale: float, mode: str, ctm: str, sampling_ratio: int = 2, dtype: int = TensorProto.FLOAT, shapes=SHAPES
+):
     node = helper.make_node(
         "RoiAlign",
         ["x", "rois", "idx"],
@@ -36,11 +39,11 @@ def _model(scale: float, mode: str, ctm: str, sampling_ratio: int = 2, dtype: in
         [node],
         "g",
         [
-            helper.make_tensor_value_info("x", dtype, list(SHAPES[0])),
-            helper.make_tensor_value_info("rois", dtype, list(SHAPES[1])),
-            helper.make_tensor_value_info("idx", TensorProto.INT64, list(SHAPES[2])),
+            helper.make_tensor_value_info("x", dtype, list(shapes[0])),
+            helper.make_tensor_value_info("rois", dtype, list(shapes[1])),
+            helper.make_tensor_value_info("idx", TensorProto.INT64, list(shapes[2])),
         ],
-        [helper.make_tensor_value_info("y", dtype, [9, 3, 5, 6])],
+        [helper.make_tensor_value_info("y", dtype, [shapes[1][0], shapes[0][1], 5, 6])],
     )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 16)])
 
@@ -62,6 +65,63 @@ def test_roi_align_matches_onnx_on_cpu(mode, ctm, sampling_ratio):
         out = run_on_cpu(_sub(m), ins)[0]
         tol = for_dtype("float32")
         np.testing.assert_allclose(out, ref, atol=tol.atol, rtol=tol.rtol, err_msg=f"{mode} {ctm} scale {scale}")
+
+
+@pytest.mark.parametrize("mode", ["avg", "max"])
+def test_plane_kernel_in_bands_and_chunks_matches_onnx_on_cpu(mode, monkeypatch):
+    """A shared-memory budget so small that the plane runs in 4 bands of 4 rows and the 13 boxes in chunks of 8:
+    partial sums (and maxima) carried between bands, points outside the map counted once, boxes of both images."""
+    from opforge.lower.cpu_run import run_on_cpu
+    from opforge.lower.kernels import roi_align_plane
+
+    shapes = [(2, 3, 16, 20), (13, 4), (13,)]
+    lines, row = (5 + 6) * 2, (20 + 1) * 4
+    budget = roi_align_plane.MIN_TABLE_BOXES * lines * 8 + 6 * row
+    layout = roi_align_plane.plan_layout(16, 20, 4, lines, 30, 256, budget, True, 13)
+    assert (layout.bands, layout.band_rows, layout.boxes) == (4, 4, 8)
+    monkeypatch.setattr(roi_align_plane, "DEFAULT_OPT_IN_SHARED_BYTES", budget)
+    for scale, ctm in ((1.0, "half_pixel"), (0.25, "output_half_pixel")):
+        m = _model(scale, mode, ctm, shapes=shapes)
+        ins = make_inputs(m, shapes, np.random.default_rng(11))
+        ref = ReferenceEvaluator(m).run(None, dict(zip(["x", "rois", "idx"], ins)))[0]
+        out = run_on_cpu(_sub(m), ins)[0]
+        tol = for_dtype("float32")
+        np.testing.assert_allclose(out, ref, atol=tol.atol, rtol=tol.rtol, err_msg=f"{mode} {ctm} scale {scale}")
+
+
+def test_plane_kernel_on_half_maps_matches_onnx_on_cpu():
+    """float16 maps and boxes: values widened to float32 to pool, coordinates in float32."""
+    from opforge.lower.cpu_run import run_on_cpu
+
+    for mode in ("avg", "max"):
+        m = _model(0.5, mode, "half_pixel", dtype=TensorProto.FLOAT16)
+        ins = make_inputs(m, SHAPES, np.random.default_rng(12))
+        ref = ReferenceEvaluator(m).run(None, dict(zip(["x", "rois", "idx"], ins)))[0]
+        out = run_on_cpu(_sub(m), ins)[0]
+        tol = for_dtype("float16")
+        np.testing.assert_allclose(out.astype(np.float32), ref.astype(np.float32), atol=tol.atol, rtol=tol.rtol)
+
+
+@pytest.mark.parametrize("itemsize", [2, 4])
+def test_plane_layouts_fit_their_budget(itemsize):
+    """Over map sizes from FPN's smallest level to planes 8x too large for shared memory: every layout fits the
+    budget, bands cover the map with equal heights, half maps are never banded (their partial sums would round to
+    half), and a chunk holds at least one box."""
+    from opforge.lower.kernels.roi_align_plane import plan_layout
+
+    budget = 227 * 1024
+    for h in (7, 25, 50, 100, 200, 334, 800):
+        for w in (9, 34, 68, 136, 272, 1000):
+            layout = plan_layout(h, w, itemsize, 28, 49, 512, budget, itemsize == 4, 1000)
+            if layout is None:
+                assert itemsize == 2 and (h + 1) * (w + 1) * 2 > budget
+                continue
+            assert layout.shared_bytes <= budget and layout.boxes >= 1
+            assert layout.shared_bytes == (layout.band_rows + 1) * (w + 1) * itemsize + layout.boxes * 28 * 8
+            assert layout.bands * layout.band_rows >= h > (layout.bands - 1) * layout.band_rows
+            assert (layout.bands == 1) == ((h + 1) * (w + 1) * itemsize + 8 * 28 * 8 <= budget)
+    # FPN's largest level for an 800x1088 image, fp32: one band, on the H100.
+    assert plan_layout(200, 272, 4, 28, 49, 1024, budget, True, 1000).bands == 1
 
 
 def test_roi_align_max_differs_from_tvms_interpolated_max():
@@ -91,3 +151,5 @@ def test_roi_align_kernel_lowers_to_cuda(mode):
     # outputs of a 200x272 map (rois in image coordinates, scale 0.25) by 8.9e-05 on the H100.
     kernel = plan.cuda_source.split("roi_align_kernel(")[-1]
     assert "__fadd_rn(__fadd_rn(" in kernel and "__fmul_rn(" in kernel
+    # The plane in shared memory (more than CUDA's default 48 KB would be opted in to at load time).
+    assert "buf_dyn_shmem" in kernel and int(plan.launches[-1].shared_mem) > 0

@@ -15,11 +15,50 @@ True: the box size is not clamped to 1), and `spatial_scale` multiplying those c
 
 from __future__ import annotations
 
+import functools
+
 import tvm
 from tvm import te, tirx
 
+from opforge.lower.kernels import roi_align_plane
 from opforge.lower.kernels.data_dependent import on_gpu
 from opforge.lower.kernels.kernel_ir import rounded
+from opforge.lower.tir_text import dtype_of
+
+
+def box_geometry(roi, ct: str, pooled, sample_ratio: int, aligned: bool, gpu: bool, spatial_scale: float = 1.0):
+    """(batch index, start_h, start_w, bin_h, bin_w, grid_h, grid_w) of a box from its 5 values (batch index, x1,
+    y1, x2, y2), in the coordinate type `ct`, each operation rounded as ONNX's reference rounds it."""
+    ph_n, pw_n = pooled
+
+    def f(v) -> tirx.PrimExpr:
+        return tirx.const(v, ct)
+
+    def mul(a, b):
+        return rounded("mul", a, b, gpu)
+
+    roi = [roi[0]] + [tirx.Cast(ct, r) if dtype_of(r) != ct else r for r in roi[1:]]
+    start_w, start_h = mul(roi[1], f(spatial_scale)), mul(roi[2], f(spatial_scale))
+    roi_w, roi_h = mul(roi[3], f(spatial_scale)) - start_w, mul(roi[4], f(spatial_scale)) - start_h
+    if not aligned:
+        roi_w, roi_h = te.max(roi_w, f(1.0)), te.max(roi_h, f(1.0))
+    bin_h, bin_w = roi_h / f(ph_n), roi_w / f(pw_n)
+    if sample_ratio > 0:
+        grid_h = grid_w = tirx.const(sample_ratio, "int32")
+    else:
+        grid_h = te.ceil(roi_h / f(ph_n)).astype("int32")
+        grid_w = te.ceil(roi_w / f(pw_n)).astype("int32")
+    return roi[0].astype("int32"), start_h, start_w, bin_h, bin_w, grid_h, grid_w
+
+
+def axis_point(start, bin_size, p, r, grid, ct: str, gpu: bool):
+    """The coordinate of sampling point r of bin p on one axis: start + p * bin + ((r + 0.5) * bin) / grid, left
+    to right, each operation rounded on its own. The sampling coordinates round each operation in ONNX's order, as
+    ONNX's reference and onnxruntime do (both agree bit for bit): a bilinear read is ill-conditioned in its
+    coordinate, and an fma there moved outputs of a 200x272 map with rois in image coordinates by 6e-5
+    (kernel_ir.rounded)."""
+    step = rounded("mul", tirx.Cast(ct, r) + tirx.const(0.5, ct), bin_size, gpu) / tirx.Cast(ct, grid)
+    return rounded("add", rounded("add", start, rounded("mul", tirx.Cast(ct, p), bin_size, gpu), gpu), step, gpu)
 
 
 def roi_align_te(
@@ -46,28 +85,8 @@ def roi_align_te(
     def f(v) -> tirx.PrimExpr:
         return tirx.const(v, ct)
 
-    # The sampling coordinates round each operation in ONNX's order, as ONNX's reference and onnxruntime do (both
-    # agree bit for bit): a bilinear read is ill-conditioned in its coordinate, and an fma there moved outputs of
-    # a 200x272 map with rois in image coordinates by 6e-5 (kernel_ir.rounded).
-    def mul(a, b):
-        return rounded("mul", a, b, gpu)
-
-    def add(a, b):
-        return rounded("add", a, b, gpu)
-
     def geometry(i):
-        roi = [rois[i][k] if k == 0 else tirx.Cast(ct, rois[i][k]) for k in range(5)]
-        start_w, start_h = mul(roi[1], f(spatial_scale)), mul(roi[2], f(spatial_scale))
-        roi_w, roi_h = mul(roi[3], f(spatial_scale)) - start_w, mul(roi[4], f(spatial_scale)) - start_h
-        if not aligned:
-            roi_w, roi_h = te.max(roi_w, f(1.0)), te.max(roi_h, f(1.0))
-        bin_h, bin_w = roi_h / f(ph_n), roi_w / f(pw_n)
-        if sample_ratio > 0:
-            grid_h = grid_w = tirx.const(sample_ratio, "int32")
-        else:
-            grid_h = te.ceil(roi_h / f(ph_n)).astype("int32")
-            grid_w = te.ceil(roi_w / f(pw_n)).astype("int32")
-        return roi[0].astype("int32"), start_h, start_w, bin_h, bin_w, grid_h, grid_w
+        return box_geometry([rois[i][k] for k in range(5)], ct, (ph_n, pw_n), sample_ratio, aligned, gpu, spatial_scale)
 
     def corners(n, c, y, x):
         """The four weighted corners of sampling point (y, x), and whether the point lies outside the map."""
@@ -99,13 +118,8 @@ def roi_align_te(
         empty = grid_h * grid_w <= 0
         rh = te.reduce_axis((0, te.max(grid_h, 1)), name="rh")
         rw = te.reduce_axis((0, te.max(grid_w, 1)), name="rw")
-        # start + p * bin + ((r + 0.5) * bin) / grid, left to right.
-        y = add(
-            add(start_h, mul(tirx.Cast(ct, ph), bin_h)), mul(tirx.Cast(ct, rh) + f(0.5), bin_h) / tirx.Cast(ct, grid_h)
-        )
-        x = add(
-            add(start_w, mul(tirx.Cast(ct, pw), bin_w)), mul(tirx.Cast(ct, rw) + f(0.5), bin_w) / tirx.Cast(ct, grid_w)
-        )
+        y = axis_point(start_h, bin_h, ph, rh, grid_h, ct, gpu)
+        x = axis_point(start_w, bin_w, pw, rw, grid_w, ct, gpu)
         outside, terms = corners(n, c, y, x)
         zero = tirx.const(0.0, acc)
         if max_mode:
@@ -123,8 +137,9 @@ def roi_align_te(
     return te.compute(pooled_acc.shape, lambda *i: tirx.Cast(vt, pooled_acc(*i)), name="roi_align_onnx")
 
 
-def legalize():
-    """A LegalizeOps override for relax.vision.roi_align (NCHW: ONNX's definition; NHWC: TVM's)."""
+def legalize(threads: int = 256):
+    """A LegalizeOps override for relax.vision.roi_align (NCHW: ONNX's definition, with each plane in shared memory
+    where roi_align_plane applies; NHWC: TVM's)."""
     default = tvm.ir.Op.get("relax.vision.roi_align").get_attr("FLegalize")
 
     def f(bb, call):
@@ -132,11 +147,34 @@ def legalize():
         if str(a.layout) != "NCHW":
             return default(bb, call)
         mode = a.mode.decode() if isinstance(a.mode, bytes) else str(a.mode)
+        data, rois = call.args[0], call.args[1]
+        pooled = [int(p) for p in a.pooled_size]
+        layout = roi_align_plane.layout_for(
+            list(data.ty.shape),
+            list(rois.ty.shape),
+            str(rois.ty.dtype),
+            str(data.ty.dtype),
+            pooled,
+            int(a.sample_ratio),
+            threads,
+        )
+        if layout is not None:
+            plane = functools.partial(
+                roi_align_plane.roi_align_plane_te,
+                pooled=pooled,
+                spatial_scale=float(a.spatial_scale),
+                max_mode=mode == "max",
+                sample_ratio=int(a.sample_ratio),
+                aligned=bool(a.aligned),
+                threads=threads,
+                layout=layout,
+            )
+            return bb.call_te(plane, data, rois, primfunc_name_hint="roi_align")
         return bb.call_te(
             roi_align_te,
-            call.args[0],
-            call.args[1],
-            [int(p) for p in a.pooled_size],
+            data,
+            rois,
+            pooled,
             float(a.spatial_scale),
             mode == "max",
             int(a.sample_ratio),
@@ -149,4 +187,4 @@ def legalize():
 
 def override(threads: int, config=None):
     """The op registry's entry point for relax.vision.roi_align (opforge.ops.roi_align)."""
-    return legalize()
+    return legalize(threads)

@@ -1,0 +1,302 @@
+"""RoiAlign with each feature-map plane in shared memory: one block per (image, channel), every box read from it.
+
+A thread per output reading its 4 sampling points' 16 corners from global memory reads each map pixel once per
+box that samples it: boxes of a detector overlap, so that is several times the map, through L2 (1000 FPN boxes
+on a 200x272 map: 419 MB against a 56 MB map; 295 µs on the H100, 13% of the roofline). Here one block holds a
+plane (or a band of its rows when it does not fit) in shared memory and pools every box of its image from it, so
+the map crosses HBM and L2 once. Per block:
+
+  1. the plane's rows [r0, r0 + B] into shared memory, padded with a copy of its last column and (after the map's
+     last row) its last row, so a sampling point's corners are always at base, base + 1, base + W', base + W' + 1:
+     the clamped `min(low + 1, extent - 1)` of ONNX's definition reads the copy, with weight 0 there exactly as the
+     reference has;
+  2. per chunk of K boxes, a table of their sampling coordinates on each axis (the clamped low line, or -1 for a
+     point outside the map, and the fraction): computed once per box and axis instead of once per output, as the
+     float-to-int conversions that cost most run at a quarter of the FP32 rate;
+  3. per output of the chunk (consecutive threads on consecutive output columns, so a warp reads along map rows
+     and its shared-memory reads spread over the banks), ONNX's sum (or max) over the sampling points, in the
+     reference's order: avg sums w1*v1 + w2*v2 + w3*v3 + w4*v4 per point and divides once by the count.
+
+When the plane is taller than shared memory holds, the bands run one after another and each output keeps its
+partial sum (or max) in the output tensor between bands (float32 maps only; a point belongs to the band holding
+its low row, so each point still sums its four corners in one place). The coordinates are those of
+`roi_align.roi_align_te` (the same helpers, rounded as ONNX rounds them). Fixed sampling ratios only: an adaptive
+grid (sampling_ratio 0) has as many points per box as the box is large, and keeps the thread-per-output kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+from tvm import te, tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder import tirx as T
+
+from opforge.lower.kernels import kernel_ir
+from opforge.lower.kernels.data_dependent import on_gpu
+from opforge.lower.kernels.kernel_ir import as_index, index_dtype, static, vec_lanes
+
+# Shared memory one block may opt in to, per architecture (CUDA programming guide, compute capabilities table).
+# A plugin checks at launch that the device grants it (templates/kernels.cu.j2) and fails naming the kernel if not.
+OPT_IN_SHARED_BYTES = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_87": 163 * 1024, "sm_89": 99 * 1024}
+DEFAULT_OPT_IN_SHARED_BYTES = 227 * 1024  # sm_90, sm_100
+# The coordinate table: two 4-byte words (low line, fraction) per sampling line of a box.
+TABLE_ENTRY_BYTES = 8
+MIN_TABLE_BOXES = 8
+
+
+@dataclass(frozen=True)
+class PlaneLayout:
+    """How a block splits its plane and its boxes: bands of `band_rows` map rows (all of them when `bands` is 1),
+    chunks of `boxes` boxes, and the shared memory that takes."""
+
+    band_rows: int
+    bands: int
+    boxes: int
+    shared_bytes: int
+
+
+def shared_budget() -> int:
+    """The shared memory a block may use on the target being compiled for (the CPU check uses sm_90's)."""
+    target = tvm.target.Target.current(allow_none=True)
+    arch = str(target.attrs.get("arch", "")) if target is not None and target.kind.name == "cuda" else ""
+    return OPT_IN_SHARED_BYTES.get(arch, DEFAULT_OPT_IN_SHARED_BYTES)
+
+
+def plan_layout(
+    height: int,
+    width: int,
+    itemsize: int,
+    lines: int,
+    outputs: int,
+    threads: int,
+    budget: int,
+    may_band: bool,
+    num_roi: int | None = None,
+) -> PlaneLayout | None:
+    """The layout for a height x width plane of `itemsize`-byte values, boxes of `lines` sampling lines (both axes)
+    and `outputs` outputs each, or None when it does not fit (`may_band`: whether bands may split the plane). A
+    chunk holds at most enough boxes for 4 outputs per thread, and no more than `num_roi` (when static): a larger
+    table only takes shared memory other blocks could use."""
+    row_bytes = (width + 1) * itemsize
+    box_bytes = lines * TABLE_ENTRY_BYTES
+    whole = (height + 1) * row_bytes
+    if whole + MIN_TABLE_BOXES * box_bytes <= budget:
+        band_rows = height
+    else:
+        if not may_band:
+            return None
+        most_rows = (budget - MIN_TABLE_BOXES * box_bytes) // row_bytes - 1
+        if most_rows < 1:
+            return None
+        band_rows = -(-height // -(-height // most_rows))  # bands of equal height
+    plane = (band_rows + 1) * row_bytes
+    most = min((budget - plane) // box_bytes, max(MIN_TABLE_BOXES, -(-4 * threads // outputs)))
+    if num_roi is not None:
+        most = max(1, min(most, num_roi))
+
+    def use(k: int) -> float:  # the share of thread slots a chunk of k boxes keeps busy
+        return k * outputs / (-(-k * outputs // threads) * threads)
+
+    # Among chunks from half the most that fit up to the most, the one that leaves fewest threads idle.
+    boxes = max(range(max(1, most // 2), most + 1), key=lambda k: (round(use(k), 3), k))
+    return PlaneLayout(band_rows, -(-height // band_rows), boxes, plane + boxes * box_bytes)
+
+
+def layout_for(data_shape, rois_shape, rois_dtype: str, data_dtype: str, pooled, sample_ratio: int, threads: int):
+    """The PlaneLayout for RoiAlign over `data_shape` (N, C, H, W), or None where this kernel does not apply:
+    symbolic C, H or W, an adaptive sampling grid, float64 coordinates, or a plane too large for the target."""
+    _, channels, height, width = (static(d) for d in data_shape)
+    if None in (channels, height, width) or sample_ratio <= 0 or rois_dtype == "float64" or data_dtype == "float64":
+        return None
+    ph, pw = pooled
+    lines = (ph + pw) * sample_ratio
+    itemsize = tvm.DataType(data_dtype).bits // 8
+    # Bands keep partial results in the output tensor: in float32 only, so half outputs round once.
+    return plan_layout(
+        height,
+        width,
+        itemsize,
+        lines,
+        ph * pw,
+        threads,
+        shared_budget(),
+        data_dtype == "float32",
+        static(rois_shape[0]),
+    )
+
+
+def roi_align_plane_te(
+    data: te.Tensor,
+    rois: te.Tensor,
+    pooled: tuple[int, int],
+    spatial_scale: float,
+    max_mode: bool,
+    sample_ratio: int,
+    aligned: bool,
+    threads: int,
+    layout: PlaneLayout,
+) -> te.Tensor:
+    """(R, C, pooled_h, pooled_w) of data (N, C, H, W) pooled over rois (R, 5), ONNX's definition (spatial scale
+    already applied to the rois, as opforge's registry entry does)."""
+    ph, pw = pooled
+    out_shape = (rois.shape[0], data.shape[1], ph, pw)
+    return te.extern(
+        [out_shape],
+        [data, rois],
+        lambda ins, outs: _plane_ir(
+            ins[0], ins[1], outs[0], (ph, pw), spatial_scale, max_mode, sample_ratio, aligned, threads, layout
+        ),
+        dtype=[data.dtype],
+        name="roi_align_plane",
+    )
+
+
+def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, aligned, threads, layout: PlaneLayout):
+    # Imported here: roi_align imports this module to dispatch to it.
+    from opforge.lower.kernels.roi_align import axis_point, box_geometry
+
+    gpu = on_gpu()
+    n_img = data_buf.shape[0]
+    channels, height, width = (int(d) for d in data_buf.shape[1:])
+    num_roi = rois_buf.shape[0]
+    ph_n, pw_n = pooled
+    per_box = ph_n * pw_n
+    y_lines, x_lines = ph_n * ratio, pw_n * ratio
+    lines = y_lines + x_lines
+    vt = str(data_buf.dtype)
+    acc_t = "float32"
+    ct = "float32"
+    wp = width + 1
+    band_rows, bands, boxes = layout.band_rows, layout.bands, layout.boxes
+    idt = index_dtype(n_img, num_roi, channels * height * width)
+    lanes = vec_lanes(vt) if width % vec_lanes(vt) == 0 else 1
+    chunks = (as_index(num_roi, "int32") + boxes - 1) // boxes
+    count = tirx.const(float(ratio * ratio), acc_t)
+
+    with IRBuilder() as ib, T.seq_scope():
+        data = T.buffer_proxy(T.decl_buffer([n_img * channels * height * width], vt, data=data_buf.data))
+        rois = T.buffer_proxy(T.decl_buffer([num_roi * 5], str(rois_buf.dtype), data=rois_buf.data))
+        out = T.buffer_proxy(T.decl_buffer([num_roi * channels * per_box], vt, data=out_buf.data))
+        with kernel_ir.blocks(n_img * channels, threads, gpu) as (block, tx):
+            scope = "shared.dyn" if gpu else "global"
+            plane = T.buffer_proxy(T.decl_buffer([(band_rows + 1) * wp], vt, scope=scope))
+            low = T.buffer_proxy(T.decl_buffer([boxes * lines], "int32", scope=scope))
+            frac = T.buffer_proxy(T.decl_buffer([boxes * lines], ct, scope=scope))
+            image = T.Bind(as_index(block, idt) // channels)
+            channel = T.Bind(as_index(block, idt) % channels)
+            src = T.Bind(as_index(block, idt) * (height * width))
+            for band in range(bands):
+                r0 = band * band_rows
+                # 1. Rows r0 .. r0 + band_rows (the last one clamped to the map), 16-byte loads along each row.
+                with kernel_ir.block_items((band_rows + 1) * (width // lanes), threads, tx, gpu) as p:
+                    row = T.Bind(p // (width // lanes))
+                    col = T.Bind((p % (width // lanes)) * lanes)
+                    at = T.Bind(src + as_index(tirx.min(row + r0, height - 1), idt) * width + as_index(col, idt))
+                    vals = T.buffer_proxy(T.decl_buffer([lanes], vt, scope="local"))
+                    with T.vectorized(0, lanes) as v:
+                        vals[v] = data[at + v]
+                    for v in range(lanes):
+                        plane[row * wp + col + v] = vals[v]
+                with kernel_ir.block_items(band_rows + 1, threads, tx, gpu) as r:
+                    at = src + as_index(tirx.min(r + r0, height - 1), idt) * width + (width - 1)
+                    plane[r * wp + width] = data[at]
+                with T.serial(0, chunks) as chunk:
+                    first = T.Bind(chunk * boxes)
+                    # 2. The chunk's coordinate tables (every thread takes part in the barriers below).
+                    with kernel_ir.block_items(boxes * lines, threads, tx, gpu) as e:
+                        box = T.Bind(tirx.min(first + e // lines, as_index(num_roi, "int32") - 1))
+                        line = T.Bind(e % lines)
+                        roi = [rois[as_index(box, idt) * 5 + k] for k in range(5)]
+                        _n, start_h, start_w, bin_h, bin_w, grid_h, grid_w = box_geometry(
+                            roi, ct, (ph_n, pw_n), ratio, aligned, gpu, scale
+                        )
+                        on_y = line < y_lines
+                        k = T.Bind(tirx.Select(on_y, line, line - y_lines))
+                        point = tirx.Select(
+                            on_y,
+                            axis_point(start_h, bin_h, k // ratio, k % ratio, grid_h, ct, gpu),
+                            axis_point(start_w, bin_w, k // ratio, k % ratio, grid_w, ct, gpu),
+                        )
+                        extent = tirx.Select(on_y, tirx.const(height, "int32"), tirx.const(width, "int32"))
+                        point = T.Bind(point)
+                        outside = tirx.Or(point < tirx.const(-1.0, ct), point > tirx.Cast(ct, extent))
+                        clamped = T.Bind(tirx.min(tirx.max(point, tirx.const(0.0, ct)), tirx.Cast(ct, extent - 1)))
+                        lo = T.Bind(tirx.Cast("int32", clamped))
+                        low[e] = tirx.Select(outside, tirx.const(-1, "int32"), lo)
+                        frac[e] = clamped - tirx.Cast(ct, lo)
+                    kernel_ir.block_barrier(gpu)
+                    # 3. The chunk's outputs.
+                    with kernel_ir.block_items(boxes * per_box, threads, tx, gpu) as o:
+                        local = T.Bind(o // per_box)
+                        box = T.Bind(first + local)
+                        q = T.Bind(o % per_box)
+                        with T.If(box < as_index(num_roi, "int32")), T.Then():
+                            batch = tirx.Cast(idt, tirx.Cast("int32", rois[as_index(box, idt) * 5]))
+                            with T.If(batch == image), T.Then():
+                                _pool(
+                                    plane,
+                                    low,
+                                    frac,
+                                    out,
+                                    local * lines,
+                                    q,
+                                    box,
+                                    channel,
+                                    r0,
+                                    band,
+                                    bands,
+                                    (band_rows, wp, channels, per_box, pw_n, ratio, y_lines, idt, ct, acc_t, vt),
+                                    max_mode,
+                                    count,
+                                )
+                    kernel_ir.block_barrier(gpu)
+    return ib.get()
+
+
+def _pool(plane, low, frac, out, row0, q, box, channel, r0, band, bands, dims, max_mode, count):
+    """One output's sum (or max) over its sampling points in this band, combined with earlier bands'."""
+    band_rows, wp, channels, per_box, pw_n, ratio, y_lines, idt, ct, acc_t, vt = dims
+    oy, ox = T.Bind(q // pw_n), T.Bind(q % pw_n)
+    one = tirx.const(1.0, ct)
+    acc = T.buffer_proxy(T.decl_buffer([1], acc_t, scope="local"))
+    acc[0] = tirx.const(float("-inf") if max_mode else 0.0, acc_t)
+    ys = [(T.Bind(low[row0 + oy * ratio + r]), T.Bind(frac[row0 + oy * ratio + r])) for r in range(ratio)]
+    xs = [
+        (T.Bind(low[row0 + y_lines + ox * ratio + r]), T.Bind(frac[row0 + y_lines + ox * ratio + r]))
+        for r in range(ratio)
+    ]
+    for y_low, ly in ys:
+        hy = T.Bind(one - ly)
+        for x_low, lx in xs:
+            hx = one - lx
+            inside = tirx.And(y_low >= 0, x_low >= 0)
+            if bands > 1:
+                inside = tirx.And(inside, tirx.And(y_low >= r0, y_low < r0 + band_rows))
+            base = T.Bind(tirx.Select(inside, (y_low - r0) * wp + x_low, 0))
+
+            def v(offset, base=base):
+                return tirx.Cast(acc_t, plane[base + offset])
+
+            def w(a, b):
+                return tirx.Cast(acc_t, a * b)
+
+            terms = [w(hy, hx) * v(0), w(hy, lx) * v(1), w(ly, hx) * v(wp), w(ly, lx) * v(wp + 1)]
+            if max_mode:
+                value = tirx.max(tirx.max(terms[0], terms[1]), tirx.max(terms[2], terms[3]))
+                # A point outside the map counts as 0 (in every band: a max takes it as often as it comes).
+                empty = tirx.Select(
+                    tirx.Or(y_low < 0, x_low < 0), tirx.const(0.0, acc_t), tirx.const(float("-inf"), acc_t)
+                )
+                acc[0] = tirx.max(acc[0], tirx.Select(inside, value, empty))
+            else:
+                value = terms[0] + terms[1] + terms[2] + terms[3]
+                acc[0] = acc[0] + tirx.Select(inside, value, tirx.const(0.0, acc_t))
+    dst = T.Bind((as_index(box, idt) * channels + channel) * per_box + as_index(q, idt))
+    value = acc[0]
+    if bands > 1 and band > 0:  # earlier bands' partial result, kept in the output (float32)
+        value = tirx.max(out[dst], value) if max_mode else out[dst] + value
+    if not max_mode and band == bands - 1:
+        value = value / count
+    out[dst] = tirx.Cast(vt, value)
