@@ -20,9 +20,7 @@ pytest.importorskip("tvm")
 SHAPES = [(2, 3, 16, 20), (9, 4), (9,)]
 
 
-def _model(
-    scale: float, mode: str, ctm: str, sampling_ratio: int = 2, dtype: int = TensorProto.FLOAT, shapes=SHAPES
-):
+def _model(scale: float, mode: str, ctm: str, sampling_ratio: int = 2, dtype: int = TensorProto.FLOAT, shapes=SHAPES):
     node = helper.make_node(
         "RoiAlign",
         ["x", "rois", "idx"],
@@ -68,17 +66,16 @@ def test_roi_align_matches_onnx_on_cpu(mode, ctm, sampling_ratio):
 
 
 @pytest.mark.parametrize("mode", ["avg", "max"])
-def test_plane_kernel_in_bands_and_chunks_matches_onnx_on_cpu(mode, monkeypatch):
-    """A shared-memory budget so small that the plane runs in 4 bands of 4 rows and the 13 boxes in chunks of 8:
-    partial sums (and maxima) carried between bands, points outside the map counted once, boxes of both images."""
+def test_plane_kernel_in_bands_matches_onnx_on_cpu(mode, monkeypatch):
+    """A shared-memory budget so small that each plane runs in 4 bands of 4 rows: partial sums (and maxima) carried
+    between bands in the output, points outside the map counted, boxes of both images."""
     from opforge.lower.cpu_run import run_on_cpu
     from opforge.lower.kernels import roi_align_plane
 
     shapes = [(2, 3, 16, 20), (13, 4), (13,)]
-    lines, row = (5 + 6) * 2, (20 + 1) * 4
-    budget = roi_align_plane.MIN_TABLE_BOXES * lines * 8 + 6 * row
-    layout = roi_align_plane.plan_layout(16, 20, 4, lines, 30, 256, budget, True, 13)
-    assert (layout.bands, layout.band_rows, layout.boxes) == (4, 4, 8)
+    budget = 6 * (20 + 1) * 4
+    layout = roi_align_plane.plan_layout(16, 20, 4, budget, True)
+    assert (layout.bands, layout.band_rows) == (4, 4)
     monkeypatch.setattr(roi_align_plane, "DEFAULT_OPT_IN_SHARED_BYTES", budget)
     for scale, ctm in ((1.0, "half_pixel"), (0.25, "output_half_pixel")):
         m = _model(scale, mode, ctm, shapes=shapes)
@@ -105,23 +102,23 @@ def test_plane_kernel_on_half_maps_matches_onnx_on_cpu():
 @pytest.mark.parametrize("itemsize", [2, 4])
 def test_plane_layouts_fit_their_budget(itemsize):
     """Over map sizes from FPN's smallest level to planes 8x too large for shared memory: every layout fits the
-    budget, bands cover the map with equal heights, half maps are never banded (their partial sums would round to
-    half), and a chunk holds at least one box."""
+    budget, bands cover the map with equal heights, and half maps are never banded (their partial sums would round
+    to half)."""
     from opforge.lower.kernels.roi_align_plane import plan_layout
 
     budget = 227 * 1024
     for h in (7, 25, 50, 100, 200, 334, 800):
         for w in (9, 34, 68, 136, 272, 1000):
-            layout = plan_layout(h, w, itemsize, 28, 49, 512, budget, itemsize == 4, 1000)
+            layout = plan_layout(h, w, itemsize, budget, itemsize == 4)
+            fits = (h + 1) * (w + 1) * itemsize <= budget
             if layout is None:
-                assert itemsize == 2 and (h + 1) * (w + 1) * 2 > budget
+                assert itemsize == 2 and not fits
                 continue
-            assert layout.shared_bytes <= budget and layout.boxes >= 1
-            assert layout.shared_bytes == (layout.band_rows + 1) * (w + 1) * itemsize + layout.boxes * 28 * 8
+            assert layout.shared_bytes == (layout.band_rows + 1) * (w + 1) * itemsize <= budget
             assert layout.bands * layout.band_rows >= h > (layout.bands - 1) * layout.band_rows
-            assert (layout.bands == 1) == ((h + 1) * (w + 1) * itemsize + 8 * 28 * 8 <= budget)
+            assert (layout.bands == 1) == fits
     # FPN's largest level for an 800x1088 image, fp32: one band, on the H100.
-    assert plan_layout(200, 272, 4, 28, 49, 1024, budget, True, 1000).bands == 1
+    assert plan_layout(200, 272, 4, budget, True).bands == 1
 
 
 def test_roi_align_max_differs_from_tvms_interpolated_max():
@@ -151,5 +148,6 @@ def test_roi_align_kernel_lowers_to_cuda(mode):
     # outputs of a 200x272 map (rois in image coordinates, scale 0.25) by 8.9e-05 on the H100.
     kernel = plan.cuda_source.split("roi_align_kernel(")[-1]
     assert "__fadd_rn(__fadd_rn(" in kernel and "__fmul_rn(" in kernel
-    # The plane in shared memory (more than CUDA's default 48 KB would be opted in to at load time).
-    assert "buf_dyn_shmem" in kernel and int(plan.launches[-1].shared_mem) > 0
+    # The plane in shared memory (more than CUDA's default 48 KB would be opted in to at load time), its padded
+    # 17 x 21 values here.
+    assert "extern __shared__" in plan.cuda_source and [int(lc.shared_mem) for lc in plan.launches][-1] == 17 * 21 * 4

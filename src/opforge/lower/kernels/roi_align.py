@@ -150,13 +150,7 @@ def legalize(threads: int = 256):
         data, rois = call.args[0], call.args[1]
         pooled = [int(p) for p in a.pooled_size]
         layout = roi_align_plane.layout_for(
-            list(data.ty.shape),
-            list(rois.ty.shape),
-            str(rois.ty.dtype),
-            str(data.ty.dtype),
-            pooled,
-            int(a.sample_ratio),
-            threads,
+            list(data.ty.shape), str(rois.ty.dtype), str(data.ty.dtype), int(a.sample_ratio)
         )
         if layout is not None:
             plane = functools.partial(

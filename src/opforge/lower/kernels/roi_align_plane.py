@@ -26,6 +26,7 @@ grid (sampling_ratio 0) has as many points per box as the box is large, and keep
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import tvm
@@ -41,19 +42,15 @@ from opforge.lower.kernels.kernel_ir import as_index, index_dtype, static, vec_l
 # A plugin checks at launch that the device grants it (templates/kernels.cu.j2) and fails naming the kernel if not.
 OPT_IN_SHARED_BYTES = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_87": 163 * 1024, "sm_89": 99 * 1024}
 DEFAULT_OPT_IN_SHARED_BYTES = 227 * 1024  # sm_90, sm_100
-# The coordinate table: two 4-byte words (low line, fraction) per sampling line of a box.
-TABLE_ENTRY_BYTES = 8
-MIN_TABLE_BOXES = 8
 
 
 @dataclass(frozen=True)
 class PlaneLayout:
-    """How a block splits its plane and its boxes: bands of `band_rows` map rows (all of them when `bands` is 1),
-    chunks of `boxes` boxes, and the shared memory that takes."""
+    """How a block splits its plane: bands of `band_rows` map rows (all of them when `bands` is 1), and the shared
+    memory that takes."""
 
     band_rows: int
     bands: int
-    boxes: int
     shared_bytes: int
 
 
@@ -64,67 +61,29 @@ def shared_budget() -> int:
     return OPT_IN_SHARED_BYTES.get(arch, DEFAULT_OPT_IN_SHARED_BYTES)
 
 
-def plan_layout(
-    height: int,
-    width: int,
-    itemsize: int,
-    lines: int,
-    outputs: int,
-    threads: int,
-    budget: int,
-    may_band: bool,
-    num_roi: int | None = None,
-) -> PlaneLayout | None:
-    """The layout for a height x width plane of `itemsize`-byte values, boxes of `lines` sampling lines (both axes)
-    and `outputs` outputs each, or None when it does not fit (`may_band`: whether bands may split the plane). A
-    chunk holds at most enough boxes for 4 outputs per thread, and no more than `num_roi` (when static): a larger
-    table only takes shared memory other blocks could use."""
+def plan_layout(height: int, width: int, itemsize: int, budget: int, may_band: bool) -> PlaneLayout | None:
+    """The layout for a height x width plane of `itemsize`-byte values, or None when it does not fit (`may_band`:
+    whether bands may split the plane). Each band holds one more row and column than it pools (the padding)."""
     row_bytes = (width + 1) * itemsize
-    box_bytes = lines * TABLE_ENTRY_BYTES
-    whole = (height + 1) * row_bytes
-    if whole + MIN_TABLE_BOXES * box_bytes <= budget:
+    if (height + 1) * row_bytes <= budget:
         band_rows = height
     else:
-        if not may_band:
-            return None
-        most_rows = (budget - MIN_TABLE_BOXES * box_bytes) // row_bytes - 1
-        if most_rows < 1:
+        most_rows = budget // row_bytes - 1
+        if not may_band or most_rows < 1:
             return None
         band_rows = -(-height // -(-height // most_rows))  # bands of equal height
-    plane = (band_rows + 1) * row_bytes
-    most = min((budget - plane) // box_bytes, max(MIN_TABLE_BOXES, -(-4 * threads // outputs)))
-    if num_roi is not None:
-        most = max(1, min(most, num_roi))
-
-    def use(k: int) -> float:  # the share of thread slots a chunk of k boxes keeps busy
-        return k * outputs / (-(-k * outputs // threads) * threads)
-
-    # Among chunks from half the most that fit up to the most, the one that leaves fewest threads idle.
-    boxes = max(range(max(1, most // 2), most + 1), key=lambda k: (round(use(k), 3), k))
-    return PlaneLayout(band_rows, -(-height // band_rows), boxes, plane + boxes * box_bytes)
+    return PlaneLayout(band_rows, -(-height // band_rows), (band_rows + 1) * row_bytes)
 
 
-def layout_for(data_shape, rois_shape, rois_dtype: str, data_dtype: str, pooled, sample_ratio: int, threads: int):
+def layout_for(data_shape, rois_dtype: str, data_dtype: str, sample_ratio: int) -> PlaneLayout | None:
     """The PlaneLayout for RoiAlign over `data_shape` (N, C, H, W), or None where this kernel does not apply:
     symbolic C, H or W, an adaptive sampling grid, float64 coordinates, or a plane too large for the target."""
     _, channels, height, width = (static(d) for d in data_shape)
-    if None in (channels, height, width) or sample_ratio <= 0 or rois_dtype == "float64" or data_dtype == "float64":
+    if None in (channels, height, width) or sample_ratio <= 0 or "float64" in (rois_dtype, data_dtype):
         return None
-    ph, pw = pooled
-    lines = (ph + pw) * sample_ratio
     itemsize = tvm.DataType(data_dtype).bits // 8
     # Bands keep partial results in the output tensor: in float32 only, so half outputs round once.
-    return plan_layout(
-        height,
-        width,
-        itemsize,
-        lines,
-        ph * pw,
-        threads,
-        shared_budget(),
-        data_dtype == "float32",
-        static(rois_shape[0]),
-    )
+    return plan_layout(height, width, itemsize, shared_budget(), data_dtype == "float32")
 
 
 def roi_align_plane_te(
@@ -166,29 +125,56 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
     y_lines, x_lines = ph_n * ratio, pw_n * ratio
     lines = y_lines + x_lines
     vt = str(data_buf.dtype)
-    acc_t = "float32"
     ct = "float32"
     wp = width + 1
-    band_rows, bands, boxes = layout.band_rows, layout.bands, layout.boxes
-    idt = index_dtype(n_img, num_roi, channels * height * width)
+    band_rows, bands = layout.band_rows, layout.bands
+    idt = index_dtype(n_img, num_roi, n_img * channels * height * width, num_roi * channels * per_box)
     lanes = vec_lanes(vt) if width % vec_lanes(vt) == 0 else 1
-    chunks = (as_index(num_roi, "int32") + boxes - 1) // boxes
-    count = tirx.const(float(ratio * ratio), acc_t)
+    n_out = as_index(num_roi, idt) * per_box
 
     with IRBuilder() as ib, T.seq_scope():
         data = T.buffer_proxy(T.decl_buffer([n_img * channels * height * width], vt, data=data_buf.data))
         rois = T.buffer_proxy(T.decl_buffer([num_roi * 5], str(rois_buf.dtype), data=rois_buf.data))
         out = T.buffer_proxy(T.decl_buffer([num_roi * channels * per_box], vt, data=out_buf.data))
+        # The boxes' sampling lines (workspace): the clamped low line (-1 outside the map) and the fraction.
+        low = T.buffer_proxy(T.alloc_buffer([num_roi * lines], "int32"))
+        frac = T.buffer_proxy(T.alloc_buffer([num_roi * lines], ct))
+
+        # Kernel 1: the tables, one thread per box and line.
+        with kernel_ir.each_index(as_index(num_roi, idt) * lines, threads, idt, gpu) as e:
+            box = T.Bind(e // lines)
+            line = T.Bind(tirx.Cast("int32", e % lines))
+            roi = [rois[box * 5 + k] for k in range(5)]
+            _n, start_h, start_w, bin_h, bin_w, grid_h, grid_w = box_geometry(
+                roi, ct, (ph_n, pw_n), ratio, aligned, gpu, scale
+            )
+            on_y = line < y_lines
+            k = T.Bind(tirx.Select(on_y, line, line - y_lines))
+            point = T.Bind(
+                tirx.Select(
+                    on_y,
+                    axis_point(start_h, bin_h, k // ratio, k % ratio, grid_h, ct, gpu),
+                    axis_point(start_w, bin_w, k // ratio, k % ratio, grid_w, ct, gpu),
+                )
+            )
+            extent = T.Bind(tirx.Select(on_y, tirx.const(height, "int32"), tirx.const(width, "int32")))
+            outside = tirx.Or(point < tirx.const(-1.0, ct), point > tirx.Cast(ct, extent))
+            clamped = T.Bind(tirx.min(tirx.max(point, tirx.const(0.0, ct)), tirx.Cast(ct, extent - 1)))
+            lo = T.Bind(tirx.Cast("int32", clamped))
+            low[e] = tirx.Select(outside, tirx.const(-1, "int32"), lo)
+            frac[e] = clamped - tirx.Cast(ct, lo)
+
+        # Kernel 2: a block per (image, channel).
         with kernel_ir.blocks(n_img * channels, threads, gpu) as (block, tx):
             scope = "shared.dyn" if gpu else "global"
             plane = T.buffer_proxy(T.decl_buffer([(band_rows + 1) * wp], vt, scope=scope))
-            low = T.buffer_proxy(T.decl_buffer([boxes * lines], "int32", scope=scope))
-            frac = T.buffer_proxy(T.decl_buffer([boxes * lines], ct, scope=scope))
             image = T.Bind(as_index(block, idt) // channels)
             channel = T.Bind(as_index(block, idt) % channels)
             src = T.Bind(as_index(block, idt) * (height * width))
             for band in range(bands):
                 r0 = band * band_rows
+                if band > 0:
+                    kernel_ir.block_barrier(gpu)  # every read of the previous band is done
                 # 1. Rows r0 .. r0 + band_rows (the last one clamped to the map), 16-byte loads along each row.
                 with kernel_ir.block_items((band_rows + 1) * (width // lanes), threads, tx, gpu) as p:
                     row = T.Bind(p // (width // lanes))
@@ -202,71 +188,57 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
                 with kernel_ir.block_items(band_rows + 1, threads, tx, gpu) as r:
                     at = src + as_index(tirx.min(r + r0, height - 1), idt) * width + (width - 1)
                     plane[r * wp + width] = data[at]
-                with T.serial(0, chunks) as chunk:
-                    first = T.Bind(chunk * boxes)
-                    # 2. The chunk's coordinate tables (every thread takes part in the barriers below).
-                    with kernel_ir.block_items(boxes * lines, threads, tx, gpu) as e:
-                        box = T.Bind(tirx.min(first + e // lines, as_index(num_roi, "int32") - 1))
-                        line = T.Bind(e % lines)
-                        roi = [rois[as_index(box, idt) * 5 + k] for k in range(5)]
-                        _n, start_h, start_w, bin_h, bin_w, grid_h, grid_w = box_geometry(
-                            roi, ct, (ph_n, pw_n), ratio, aligned, gpu, scale
+                kernel_ir.block_barrier(gpu)
+                # 2. Every output of the image's boxes, consecutive threads on consecutive output columns.
+                with _each_output(n_out, threads, tx, idt, gpu) as o:
+                    box = T.Bind(o // per_box)
+                    q = T.Bind(tirx.Cast("int32", o % per_box))
+                    batch = tirx.Cast(idt, tirx.Cast("int32", rois[box * 5]))
+                    with T.If(batch == image), T.Then():
+                        _pool(
+                            plane,
+                            low,
+                            frac,
+                            out,
+                            box * lines,
+                            q,
+                            box,
+                            channel,
+                            r0,
+                            band,
+                            bands,
+                            (band_rows, wp, channels, per_box, pw_n, ratio, y_lines, idt, ct, "float32", vt),
+                            max_mode,
+                            tirx.const(float(ratio * ratio), "float32"),
                         )
-                        on_y = line < y_lines
-                        k = T.Bind(tirx.Select(on_y, line, line - y_lines))
-                        point = tirx.Select(
-                            on_y,
-                            axis_point(start_h, bin_h, k // ratio, k % ratio, grid_h, ct, gpu),
-                            axis_point(start_w, bin_w, k // ratio, k % ratio, grid_w, ct, gpu),
-                        )
-                        extent = tirx.Select(on_y, tirx.const(height, "int32"), tirx.const(width, "int32"))
-                        point = T.Bind(point)
-                        outside = tirx.Or(point < tirx.const(-1.0, ct), point > tirx.Cast(ct, extent))
-                        clamped = T.Bind(tirx.min(tirx.max(point, tirx.const(0.0, ct)), tirx.Cast(ct, extent - 1)))
-                        lo = T.Bind(tirx.Cast("int32", clamped))
-                        low[e] = tirx.Select(outside, tirx.const(-1, "int32"), lo)
-                        frac[e] = clamped - tirx.Cast(ct, lo)
-                    kernel_ir.block_barrier(gpu)
-                    # 3. The chunk's outputs.
-                    with kernel_ir.block_items(boxes * per_box, threads, tx, gpu) as o:
-                        local = T.Bind(o // per_box)
-                        box = T.Bind(first + local)
-                        q = T.Bind(o % per_box)
-                        with T.If(box < as_index(num_roi, "int32")), T.Then():
-                            batch = tirx.Cast(idt, tirx.Cast("int32", rois[as_index(box, idt) * 5]))
-                            with T.If(batch == image), T.Then():
-                                _pool(
-                                    plane,
-                                    low,
-                                    frac,
-                                    out,
-                                    local * lines,
-                                    q,
-                                    box,
-                                    channel,
-                                    r0,
-                                    band,
-                                    bands,
-                                    (band_rows, wp, channels, per_box, pw_n, ratio, y_lines, idt, ct, acc_t, vt),
-                                    max_mode,
-                                    count,
-                                )
-                    kernel_ir.block_barrier(gpu)
     return ib.get()
+
+
+@contextlib.contextmanager
+def _each_output(n, threads: int, tx, idt: str, gpu: bool):
+    """An index over [0, n) (a dimension expression) shared by a block's threads: tx, tx + threads, ..."""
+    if not gpu:
+        with T.serial(0, n) as o:
+            yield o
+        return
+    with T.serial(0, (n + threads - 1) // threads) as r:
+        o = T.Bind(r * threads + as_index(tx, idt))
+        with T.If(o < n), T.Then():
+            yield o
 
 
 def _pool(plane, low, frac, out, row0, q, box, channel, r0, band, bands, dims, max_mode, count):
     """One output's sum (or max) over its sampling points in this band, combined with earlier bands'."""
     band_rows, wp, channels, per_box, pw_n, ratio, y_lines, idt, ct, acc_t, vt = dims
     oy, ox = T.Bind(q // pw_n), T.Bind(q % pw_n)
+    row0 = T.Bind(row0)
     one = tirx.const(1.0, ct)
     acc = T.buffer_proxy(T.decl_buffer([1], acc_t, scope="local"))
     acc[0] = tirx.const(float("-inf") if max_mode else 0.0, acc_t)
-    ys = [(T.Bind(low[row0 + oy * ratio + r]), T.Bind(frac[row0 + oy * ratio + r])) for r in range(ratio)]
-    xs = [
-        (T.Bind(low[row0 + y_lines + ox * ratio + r]), T.Bind(frac[row0 + y_lines + ox * ratio + r]))
-        for r in range(ratio)
-    ]
+    ys = [T.Bind(row0 + as_index(oy * ratio + r, idt)) for r in range(ratio)]
+    xs = [T.Bind(row0 + as_index(y_lines + ox * ratio + r, idt)) for r in range(ratio)]
+    ys = [(T.Bind(low[i]), T.Bind(frac[i])) for i in ys]
+    xs = [(T.Bind(low[i]), T.Bind(frac[i])) for i in xs]
     for y_low, ly in ys:
         hy = T.Bind(one - ly)
         for x_low, lx in xs:
