@@ -44,7 +44,7 @@ for phase in "$@"; do
                 .gpu_carry/torchvision-*.whl .gpu_carry/pillow-*.whl && site="/tmp/tv-site:"
         fi
         cmd=(env PYTHONPATH="$site$PYTHONPATH" python3 scripts/bench_wide.py run .gpu_bundle/wide "$res"
-            --part "${WIDE_PART:-0/1}")
+            --part "${WIDE_PART:-0/1}" --only "${WIDE_ONLY:-}")
         ;;
     bench) cmd=(python3 scripts/bench.py run .gpu_bundle/bench "$res" --dtypes "${BENCH_DTYPES:-float32,float16}") ;;
     *)

@@ -137,7 +137,7 @@ def roi_align_te(
     return te.compute(pooled_acc.shape, lambda *i: tirx.Cast(vt, pooled_acc(*i)), name="roi_align_onnx")
 
 
-def legalize(threads: int = 256):
+def legalize(threads: int = 256, unroll: int = 2):
     """A LegalizeOps override for relax.vision.roi_align (NCHW: ONNX's definition, with each plane in shared memory
     where roi_align_plane applies; NHWC: TVM's)."""
     default = tvm.ir.Op.get("relax.vision.roi_align").get_attr("FLegalize")
@@ -162,6 +162,7 @@ def legalize(threads: int = 256):
                 aligned=bool(a.aligned),
                 threads=threads,
                 layout=layout,
+                unroll=unroll,
             )
             return bb.call_te(plane, data, rois, primfunc_name_hint="roi_align")
         return bb.call_te(
@@ -180,5 +181,6 @@ def legalize(threads: int = 256):
 
 
 def override(threads: int, config=None):
-    """The op registry's entry point for relax.vision.roi_align (opforge.ops.roi_align)."""
-    return legalize(threads)
+    """The op registry's entry point for relax.vision.roi_align (opforge.ops.roi_align): the tuned elements per
+    thread are the outputs whose loads the plane kernel issues together."""
+    return legalize(threads, config.per_thread if config else 2)

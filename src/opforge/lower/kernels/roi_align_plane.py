@@ -42,6 +42,9 @@ from opforge.lower.kernels.kernel_ir import as_index, index_dtype, static, vec_l
 # A plugin checks at launch that the device grants it (templates/kernels.cu.j2) and fails naming the kernel if not.
 OPT_IN_SHARED_BYTES = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_87": 163 * 1024, "sm_89": 99 * 1024}
 DEFAULT_OPT_IN_SHARED_BYTES = 227 * 1024  # sm_90, sm_100
+# 16-byte loads each thread keeps in flight while filling the plane: with one block per SM (a large plane), one
+# per thread leaves HBM's latency uncovered.
+LOADS_IN_FLIGHT = 4
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ def roi_align_plane_te(
     aligned: bool,
     threads: int,
     layout: PlaneLayout,
+    unroll: int = 2,
 ) -> te.Tensor:
     """(R, C, pooled_h, pooled_w) of data (N, C, H, W) pooled over rois (R, 5), ONNX's definition (spatial scale
     already applied to the rois, as opforge's registry entry does)."""
@@ -105,14 +109,14 @@ def roi_align_plane_te(
         [out_shape],
         [data, rois],
         lambda ins, outs: _plane_ir(
-            ins[0], ins[1], outs[0], (ph, pw), spatial_scale, max_mode, sample_ratio, aligned, threads, layout
+            ins[0], ins[1], outs[0], (ph, pw), spatial_scale, max_mode, sample_ratio, aligned, threads, layout, unroll
         ),
         dtype=[data.dtype],
         name="roi_align_plane",
     )
 
 
-def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, aligned, threads, layout: PlaneLayout):
+def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, aligned, threads, layout, unroll):
     # Imported here: roi_align imports this module to dispatch to it.
     from opforge.lower.kernels.roi_align import axis_point, box_geometry
 
@@ -175,70 +179,93 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
                 r0 = band * band_rows
                 if band > 0:
                     kernel_ir.block_barrier(gpu)  # every read of the previous band is done
-                # 1. Rows r0 .. r0 + band_rows (the last one clamped to the map), 16-byte loads along each row.
-                with kernel_ir.block_items((band_rows + 1) * (width // lanes), threads, tx, gpu) as p:
-                    row = T.Bind(p // (width // lanes))
-                    col = T.Bind((p % (width // lanes)) * lanes)
-                    at = T.Bind(src + as_index(tirx.min(row + r0, height - 1), idt) * width + as_index(col, idt))
-                    vals = T.buffer_proxy(T.decl_buffer([lanes], vt, scope="local"))
-                    with T.vectorized(0, lanes) as v:
-                        vals[v] = data[at + v]
-                    for v in range(lanes):
-                        plane[row * wp + col + v] = vals[v]
+                # 1. Rows r0 .. r0 + band_rows (the last one clamped to the map), 16-byte loads along each row,
+                #    LOADS_IN_FLIGHT per thread issued before their stores.
+                per_row = width // lanes
+                with _each_round((band_rows + 1) * per_row, threads, LOADS_IN_FLIGHT, tx, "int32", gpu) as ps:
+                    staged = []
+                    for p in ps:
+                        pc = T.Bind(tirx.min(p, (band_rows + 1) * per_row - 1))
+                        row, col = T.Bind(pc // per_row), T.Bind((pc % per_row) * lanes)
+                        at = T.Bind(src + as_index(tirx.min(row + r0, height - 1), idt) * width + as_index(col, idt))
+                        vals = T.buffer_proxy(T.decl_buffer([lanes], vt, scope="local"))
+                        with T.vectorized(0, lanes) as v:
+                            vals[v] = data[at + v]
+                        staged.append((p, row * wp + col, vals))
+                    for p, dst, vals in staged:
+                        with T.If(p < (band_rows + 1) * per_row), T.Then():
+                            for v in range(lanes):
+                                plane[dst + v] = vals[v]
                 with kernel_ir.block_items(band_rows + 1, threads, tx, gpu) as r:
                     at = src + as_index(tirx.min(r + r0, height - 1), idt) * width + (width - 1)
                     plane[r * wp + width] = data[at]
                 kernel_ir.block_barrier(gpu)
-                # 2. Every output of the image's boxes, consecutive threads on consecutive output columns.
-                with _each_output(n_out, threads, tx, idt, gpu) as o:
-                    box = T.Bind(o // per_box)
-                    q = T.Bind(tirx.Cast("int32", o % per_box))
-                    batch = tirx.Cast(idt, tirx.Cast("int32", rois[box * 5]))
-                    with T.If(batch == image), T.Then():
-                        _pool(
-                            plane,
-                            low,
-                            frac,
-                            out,
-                            box * lines,
-                            q,
-                            box,
-                            channel,
-                            r0,
-                            band,
-                            bands,
-                            (band_rows, wp, channels, per_box, pw_n, ratio, y_lines, idt, ct, "float32", vt),
-                            max_mode,
-                            tirx.const(float(ratio * ratio), "float32"),
-                        )
+                # 2. Every output of the image's boxes, consecutive threads on consecutive output columns; each
+                #    thread `unroll` outputs at a time, whose table and batch loads are all issued before any
+                #    sampling (they come from L2: one round trip for all of them).
+                with _each_round(n_out, threads, unroll, tx, idt, gpu) as outputs:
+                    loaded = [
+                        _load_lines(low, frac, rois, o, (per_box, pw_n, ratio, y_lines, lines), idt, n_out)
+                        for o in outputs
+                    ]
+                    for o, (batch, q, box, ys, xs) in zip(outputs, loaded):
+                        with T.If(tirx.And(o < n_out, batch == image)), T.Then():
+                            _pool(
+                                plane,
+                                out,
+                                ys,
+                                xs,
+                                q,
+                                box,
+                                channel,
+                                r0,
+                                band,
+                                bands,
+                                (band_rows, wp, channels, per_box, idt, ct, "float32", vt),
+                                max_mode,
+                                tirx.const(float(ratio * ratio), "float32"),
+                            )
     return ib.get()
 
 
 @contextlib.contextmanager
-def _each_output(n, threads: int, tx, idt: str, gpu: bool):
-    """An index over [0, n) (a dimension expression) shared by a block's threads: tx, tx + threads, ..."""
+def _each_round(n, threads: int, unroll: int, tx, idt: str, gpu: bool):
+    """Rounds of `unroll` output indices per thread over [0, n) (a dimension expression), shared by a block's
+    threads: round r gives thread tx the indices (r * unroll + u) * threads + tx. Indices may pass n (the caller
+    clamps its loads and guards its stores). On the CPU a serial loop, one index per round."""
     if not gpu:
         with T.serial(0, n) as o:
-            yield o
+            yield [o]
         return
-    with T.serial(0, (n + threads - 1) // threads) as r:
-        o = T.Bind(r * threads + as_index(tx, idt))
-        with T.If(o < n), T.Then():
-            yield o
+    step = threads * unroll
+    with T.serial(0, (n + step - 1) // step) as r:
+        base = T.Bind(r * step + as_index(tx, idt))
+        yield [T.Bind(base + u * threads) for u in range(unroll)]
 
 
-def _pool(plane, low, frac, out, row0, q, box, channel, r0, band, bands, dims, max_mode, count):
+def _load_lines(low, frac, rois, o, dims, idt: str, n):
+    """Output o's image index, position in its box, box, and its sampling lines: (low, fraction) of each y line
+    and each x line. Loads at a clamped index, so that they need no branch."""
+    per_box, pw_n, ratio, y_lines, lines = dims
+    oc = T.Bind(tirx.min(o, n - 1))
+    box = T.Bind(oc // per_box)
+    q = T.Bind(tirx.Cast("int32", oc % per_box))
+    oy, ox = q // pw_n, q % pw_n
+    row0 = box * lines
+    batch = T.Bind(tirx.Cast(idt, tirx.Cast("int32", rois[box * 5])))
+    at_y = [row0 + as_index(oy * ratio + r, idt) for r in range(ratio)]
+    at_x = [row0 + as_index(y_lines + ox * ratio + r, idt) for r in range(ratio)]
+    ys = [(T.Bind(low[i]), T.Bind(frac[i])) for i in at_y]
+    xs = [(T.Bind(low[i]), T.Bind(frac[i])) for i in at_x]
+    return batch, q, box, ys, xs
+
+
+def _pool(plane, out, ys, xs, q, box, channel, r0, band, bands, dims, max_mode, count):
     """One output's sum (or max) over its sampling points in this band, combined with earlier bands'."""
-    band_rows, wp, channels, per_box, pw_n, ratio, y_lines, idt, ct, acc_t, vt = dims
-    oy, ox = T.Bind(q // pw_n), T.Bind(q % pw_n)
-    row0 = T.Bind(row0)
+    band_rows, wp, channels, per_box, idt, ct, acc_t, vt = dims
     one = tirx.const(1.0, ct)
     acc = T.buffer_proxy(T.decl_buffer([1], acc_t, scope="local"))
     acc[0] = tirx.const(float("-inf") if max_mode else 0.0, acc_t)
-    ys = [T.Bind(row0 + as_index(oy * ratio + r, idt)) for r in range(ratio)]
-    xs = [T.Bind(row0 + as_index(y_lines + ox * ratio + r, idt)) for r in range(ratio)]
-    ys = [(T.Bind(low[i]), T.Bind(frac[i])) for i in ys]
-    xs = [(T.Bind(low[i]), T.Bind(frac[i])) for i in xs]
     for y_low, ly in ys:
         hy = T.Bind(one - ly)
         for x_low, lx in xs:
