@@ -86,6 +86,32 @@ def test_plane_kernel_in_bands_matches_onnx_on_cpu(mode, monkeypatch):
         np.testing.assert_allclose(out, ref, atol=tol.atol, rtol=tol.rtol, err_msg=f"{mode} {ctm} scale {scale}")
 
 
+@pytest.mark.slow  # LLVM takes about a minute to compile the symbolic kernel for the CPU
+@pytest.mark.parametrize("mode", ["avg", "max"])
+def test_plane_kernel_on_maps_of_symbolic_size_matches_onnx_on_cpu(mode, monkeypatch):
+    """One lowering for maps whose height, width and channels are symbolic (a detector exported for any image
+    size), run at three sizes; the bands are decided when it runs: with a budget of 5 padded rows of the widest
+    map, the 16x20 map runs in 4 bands, the 23x24 one in 6, the 4x7 one in a single band."""
+    from opforge.lower.cpu_run import compile_on_cpu
+    from opforge.lower.kernels import roi_align_plane
+
+    monkeypatch.setattr(roi_align_plane, "DEFAULT_OPT_IN_SHARED_BYTES", 5 * (24 + 1) * 4)
+    m = _model(0.5, mode, "half_pixel", shapes=[("n", "c", "h", "w"), ("r", 4), ("r",)])
+    m.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "r"
+    m.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "c"
+    vm = compile_on_cpu(_sub(m))
+    for k, shapes in enumerate(
+        [[(2, 3, 16, 20), (9, 4), (9,)], [(1, 2, 23, 24), (5, 4), (5,)], [(1, 1, 4, 7), (3, 4), (3,)]]
+    ):
+        ins = make_inputs(m, shapes, np.random.default_rng(20 + k))
+        ref = ReferenceEvaluator(m).run(None, dict(zip(["x", "rois", "idx"], ins)))[0]
+        import tvm
+
+        out = vm["main"](*[tvm.runtime.tensor(x) for x in ins]).numpy()
+        tol = for_dtype("float32")
+        np.testing.assert_allclose(out, ref, atol=tol.atol, rtol=tol.rtol, err_msg=f"{mode} {shapes[0]}")
+
+
 def test_plane_kernel_on_half_maps_matches_onnx_on_cpu():
     """float16 maps and boxes: values widened to float32 to pool, coordinates in float32."""
     from opforge.lower.cpu_run import run_on_cpu
@@ -119,6 +145,20 @@ def test_plane_layouts_fit_their_budget(itemsize):
             assert (layout.bands == 1) == fits
     # FPN's largest level for an 800x1088 image, fp32: one band, on the H100.
     assert plan_layout(200, 272, 4, budget, True).bands == 1
+
+
+@pytest.mark.slow
+def test_plane_kernel_of_symbolic_size_sizes_its_shared_memory_when_it_runs():
+    """A map of symbolic size: the plane kernel's shared memory is an expression of the map's width and height
+    (the plugin opts in to the device's limit at load time), and fp16 maps keep the thread-per-output kernel."""
+    from opforge.lower.tvm_lower import lower_subgraph
+
+    shapes = [("n", "c", "h", "w"), ("r", 4), ("r",)]
+    plan = lower_subgraph(_sub(_model(0.5, "avg", "half_pixel", shapes=shapes)))
+    smem = [lc.shared_mem for lc in plan.launches if lc.shared_mem != "0"]
+    assert len(smem) == 1 and "w" in smem[0] and "h" in smem[0]
+    half = lower_subgraph(_sub(_model(0.5, "avg", "half_pixel", dtype=TensorProto.FLOAT16, shapes=shapes)))
+    assert not any("w" in lc.shared_mem for lc in half.launches)
 
 
 def test_roi_align_max_differs_from_tvms_interpolated_max():

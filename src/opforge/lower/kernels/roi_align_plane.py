@@ -50,11 +50,13 @@ LOADS_IN_FLIGHT = 4
 @dataclass(frozen=True)
 class PlaneLayout:
     """How a block splits its plane: bands of `band_rows` map rows (all of them when `bands` is 1), and the shared
-    memory that takes."""
+    memory that takes, out of `budget` bytes. For a plane of symbolic size the first three are None: the kernel
+    computes them from the map's height and width when it runs."""
 
-    band_rows: int
-    bands: int
-    shared_bytes: int
+    band_rows: int | None
+    bands: int | None
+    shared_bytes: int | None
+    budget: int
 
 
 def shared_budget() -> int:
@@ -75,18 +77,22 @@ def plan_layout(height: int, width: int, itemsize: int, budget: int, may_band: b
         if not may_band or most_rows < 1:
             return None
         band_rows = -(-height // -(-height // most_rows))  # bands of equal height
-    return PlaneLayout(band_rows, -(-height // band_rows), (band_rows + 1) * row_bytes)
+    return PlaneLayout(band_rows, -(-height // band_rows), (band_rows + 1) * row_bytes, budget)
 
 
 def layout_for(data_shape, rois_dtype: str, data_dtype: str, sample_ratio: int) -> PlaneLayout | None:
-    """The PlaneLayout for RoiAlign over `data_shape` (N, C, H, W), or None where this kernel does not apply:
-    symbolic C, H or W, an adaptive sampling grid, float64 coordinates, or a plane too large for the target."""
-    _, channels, height, width = (static(d) for d in data_shape)
-    if None in (channels, height, width) or sample_ratio <= 0 or "float64" in (rois_dtype, data_dtype):
+    """The PlaneLayout for RoiAlign over `data_shape` (N, C, H, W), or None where this kernel does not apply: an
+    adaptive sampling grid, float64, a static plane too large for the target, or a symbolic plane of half values
+    (it may need bands when it runs, and bands keep partial results in the output tensor: float32 only, so that
+    half outputs round once)."""
+    if sample_ratio <= 0 or "float64" in (rois_dtype, data_dtype):
         return None
+    height, width = static(data_shape[2]), static(data_shape[3])
     itemsize = tvm.DataType(data_dtype).bits // 8
-    # Bands keep partial results in the output tensor: in float32 only, so half outputs round once.
-    return plan_layout(height, width, itemsize, shared_budget(), data_dtype == "float32")
+    budget = shared_budget()
+    if height is not None and width is not None:
+        return plan_layout(height, width, itemsize, budget, data_dtype == "float32")
+    return PlaneLayout(None, None, None, budget) if data_dtype == "float32" else None
 
 
 def roi_align_plane_te(
@@ -121,20 +127,25 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
     from opforge.lower.kernels.roi_align import axis_point, box_geometry
 
     gpu = on_gpu()
-    n_img = data_buf.shape[0]
-    channels, height, width = (int(d) for d in data_buf.shape[1:])
+    n_img, channels, height, width = data_buf.shape
     num_roi = rois_buf.shape[0]
     ph_n, pw_n = pooled
     per_box = ph_n * pw_n
     y_lines, x_lines = ph_n * ratio, pw_n * ratio
     lines = y_lines + x_lines
     vt = str(data_buf.dtype)
+    itemsize = tvm.DataType(vt).bits // 8
     ct = "float32"
-    wp = width + 1
-    band_rows, bands = layout.band_rows, layout.bands
     idt = index_dtype(n_img, num_roi, n_img * channels * height * width, num_roi * channels * per_box)
-    lanes = vec_lanes(vt) if width % vec_lanes(vt) == 0 else 1
-    n_out = as_index(num_roi, idt) * per_box
+
+    def ix(e):
+        return as_index(e, idt)
+
+    h, w, c = ix(height), ix(width), ix(channels)
+    wp = w + 1
+    lanes = vec_lanes(vt) if static(width) is not None and static(width) % vec_lanes(vt) == 0 else 1
+    n_out = ix(num_roi) * per_box
+    symbolic = layout.band_rows is None
 
     with IRBuilder() as ib, T.seq_scope():
         data = T.buffer_proxy(T.decl_buffer([n_img * channels * height * width], vt, data=data_buf.data))
@@ -143,9 +154,15 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
         # The boxes' sampling lines (workspace): the clamped low line (-1 outside the map) and the fraction.
         low = T.buffer_proxy(T.alloc_buffer([num_roi * lines], "int32"))
         frac = T.buffer_proxy(T.alloc_buffer([num_roi * lines], ct))
+        if symbolic:  # bands of equal height, as many as the budget needs, decided when the plugin runs
+            most_rows = T.Bind(tirx.max(ix(layout.budget // itemsize) // wp - 1, ix(1)))
+            bands = T.Bind((h + most_rows - 1) // most_rows)
+            band_rows = T.Bind((h + bands - 1) // bands)
+        else:
+            bands, band_rows = layout.bands, ix(layout.band_rows)
 
         # Kernel 1: the tables, one thread per box and line.
-        with kernel_ir.each_index(as_index(num_roi, idt) * lines, threads, idt, gpu) as e:
+        with kernel_ir.each_index(ix(num_roi) * lines, threads, idt, gpu) as e:
             box = T.Bind(e // lines)
             line = T.Bind(tirx.Cast("int32", e % lines))
             roi = [rois[box * 5 + k] for k in range(5)]
@@ -161,7 +178,7 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
                     axis_point(start_w, bin_w, k // ratio, k % ratio, grid_w, ct, gpu),
                 )
             )
-            extent = T.Bind(tirx.Select(on_y, tirx.const(height, "int32"), tirx.const(width, "int32")))
+            extent = T.Bind(tirx.Select(on_y, tirx.Cast("int32", h), tirx.Cast("int32", w)))
             outside = tirx.Or(point < tirx.const(-1.0, ct), point > tirx.Cast(ct, extent))
             clamped = T.Bind(tirx.min(tirx.max(point, tirx.const(0.0, ct)), tirx.Cast(ct, extent - 1)))
             lo = T.Bind(tirx.Cast("int32", clamped))
@@ -169,36 +186,37 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
             frac[e] = clamped - tirx.Cast(ct, lo)
 
         # Kernel 2: a block per (image, channel).
-        with kernel_ir.blocks(n_img * channels, threads, gpu) as (block, tx):
+        with kernel_ir.blocks(tirx.Cast("int32", ix(n_img) * c), threads, gpu) as (block, tx):
             scope = "shared.dyn" if gpu else "global"
             plane = T.buffer_proxy(T.decl_buffer([(band_rows + 1) * wp], vt, scope=scope))
-            image = T.Bind(as_index(block, idt) // channels)
-            channel = T.Bind(as_index(block, idt) % channels)
-            src = T.Bind(as_index(block, idt) * (height * width))
-            for band in range(bands):
-                r0 = band * band_rows
-                if band > 0:
+            image = T.Bind(ix(block) // c)
+            channel = T.Bind(ix(block) % c)
+            src = T.Bind(ix(block) * (h * w))
+
+            def band_pass(r0, first, last, multi: bool) -> None:
+                """Pool every output from rows r0 .. r0 + band_rows (first/last: bools or expressions)."""
+                if first is not True:
                     kernel_ir.block_barrier(gpu)  # every read of the previous band is done
-                # 1. Rows r0 .. r0 + band_rows (the last one clamped to the map), 16-byte loads along each row,
-                #    LOADS_IN_FLIGHT per thread issued before their stores.
-                per_row = width // lanes
-                with _each_round((band_rows + 1) * per_row, threads, LOADS_IN_FLIGHT, tx, "int32", gpu) as ps:
+                # 1. The rows (the last one clamped to the map), 16-byte loads along each row where the width
+                #    allows, LOADS_IN_FLIGHT per thread issued before their stores; then the padding column.
+                per_row = w // lanes
+                items = (band_rows + 1) * per_row
+                with _each_round(items, threads, LOADS_IN_FLIGHT, tx, idt, gpu) as ps:
                     staged = []
                     for p in ps:
-                        pc = T.Bind(tirx.min(p, (band_rows + 1) * per_row - 1))
+                        pc = T.Bind(tirx.min(p, items - 1))
                         row, col = T.Bind(pc // per_row), T.Bind((pc % per_row) * lanes)
-                        at = T.Bind(src + as_index(tirx.min(row + r0, height - 1), idt) * width + as_index(col, idt))
+                        at = T.Bind(src + tirx.min(row + r0, h - 1) * w + col)
                         vals = T.buffer_proxy(T.decl_buffer([lanes], vt, scope="local"))
                         with T.vectorized(0, lanes) as v:
                             vals[v] = data[at + v]
                         staged.append((p, row * wp + col, vals))
                     for p, dst, vals in staged:
-                        with T.If(p < (band_rows + 1) * per_row), T.Then():
+                        with T.If(p < items), T.Then():
                             for v in range(lanes):
                                 plane[dst + v] = vals[v]
-                with kernel_ir.block_items(band_rows + 1, threads, tx, gpu) as r:
-                    at = src + as_index(tirx.min(r + r0, height - 1), idt) * width + (width - 1)
-                    plane[r * wp + width] = data[at]
+                with _each_round(band_rows + 1, threads, 1, tx, idt, gpu) as (r,), T.If(r < band_rows + 1), T.Then():
+                    plane[r * wp + w] = data[src + tirx.min(r + r0, h - 1) * w + (w - 1)]
                 kernel_ir.block_barrier(gpu)
                 # 2. Every output of the image's boxes, consecutive threads on consecutive output columns; each
                 #    thread `unroll` outputs at a time, whose table and batch loads are all issued before any
@@ -218,13 +236,18 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
                                 q,
                                 box,
                                 channel,
-                                r0,
-                                band,
-                                bands,
-                                (band_rows, wp, channels, per_box, idt, ct, "float32", vt),
+                                (r0, band_rows, first, last, multi),
+                                (wp, c, per_box, idt, ct, "float32", vt),
                                 max_mode,
                                 tirx.const(float(ratio * ratio), "float32"),
                             )
+
+            if symbolic:
+                with T.serial(0, bands) as band:
+                    band_pass(band * band_rows, band == 0, band == bands - 1, True)
+            else:
+                for band in range(bands):
+                    band_pass(band * band_rows, band == 0, band == bands - 1, bands > 1)
     return ib.get()
 
 
@@ -260,9 +283,10 @@ def _load_lines(low, frac, rois, o, dims, idt: str, n):
     return batch, q, box, ys, xs
 
 
-def _pool(plane, out, ys, xs, q, box, channel, r0, band, bands, dims, max_mode, count):
+def _pool(plane, out, ys, xs, q, box, channel, band, dims, max_mode, count):
     """One output's sum (or max) over its sampling points in this band, combined with earlier bands'."""
-    band_rows, wp, channels, per_box, idt, ct, acc_t, vt = dims
+    r0, band_rows, first, last, multi = band
+    wp, channels, per_box, idt, ct, acc_t, vt = dims
     one = tirx.const(1.0, ct)
     acc = T.buffer_proxy(T.decl_buffer([1], acc_t, scope="local"))
     acc[0] = tirx.const(float("-inf") if max_mode else 0.0, acc_t)
@@ -271,9 +295,10 @@ def _pool(plane, out, ys, xs, q, box, channel, r0, band, bands, dims, max_mode, 
         for x_low, lx in xs:
             hx = one - lx
             inside = tirx.And(y_low >= 0, x_low >= 0)
-            if bands > 1:
-                inside = tirx.And(inside, tirx.And(y_low >= r0, y_low < r0 + band_rows))
-            base = T.Bind(tirx.Select(inside, (y_low - r0) * wp + x_low, 0))
+            row = tirx.Cast(idt, y_low) - r0
+            if multi:  # a point belongs to the band holding its low row
+                inside = tirx.And(inside, tirx.And(row >= 0, row < band_rows))
+            base = T.Bind(tirx.Select(inside, row * wp + tirx.Cast(idt, x_low), tirx.Cast(idt, 0)))
 
             def v(offset, base=base):
                 return tirx.Cast(acc_t, plane[base + offset])
@@ -292,10 +317,11 @@ def _pool(plane, out, ys, xs, q, box, channel, r0, band, bands, dims, max_mode, 
             else:
                 value = terms[0] + terms[1] + terms[2] + terms[3]
                 acc[0] = acc[0] + tirx.Select(inside, value, tirx.const(0.0, acc_t))
-    dst = T.Bind((as_index(box, idt) * channels + channel) * per_box + as_index(q, idt))
+    dst = T.Bind((tirx.Cast(idt, box) * channels + channel) * per_box + tirx.Cast(idt, q))
     value = acc[0]
-    if bands > 1 and band > 0:  # earlier bands' partial result, kept in the output (float32)
-        value = tirx.max(out[dst], value) if max_mode else out[dst] + value
-    if not max_mode and band == bands - 1:
-        value = value / count
+    if multi and first is not True:  # earlier bands' partial result, kept in the output (float32)
+        earlier = tirx.max(out[dst], value) if max_mode else out[dst] + value
+        value = earlier if first is False else tirx.Select(first, value, earlier)
+    if not max_mode and last is not False:
+        value = value / count if last is True else tirx.Select(last, value / count, value)
     out[dst] = tirx.Cast(vt, value)
