@@ -45,6 +45,7 @@ DEFAULT_OPT_IN_SHARED_BYTES = 227 * 1024  # sm_90, sm_100
 # 16-byte loads each thread keeps in flight while filling the plane: with one block per SM (a large plane), one
 # per thread leaves HBM's latency uncovered.
 LOADS_IN_FLIGHT = 4
+TABLE_THREADS = 128
 
 
 @dataclass(frozen=True)
@@ -161,8 +162,9 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
         else:
             bands, band_rows = layout.bands, ix(layout.band_rows)
 
-        # Kernel 1: the tables, one thread per box and line.
-        with kernel_ir.each_index(ix(num_roi) * lines, threads, idt, gpu) as e:
+        # Kernel 1: the tables, one thread per box and line, in small blocks (a few thousand threads, each a chain
+        # of dependent loads and divisions: spread over every SM).
+        with kernel_ir.each_index(ix(num_roi) * lines, min(threads, TABLE_THREADS), idt, gpu) as e:
             box = T.Bind(e // lines)
             line = T.Bind(tirx.Cast("int32", e % lines))
             roi = [rois[box * 5 + k] for k in range(5)]
