@@ -180,6 +180,42 @@ def test_records_of_an_older_lowering_are_not_reused(tmp_path, monkeypatch):
     assert new != old and records.measured(new) == set() and records.config_for(new) is None
 
 
+def test_cached_plans_of_an_edited_lowering_are_not_reused(tmp_path, monkeypatch):
+    """The plan cache's key follows the lowering's source (opforge.lower and opforge.ops), not only
+    LOWERING_REVISION: an edit that was not accompanied by a bump still gets fresh plans."""
+    import shutil
+
+    from onnx import TensorProto, helper
+
+    import opforge
+    from opforge.extract.subgraph import NodeSubgraph
+    from opforge.lower.target import CudaTarget
+    from opforge.plan import planner
+
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="n")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    )
+    sub = NodeSubgraph("n", "Relu", helper.make_model(g), ["x"], {}, ["y"])
+    before = planner._cache_key(sub, CudaTarget())
+    # The same digest over a copy of the package with one lowering file edited.
+    root = Path(opforge.__file__).parent
+    copy = tmp_path / "opforge"
+    shutil.copytree(root / "lower", copy / "lower")
+    shutil.copytree(root / "ops", copy / "ops")
+    (copy / "plan").mkdir()
+    monkeypatch.setattr(planner, "__file__", str(copy / "plan" / "planner.py"))
+    planner.lowering_digest.cache_clear()
+    assert planner._cache_key(sub, CudaTarget()) == before
+    kernel = copy / "lower" / "kernels" / "roi_align_plane.py"
+    kernel.write_text(kernel.read_text() + "\n# edited\n")
+    planner.lowering_digest.cache_clear()
+    assert planner._cache_key(sub, CudaTarget()) != before
+    planner.lowering_digest.cache_clear()
+
+
 @pytest.mark.parametrize("argv", [["tune", "--measure", "/nonexistent/bundle"], ["tune", "model.onnx"]])
 def test_tune_cli_bad_input(argv, capsys):
     from opforge.cli import main

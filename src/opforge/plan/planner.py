@@ -8,6 +8,7 @@ and a re-run reuses what an earlier (even interrupted) run finished.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -39,11 +40,24 @@ class PlannedNode:
     subgraph_path: Path
 
 
+@functools.cache
+def lowering_digest() -> str:
+    """A digest of the lowering's own source (opforge.lower and the op registry, opforge.ops). A plan cached by an
+    edited lowering is not reused even where LOWERING_REVISION was not bumped with the edit."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for package in ("lower", "ops"):
+        for path in sorted((root / package).rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _cache_key(sub: NodeSubgraph, target: CudaTarget, config: ScheduleConfig | None = None) -> str:
     from opforge.lower.tvm_lower import producer_name
 
     h = hashlib.sha256(sub.model.SerializeToString(deterministic=True))
-    h.update(f"{producer_name(config)}|{target}|{LOWERING_REVISION}".encode())
+    h.update(f"{producer_name(config)}|{target}|{LOWERING_REVISION}|{lowering_digest()}".encode())
     return h.hexdigest()[:24]
 
 
