@@ -49,6 +49,7 @@ def build(bundle: Path, seed: int, per_op: int, ops: list[str] | None, cpu_check
         commit=bundle_commit(),
         seed=seed,
         per_op=per_op,
+        ops=sorted(ops or []),
         generate_s=round(t_gen, 1),
         total_s=round(time.perf_counter() - t0, 1),
     )
@@ -114,8 +115,11 @@ def run(bundle: Path, out: Path) -> int:
             f"{r.get('explanation', '')[:80]} |"
             for r in wrong
         ]
-    meta = run_metadata(device, {"opforge_commit": info.get("commit", "?"), "seed": info.get("seed")})
-    write_results(out, "fuzz-h100", meta, rows, summary, "\n".join(lines))
+    ops = info.get("ops") or []
+    meta = run_metadata(device, {"opforge_commit": info.get("commit", "?"), "seed": info.get("seed"), "ops": ops})
+    # A bundle built for some op types (--ops) writes its own results beside the full run's.
+    name = "fuzz-" + "-".join(o.lower() for o in ops) + "-h100" if ops else "fuzz-h100"
+    write_results(out, name, meta, rows, summary, "\n".join(lines))
     print(json.dumps(summary))
     return 0
 
