@@ -292,7 +292,8 @@ def report(parts_dir: Path, results: Path) -> int:
         f"- {r['workload']}: each box reads the distinct map pixels under its sampling points' corners, "
         f"{r['sampled_MB']:.0f} MB over all boxes and channels; read once per box from L2, that is "
         f"{r['l2_floor_us']:.1f} µs at this run's L2 read bandwidth, {100 * r['roofline_us'] / r['l2_floor_us']:.0f}% "
-        f"of the roofline at most for a kernel that shares no pixels between boxes in L1; opforge reaches "
+        f"of the roofline at most for a kernel that shares no pixels between boxes in L1 (opforge's holds each "
+        f"map plane in shared memory, so the map crosses HBM and L2 once); opforge reaches "
         f"{r['tuned_pct_roofline'] or 0:.0f}%"
         for r in rows
         if r.get("l2_floor_us")

@@ -3,7 +3,8 @@
 # machine built (.gpu_carry/*.tar.xz, each holding one folder for .gpu_bundle/), run each phase named on the command
 # line, and pack every result file into $OUT/results.tar.gz (plus one log per phase). No TVM is needed here.
 #
-#   bash scripts/gpu_run.sh conformance verify-model fuzz realworld data-dependent trt-lean bench-wide bench
+#   bash scripts/gpu_run.sh conformance verify-model fuzz realworld data-dependent trt-lean bench-wide bench \
+#       roialign-anatomy
 #
 # Each phase is the `run` half of a two-phase script (scripts/<name>.py build ran on the CPU machine); a phase
 # that fails is logged and the next one still runs; one that outlives PHASE_TIMEOUT seconds (default 540, inside
@@ -46,6 +47,7 @@ for phase in "$@"; do
         cmd=(env PYTHONPATH="$site$PYTHONPATH" python3 scripts/bench_wide.py run .gpu_bundle/wide "$res"
             --part "${WIDE_PART:-0/1}" --only "${WIDE_ONLY:-}")
         ;;
+    roialign-anatomy) cmd=(python3 scripts/roialign_anatomy.py run .gpu_bundle/anatomy "$res") ;;
     bench) cmd=(python3 scripts/bench.py run .gpu_bundle/bench "$res" --dtypes "${BENCH_DTYPES:-float32,float16}") ;;
     *)
         echo "unknown phase $phase" >&2

@@ -4,7 +4,9 @@ rois before TVM and passes spatial_scale 1, so TVM's arithmetic becomes ONNX's: 
 
 Max mode: TVM takes the max of the bilinearly interpolated values; ONNX the max of the weighted corners
 max(w1*v1, .., w4*v4) per sampling point, then over the sampling points. relax.vision.roi_align is legalized by
-opforge's kernel (opforge.lower.kernels.roi_align), ONNX's definition for both modes.
+opforge's kernels, ONNX's definition for both modes: with a fixed sampling ratio, each map plane held in shared
+memory by one block that pools every box from it (opforge.lower.kernels.roi_align_plane); an adaptive ratio keeps
+one thread per output (opforge.lower.kernels.roi_align).
 
 Input domain: boxes (x1, y1, x2, y2) in image coordinates (the feature map's size / spatial_scale), x1 <= x2 and
 y1 <= y2, mostly inside the image with some reaching past its edge; batch indices in [0, N).
@@ -78,7 +80,8 @@ RULES = [
     OpRule(
         ("RoiAlign",),
         lowering="kernel",
-        summary="opforge's kernel (ONNX's max of weighted corners), rois scaled first (x*s - 0.5)",
+        summary="opforge's kernels: each map plane in shared memory (fixed sampling ratio), else a thread per "
+        "output; ONNX's max of weighted corners; rois scaled first (x*s - 0.5)",
         rewrite=_prescale_rois,
         kernels={"relax.vision.roi_align": "opforge.lower.kernels.roi_align:override"},
         inputs=_boxes,

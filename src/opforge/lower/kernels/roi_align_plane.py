@@ -107,23 +107,36 @@ def roi_align_plane_te(
     threads: int,
     layout: PlaneLayout,
     unroll: int = 2,
+    parts: tuple[str, ...] = ("load", "pool"),
 ) -> te.Tensor:
     """(R, C, pooled_h, pooled_w) of data (N, C, H, W) pooled over rois (R, 5), ONNX's definition (spatial scale
-    already applied to the rois, as opforge's registry entry does)."""
+    already applied to the rois, as opforge's registry entry does). `parts` leaves out the plane's loads or the
+    pooling, for scripts/roialign_anatomy.py to time each alone (the result is then not RoiAlign's)."""
     ph, pw = pooled
     out_shape = (rois.shape[0], data.shape[1], ph, pw)
     return te.extern(
         [out_shape],
         [data, rois],
         lambda ins, outs: _plane_ir(
-            ins[0], ins[1], outs[0], (ph, pw), spatial_scale, max_mode, sample_ratio, aligned, threads, layout, unroll
+            ins[0],
+            ins[1],
+            outs[0],
+            (ph, pw),
+            spatial_scale,
+            max_mode,
+            sample_ratio,
+            aligned,
+            threads,
+            layout,
+            unroll,
+            parts,
         ),
         dtype=[data.dtype],
         name="roi_align_plane",
     )
 
 
-def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, aligned, threads, layout, unroll):
+def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, aligned, threads, layout, unroll, parts):
     # Imported here: roi_align imports this module to dispatch to it.
     from opforge.lower.kernels.roi_align import axis_point, box_geometry
 
@@ -202,7 +215,7 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
                 # 1. The rows (the last one clamped to the map), 16-byte loads along each row where the width
                 #    allows, LOADS_IN_FLIGHT per thread issued before their stores; then the padding column.
                 per_row = w // lanes
-                items = (band_rows + 1) * per_row
+                items = (band_rows + 1) * per_row if "load" in parts else ix(0)
                 with _each_round(items, threads, LOADS_IN_FLIGHT, tx, idt, gpu) as ps:
                     staged = []
                     for p in ps:
@@ -217,13 +230,14 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
                         with T.If(p < items), T.Then():
                             for v in range(lanes):
                                 plane[dst + v] = vals[v]
-                with _each_round(band_rows + 1, threads, 1, tx, idt, gpu) as (r,), T.If(r < band_rows + 1), T.Then():
+                pads = band_rows + 1 if "load" in parts else ix(0)
+                with _each_round(pads, threads, 1, tx, idt, gpu) as (r,), T.If(r < pads), T.Then():
                     plane[r * wp + w] = data[src + tirx.min(r + r0, h - 1) * w + (w - 1)]
                 kernel_ir.block_barrier(gpu)
                 # 2. Every output of the image's boxes, consecutive threads on consecutive output columns; each
                 #    thread `unroll` outputs at a time, whose table and batch loads are all issued before any
                 #    sampling (they come from L2: one round trip for all of them).
-                with _each_round(n_out, threads, unroll, tx, idt, gpu) as outputs:
+                with _each_round(n_out if "pool" in parts else ix(0), threads, unroll, tx, idt, gpu) as outputs:
                     loaded = [
                         _load_lines(low, frac, rois, o, (per_box, pw_n, ratio, y_lines, lines), idt, n_out)
                         for o in outputs
