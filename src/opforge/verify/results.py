@@ -40,11 +40,14 @@ def write_results(out_dir: Path, stem: str, meta: dict, rows: list[dict], summar
 
 
 def bundle_commit() -> str:
-    """The commit a GPU bundle is built from (recorded in results, since the GPU machine has no git history)."""
+    """The commit a GPU bundle is built from (recorded in results, since the GPU machine has no git history), with
+    "-dirty" when tracked files differ from it (the results then came from code no commit holds)."""
     import subprocess
 
     proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return proc.stdout.strip() or "unknown"
+    commit = proc.stdout.strip() or "unknown"
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    return f"{commit}-dirty" if proc.returncode == 0 and status.stdout.strip() else commit
 
 
 def two_phase_main(doc: str, build, run) -> int:
