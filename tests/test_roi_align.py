@@ -80,6 +80,10 @@ def test_plane_kernel_in_bands_matches_onnx_on_cpu(mode, monkeypatch):
     for scale, ctm in ((1.0, "half_pixel"), (0.25, "output_half_pixel")):
         m = _model(scale, mode, ctm, shapes=shapes)
         ins = make_inputs(m, shapes, np.random.default_rng(11))
+        # The case covers what it is for: boxes of both images, reaching every band and past the map's edges.
+        rows = np.concatenate([ins[1][:, 1], ins[1][:, 3]]) * scale
+        assert set(ins[2].tolist()) == {0, 1} and rows.min() < 4 and rows.max() > 16
+        assert ins[1][:, 0].min() * scale < 0 or ins[1][:, 2].max() * scale > 20
         ref = ReferenceEvaluator(m).run(None, dict(zip(["x", "rois", "idx"], ins)))[0]
         out = run_on_cpu(_sub(m), ins)[0]
         tol = for_dtype("float32")

@@ -207,13 +207,15 @@ def test_cached_plans_of_an_edited_lowering_are_not_reused(tmp_path, monkeypatch
     shutil.copytree(root / "ops", copy / "ops")
     (copy / "plan").mkdir()
     monkeypatch.setattr(planner, "__file__", str(copy / "plan" / "planner.py"))
-    planner.lowering_digest.cache_clear()
-    assert planner._cache_key(sub, CudaTarget()) == before
-    kernel = copy / "lower" / "kernels" / "roi_align_plane.py"
-    kernel.write_text(kernel.read_text() + "\n# edited\n")
-    planner.lowering_digest.cache_clear()
-    assert planner._cache_key(sub, CudaTarget()) != before
-    planner.lowering_digest.cache_clear()
+    try:
+        planner.lowering_digest.cache_clear()
+        assert planner._cache_key(sub, CudaTarget()) == before
+        kernel = copy / "lower" / "kernels" / "roi_align_plane.py"
+        kernel.write_text(kernel.read_text() + "\n# edited\n")
+        planner.lowering_digest.cache_clear()
+        assert planner._cache_key(sub, CudaTarget()) != before
+    finally:
+        planner.lowering_digest.cache_clear()
 
 
 @pytest.mark.parametrize("argv", [["tune", "--measure", "/nonexistent/bundle"], ["tune", "model.onnx"]])

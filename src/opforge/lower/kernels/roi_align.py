@@ -150,7 +150,10 @@ def legalize(threads: int = 256, unroll: int = 2):
         data, rois = call.args[0], call.args[1]
         pooled = [int(p) for p in a.pooled_size]
         layout = roi_align_plane.layout_for(
-            list(data.ty.shape), str(rois.ty.dtype), str(data.ty.dtype), int(a.sample_ratio)
+            None if data.ty.shape is None else list(data.ty.shape),
+            str(rois.ty.dtype),
+            str(data.ty.dtype),
+            int(a.sample_ratio),
         )
         if layout is not None:
             plane = functools.partial(

@@ -4,24 +4,28 @@ A thread per output reading its 4 sampling points' 16 corners from global memory
 box that samples it: boxes of a detector overlap, so that is several times the map, through L2 (1000 FPN boxes
 on a 200x272 map: 419 MB against a 56 MB map; 295 µs on the H100, 13% of the roofline). Here one block holds a
 plane (or a band of its rows when it does not fit) in shared memory and pools every box of its image from it, so
-the map crosses HBM and L2 once. Per block:
+the map crosses HBM and L2 once. Two kernels:
 
-  1. the plane's rows [r0, r0 + B] into shared memory, padded with a copy of its last column and (after the map's
-     last row) its last row, so a sampling point's corners are always at base, base + 1, base + W', base + W' + 1:
-     the clamped `min(low + 1, extent - 1)` of ONNX's definition reads the copy, with weight 0 there exactly as the
-     reference has;
-  2. per chunk of K boxes, a table of their sampling coordinates on each axis (the clamped low line, or -1 for a
-     point outside the map, and the fraction): computed once per box and axis instead of once per output, as the
-     float-to-int conversions that cost most run at a quarter of the FP32 rate;
-  3. per output of the chunk (consecutive threads on consecutive output columns, so a warp reads along map rows
-     and its shared-memory reads spread over the banks), ONNX's sum (or max) over the sampling points, in the
-     reference's order: avg sums w1*v1 + w2*v2 + w3*v3 + w4*v4 per point and divides once by the count.
+  1. the boxes' sampling lines, one thread per box and line, into the workspace: per line the clamped low line
+     (-1 for a line outside the map) and the fraction, computed once per box instead of once per output and
+     channel (the float-to-int conversions run at a quarter of the FP32 rate);
+  2. a block per (image, channel), per band of rows [r0, r0 + B]:
+     a. the rows into shared memory, padded with a copy of the plane's last column and (after the map's last row)
+        its last row, so a sampling point's corners are always at base, base + 1, base + W', base + W' + 1: the
+        clamped `min(low + 1, extent - 1)` of ONNX's definition reads the copy, with weight 0 there exactly as
+        the reference has;
+     b. a thread per (box, output column) of the image's boxes pools the column's outputs: ONNX's sum (or max)
+        over the sampling points, avg summing w1*v1 + w2*v2 + w3*v3 + w4*v4 per point in the reference's order
+        and dividing once by the count.
 
 When the plane is taller than shared memory holds, the bands run one after another and each output keeps its
 partial sum (or max) in the output tensor between bands (float32 maps only; a point belongs to the band holding
-its low row, so each point still sums its four corners in one place). The coordinates are those of
-`roi_align.roi_align_te` (the same helpers, rounded as ONNX rounds them). Fixed sampling ratios only: an adaptive
-grid (sampling_ratio 0) has as many points per box as the box is large, and keeps the thread-per-output kernel.
+its low row, so each point still sums its four corners in one place, but the points' sum is then taken band by
+band). For a map of symbolic size the bands are sized when the plugin runs; one so wide that two padded rows
+exceed the budget fails at launch, naming the kernel. The coordinates are those of `roi_align.roi_align_te` (the
+same helpers, rounded as ONNX rounds them). Fixed sampling ratios only: an adaptive grid (sampling_ratio 0) has as
+many points per box as the box is large, and keeps the thread-per-output kernel. Boxes whose batch index is outside
+[0, N) (outside ONNX's domain) are left unwritten.
 """
 
 from __future__ import annotations
@@ -37,11 +41,25 @@ from tvm.script.ir_builder import tirx as T
 from opforge.lower.kernels import kernel_ir
 from opforge.lower.kernels.data_dependent import on_gpu
 from opforge.lower.kernels.kernel_ir import as_index, index_dtype, static, vec_lanes
+from opforge.lower.target import CudaTarget
 
-# Shared memory one block may opt in to, per architecture (CUDA programming guide, compute capabilities table).
-# A plugin checks at launch that the device grants it (templates/kernels.cu.j2) and fails naming the kernel if not.
-OPT_IN_SHARED_BYTES = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_87": 163 * 1024, "sm_89": 99 * 1024}
-DEFAULT_OPT_IN_SHARED_BYTES = 227 * 1024  # sm_90, sm_100
+# Shared memory one block may opt in to, per architecture (CUDA programming guide, "Technical Specifications per
+# Compute Capability"); an architecture not listed gets CUDA's default 48 KB. A plugin checks at launch that the
+# device grants what its kernel needs (templates/kernels.cu.j2) and fails naming the kernel if not.
+OPT_IN_SHARED_BYTES = {
+    "sm_70": 96 * 1024,
+    "sm_75": 64 * 1024,
+    "sm_80": 163 * 1024,
+    "sm_86": 99 * 1024,
+    "sm_87": 163 * 1024,
+    "sm_89": 99 * 1024,
+    "sm_90": 227 * 1024,
+    "sm_100": 227 * 1024,
+    "sm_103": 227 * 1024,
+    "sm_120": 99 * 1024,
+    "sm_121": 99 * 1024,
+}
+DEFAULT_OPT_IN_SHARED_BYTES = 48 * 1024
 # 16-byte loads each thread keeps in flight while filling the plane: with one block per SM (a large plane), one
 # per thread leaves HBM's latency uncovered.
 LOADS_IN_FLIGHT = 4
@@ -61,9 +79,11 @@ class PlaneLayout:
 
 
 def shared_budget() -> int:
-    """The shared memory a block may use on the target being compiled for (the CPU check uses sm_90's)."""
+    """The shared memory a block may use on the target being compiled for (the CPU check uses the default target's,
+    sm_90)."""
     target = tvm.target.Target.current(allow_none=True)
-    arch = str(target.attrs.get("arch", "")) if target is not None and target.kind.name == "cuda" else ""
+    is_cuda = target is not None and target.kind.name == "cuda"
+    arch = str(target.attrs.get("arch", "")) if is_cuda else CudaTarget().arch
     return OPT_IN_SHARED_BYTES.get(arch, DEFAULT_OPT_IN_SHARED_BYTES)
 
 
@@ -88,7 +108,11 @@ def layout_for(data_shape, rois_dtype: str, data_dtype: str, sample_ratio: int) 
     half outputs round once)."""
     if sample_ratio <= 0 or "float64" in (rois_dtype, data_dtype):
         return None
+    if data_shape is None or len(data_shape) != 4:
+        return None
     height, width = static(data_shape[2]), static(data_shape[3])
+    if 0 in (height, width):  # an empty map: nothing to hold
+        return None
     itemsize = tvm.DataType(data_dtype).bits // 8
     budget = shared_budget()
     if height is not None and width is not None:
@@ -150,7 +174,7 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
     vt = str(data_buf.dtype)
     itemsize = tvm.DataType(vt).bits // 8
     ct = "float32"
-    idt = index_dtype(n_img, num_roi, n_img * channels * height * width, num_roi * channels * per_box)
+    idt = index_dtype(n_img, num_roi, n_img * channels * height * width, num_roi * channels * per_box, num_roi * lines)
 
     def ix(e):
         return as_index(e, idt)
@@ -158,7 +182,6 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
     h, w, c = ix(height), ix(width), ix(channels)
     wp = w + 1
     lanes = vec_lanes(vt) if static(width) is not None and static(width) % vec_lanes(vt) == 0 else 1
-    n_out = ix(num_roi) * per_box
     symbolic = layout.band_rows is None
 
     with IRBuilder() as ib, T.seq_scope():
@@ -170,7 +193,7 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
         frac = T.buffer_proxy(T.alloc_buffer([num_roi * lines], ct))
         if symbolic:  # bands of equal height, as many as the budget needs, decided when the plugin runs
             most_rows = T.Bind(tirx.max(ix(layout.budget // itemsize) // wp - 1, ix(1)))
-            bands = T.Bind((h + most_rows - 1) // most_rows)
+            bands = T.Bind(tirx.max((h + most_rows - 1) // most_rows, ix(1)))
             band_rows = T.Bind((h + bands - 1) // bands)
         else:
             bands, band_rows = layout.bands, ix(layout.band_rows)
@@ -230,26 +253,29 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
                         with T.If(p < items), T.Then():
                             for v in range(lanes):
                                 plane[dst + v] = vals[v]
-                pads = band_rows + 1 if "load" in parts else ix(0)
+                pads = tirx.Select(w > 0, band_rows + 1, ix(0)) if "load" in parts else ix(0)
                 with _each_round(pads, threads, 1, tx, idt, gpu) as (r,), T.If(r < pads), T.Then():
                     plane[r * wp + w] = data[src + tirx.min(r + r0, h - 1) * w + (w - 1)]
                 kernel_ir.block_barrier(gpu)
-                # 2. Every output of the image's boxes, consecutive threads on consecutive output columns; each
-                #    thread `unroll` outputs at a time, whose table and batch loads are all issued before any
-                #    sampling (they come from L2: one round trip for all of them).
-                with _each_round(n_out if "pool" in parts else ix(0), threads, unroll, tx, idt, gpu) as outputs:
-                    loaded = [
-                        _load_lines(low, frac, rois, o, (per_box, pw_n, ratio, y_lines, lines), idt, n_out)
-                        for o in outputs
-                    ]
-                    for o, (batch, q, box, ys, xs) in zip(outputs, loaded):
-                        with T.If(tirx.And(o < n_out, batch == image)), T.Then():
+                # 2. Every output of the image's boxes: a thread per (box, output column) pools the column's
+                #    outputs, so that the box's batch index and the column's x lines are loaded once for all of
+                #    them (a thread per output spent most of its instructions on indices and table loads).
+                n_cols = ix(num_roi) * pw_n
+                with _each_round(n_cols if "pool" in parts else ix(0), threads, 1, tx, idt, gpu) as (t,):
+                    box = T.Bind(tirx.min(t, n_cols - 1) // pw_n)
+                    ox = T.Bind(tirx.Cast("int32", tirx.min(t, n_cols - 1) % pw_n))
+                    row0 = T.Bind(box * lines)
+                    batch = T.Bind(tirx.Cast(idt, tirx.Cast("int32", rois[box * 5])))
+                    xs = _lines(low, frac, [row0 + as_index(y_lines + ox * ratio + r, idt) for r in range(ratio)])
+                    with T.If(tirx.And(t < n_cols, batch == image)), T.Then():
+                        for oy in range(ph_n):
+                            ys = _lines(low, frac, [row0 + (oy * ratio + r) for r in range(ratio)])
                             _pool(
                                 plane,
                                 out,
                                 ys,
                                 xs,
-                                q,
+                                oy * pw_n + ox,
                                 box,
                                 channel,
                                 (r0, band_rows, first, last, multi),
@@ -282,21 +308,9 @@ def _each_round(n, threads: int, unroll: int, tx, idt: str, gpu: bool):
         yield [T.Bind(base + u * threads) for u in range(unroll)]
 
 
-def _load_lines(low, frac, rois, o, dims, idt: str, n):
-    """Output o's image index, position in its box, box, and its sampling lines: (low, fraction) of each y line
-    and each x line. Loads at a clamped index, so that they need no branch."""
-    per_box, pw_n, ratio, y_lines, lines = dims
-    oc = T.Bind(tirx.min(o, n - 1))
-    box = T.Bind(oc // per_box)
-    q = T.Bind(tirx.Cast("int32", oc % per_box))
-    oy, ox = q // pw_n, q % pw_n
-    row0 = box * lines
-    batch = T.Bind(tirx.Cast(idt, tirx.Cast("int32", rois[box * 5])))
-    at_y = [row0 + as_index(oy * ratio + r, idt) for r in range(ratio)]
-    at_x = [row0 + as_index(y_lines + ox * ratio + r, idt) for r in range(ratio)]
-    ys = [(T.Bind(low[i]), T.Bind(frac[i])) for i in at_y]
-    xs = [(T.Bind(low[i]), T.Bind(frac[i])) for i in at_x]
-    return batch, q, box, ys, xs
+def _lines(low, frac, at: list) -> list:
+    """The (low line, fraction) table entries at the indices `at`."""
+    return [(T.Bind(low[i]), T.Bind(frac[i])) for i in at]
 
 
 def _pool(plane, out, ys, xs, q, box, channel, band, dims, max_mode, count):
