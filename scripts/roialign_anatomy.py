@@ -25,7 +25,7 @@ SEED = 0
 def _workload():
     from opforge.bench.wide import workloads
 
-    (w,) = [w for w in workloads("roialign_fpn")]
+    (w,) = [w for w in workloads("roialign_fpn_256x200x272")]
     return w
 
 
