@@ -14,9 +14,10 @@ the map crosses HBM and L2 once. Two kernels:
         its last row, so a sampling point's corners are always at base, base + 1, base + W', base + W' + 1: the
         clamped `min(low + 1, extent - 1)` of ONNX's definition reads the copy, with weight 0 there exactly as
         the reference has;
-     b. a thread per (box, output column) of the image's boxes pools the column's outputs: ONNX's sum (or max)
-        over the sampling points, avg summing w1*v1 + w2*v2 + w3*v3 + w4*v4 per point in the reference's order
-        and dividing once by the count.
+     b. a thread per output of the image's boxes (consecutive threads on consecutive outputs of a box, so a
+        warp's shared-memory reads stay within a few map rows), `unroll` outputs at a time with their table loads
+        issued first: ONNX's sum (or max) over the sampling points, avg summing w1*v1 + w2*v2 + w3*v3 + w4*v4 per
+        point in the reference's order and dividing once by the count.
 
 When the plane is taller than shared memory holds, the bands run one after another and each output keeps its
 partial sum (or max) in the output tensor between bands (float32 maps only; a point belongs to the band holding
@@ -182,6 +183,7 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
     h, w, c = ix(height), ix(width), ix(channels)
     wp = w + 1
     lanes = vec_lanes(vt) if static(width) is not None and static(width) % vec_lanes(vt) == 0 else 1
+    n_out = ix(num_roi) * per_box
     symbolic = layout.band_rows is None
 
     with IRBuilder() as ib, T.seq_scope():
@@ -257,25 +259,22 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
                 with _each_round(pads, threads, 1, tx, idt, gpu) as (r,), T.If(r < pads), T.Then():
                     plane[r * wp + w] = data[src + tirx.min(r + r0, h - 1) * w + (w - 1)]
                 kernel_ir.block_barrier(gpu)
-                # 2. Every output of the image's boxes: a thread per (box, output column) pools the column's
-                #    outputs, so that the box's batch index and the column's x lines are loaded once for all of
-                #    them (a thread per output spent most of its instructions on indices and table loads).
-                n_cols = ix(num_roi) * pw_n
-                with _each_round(n_cols if "pool" in parts else ix(0), threads, 1, tx, idt, gpu) as (t,):
-                    box = T.Bind(tirx.min(t, n_cols - 1) // pw_n)
-                    ox = T.Bind(tirx.Cast("int32", tirx.min(t, n_cols - 1) % pw_n))
-                    row0 = T.Bind(box * lines)
-                    batch = T.Bind(tirx.Cast(idt, tirx.Cast("int32", rois[box * 5])))
-                    xs = _lines(low, frac, [row0 + as_index(y_lines + ox * ratio + r, idt) for r in range(ratio)])
-                    with T.If(tirx.And(t < n_cols, batch == image)), T.Then():
-                        for oy in range(ph_n):
-                            ys = _lines(low, frac, [row0 + (oy * ratio + r) for r in range(ratio)])
+                # 2. Every output of the image's boxes, consecutive threads on consecutive output columns; each
+                #    thread `unroll` outputs at a time, whose table and batch loads are all issued before any
+                #    sampling (they come from L2: one round trip for all of them).
+                with _each_round(n_out if "pool" in parts else ix(0), threads, unroll, tx, idt, gpu) as outputs:
+                    loaded = [
+                        _load_lines(low, frac, rois, o, (per_box, pw_n, ratio, y_lines, lines), idt, n_out)
+                        for o in outputs
+                    ]
+                    for o, (batch, q, box, ys, xs) in zip(outputs, loaded):
+                        with T.If(tirx.And(o < n_out, batch == image)), T.Then():
                             _pool(
                                 plane,
                                 out,
                                 ys,
                                 xs,
-                                oy * pw_n + ox,
+                                q,
                                 box,
                                 channel,
                                 (r0, band_rows, first, last, multi),
@@ -308,9 +307,21 @@ def _each_round(n, threads: int, unroll: int, tx, idt: str, gpu: bool):
         yield [T.Bind(base + u * threads) for u in range(unroll)]
 
 
-def _lines(low, frac, at: list) -> list:
-    """The (low line, fraction) table entries at the indices `at`."""
-    return [(T.Bind(low[i]), T.Bind(frac[i])) for i in at]
+def _load_lines(low, frac, rois, o, dims, idt: str, n):
+    """Output o's image index, position in its box, box, and its sampling lines: (low, fraction) of each y line
+    and each x line. Loads at a clamped index, so that they need no branch."""
+    per_box, pw_n, ratio, y_lines, lines = dims
+    oc = T.Bind(tirx.min(o, n - 1))
+    box = T.Bind(oc // per_box)
+    q = T.Bind(tirx.Cast("int32", oc % per_box))
+    oy, ox = q // pw_n, q % pw_n
+    row0 = box * lines
+    batch = T.Bind(tirx.Cast(idt, tirx.Cast("int32", rois[box * 5])))
+    at_y = [row0 + as_index(oy * ratio + r, idt) for r in range(ratio)]
+    at_x = [row0 + as_index(y_lines + ox * ratio + r, idt) for r in range(ratio)]
+    ys = [(T.Bind(low[i]), T.Bind(frac[i])) for i in at_y]
+    xs = [(T.Bind(low[i]), T.Bind(frac[i])) for i in at_x]
+    return batch, q, box, ys, xs
 
 
 def _pool(plane, out, ys, xs, q, box, channel, band, dims, max_mode, count):
