@@ -190,9 +190,9 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
         data = T.buffer_proxy(T.decl_buffer([n_img * channels * height * width], vt, data=data_buf.data))
         rois = T.buffer_proxy(T.decl_buffer([num_roi * 5], str(rois_buf.dtype), data=rois_buf.data))
         out = T.buffer_proxy(T.decl_buffer([num_roi * channels * per_box], vt, data=out_buf.data))
-        # The boxes' sampling lines (workspace): the clamped low line (-1 outside the map) and the fraction.
-        low = T.buffer_proxy(T.alloc_buffer([num_roi * lines], "int32"))
-        frac = T.buffer_proxy(T.alloc_buffer([num_roi * lines], ct))
+        # The boxes' sampling lines (workspace), two words per line: the clamped low line (-1 outside the map) and
+        # the fraction's bits, so that an output reads its lines on an axis in one or two wide loads.
+        table = T.buffer_proxy(T.alloc_buffer([num_roi * lines * 2], "int32"))
         if symbolic:  # bands of equal height, as many as the budget needs, decided when the plugin runs
             most_rows = T.Bind(tirx.max(ix(layout.budget // itemsize) // wp - 1, ix(1)))
             bands = T.Bind(tirx.max((h + most_rows - 1) // most_rows, ix(1)))
@@ -222,8 +222,8 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
             outside = tirx.Or(point < tirx.const(-1.0, ct), point > tirx.Cast(ct, extent))
             clamped = T.Bind(tirx.min(tirx.max(point, tirx.const(0.0, ct)), tirx.Cast(ct, extent - 1)))
             lo = T.Bind(tirx.Cast("int32", clamped))
-            low[e] = tirx.Select(outside, tirx.const(-1, "int32"), lo)
-            frac[e] = clamped - tirx.Cast(ct, lo)
+            table[e * 2] = tirx.Select(outside, tirx.const(-1, "int32"), lo)
+            table[e * 2 + 1] = tirx.reinterpret("int32", clamped - tirx.Cast(ct, lo))
 
         # Kernel 2: a block per (image, channel).
         with kernel_ir.blocks(tirx.Cast("int32", ix(n_img) * c), threads, gpu) as (block, tx):
@@ -264,8 +264,7 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
                 #    sampling (they come from L2: one round trip for all of them).
                 with _each_round(n_out if "pool" in parts else ix(0), threads, unroll, tx, idt, gpu) as outputs:
                     loaded = [
-                        _load_lines(low, frac, rois, o, (per_box, pw_n, ratio, y_lines, lines), idt, n_out)
-                        for o in outputs
+                        _load_lines(table, rois, o, (per_box, pw_n, ratio, y_lines, lines), idt, n_out) for o in outputs
                     ]
                     for o, (batch, q, box, ys, xs) in zip(outputs, loaded):
                         with T.If(tirx.And(o < n_out, batch == image)), T.Then():
@@ -307,9 +306,11 @@ def _each_round(n, threads: int, unroll: int, tx, idt: str, gpu: bool):
         yield [T.Bind(base + u * threads) for u in range(unroll)]
 
 
-def _load_lines(low, frac, rois, o, dims, idt: str, n):
+def _load_lines(table, rois, o, dims, idt: str, n):
     """Output o's image index, position in its box, box, and its sampling lines: (low, fraction) of each y line
-    and each x line. Loads at a clamped index, so that they need no branch."""
+    and each x line. Loads at a clamped index, so that they need no branch; an axis's lines are consecutive in the
+    table, read 16 bytes (two lines) at a time where the sampling ratio is even (the offsets are then multiples of
+    4 words), else 8."""
     per_box, pw_n, ratio, y_lines, lines = dims
     oc = T.Bind(tirx.min(o, n - 1))
     box = T.Bind(oc // per_box)
@@ -317,11 +318,17 @@ def _load_lines(low, frac, rois, o, dims, idt: str, n):
     oy, ox = q // pw_n, q % pw_n
     row0 = box * lines
     batch = T.Bind(tirx.Cast(idt, tirx.Cast("int32", rois[box * 5])))
-    at_y = [row0 + as_index(oy * ratio + r, idt) for r in range(ratio)]
-    at_x = [row0 + as_index(y_lines + ox * ratio + r, idt) for r in range(ratio)]
-    ys = [(T.Bind(low[i]), T.Bind(frac[i])) for i in at_y]
-    xs = [(T.Bind(low[i]), T.Bind(frac[i])) for i in at_x]
-    return batch, q, box, ys, xs
+    width = 4 if ratio % 2 == 0 else 2
+
+    def axis(first):
+        words = T.buffer_proxy(T.decl_buffer([2 * ratio], "int32", scope="local"))
+        at = T.Bind((row0 + as_index(first, idt)) * 2)
+        for k in range(0, 2 * ratio, width):
+            with T.vectorized(0, width) as v:
+                words[k + v] = table[at + k + v]
+        return [(T.Bind(words[2 * r]), T.Bind(tirx.reinterpret("float32", words[2 * r + 1]))) for r in range(ratio)]
+
+    return batch, q, box, axis(oy * ratio), axis(y_lines + ox * ratio)
 
 
 def _pool(plane, out, ys, xs, q, box, channel, band, dims, max_mode, count):
