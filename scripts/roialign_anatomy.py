@@ -10,7 +10,6 @@ python scripts/roialign_anatomy.py run BUNDLE OUT    # GPU machine (cupy): time 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import sys
@@ -162,17 +161,7 @@ def run(bundle: Path, out: Path) -> int:
     return 0
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build")
-    b.add_argument("bundle", type=Path)
-    r = sub.add_parser("run")
-    r.add_argument("bundle", type=Path)
-    r.add_argument("out", type=Path)
-    a = p.parse_args()
-    return build(a.bundle) if a.cmd == "build" else run(a.bundle, a.out)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from opforge.verify.results import two_phase_main
+
+    sys.exit(two_phase_main(__doc__, build, run))
