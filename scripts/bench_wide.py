@@ -218,12 +218,17 @@ def report(parts_dir: Path, results: Path) -> int:
     from opforge.bench.timing import geomean
     from opforge.verify.results import run_metadata, write_results
 
-    parts = [json.loads(p.read_text()) for p in sorted(parts_dir.glob("bench-wide-part*.json"))]
-    rows = [r for p in parts for r in p["rows"]]
+    # Oldest run first: a later run of a workload (say, after its kernel changed) replaces its earlier row.
+    parts = sorted(
+        (json.loads(p.read_text()) for p in parts_dir.glob("bench-wide-part*.json")),
+        key=lambda p: p["meta"]["date_utc"],
+    )
+    rows = list({r["workload"]: r for p in parts for r in p["rows"]}.values())
+    commits = dict.fromkeys(p["meta"].get("opforge_commit", "?") for p in parts)
     meta = run_metadata(
         parts[0]["meta"]["device"],
         {
-            "opforge_commit": parts[0]["meta"].get("opforge_commit", "?"),
+            "opforge_commit": ", ".join(commits),
             "d2d_TBps": parts[0]["meta"].get("d2d_TBps"),
             "l2_read_TBps": parts[0]["meta"].get("l2_read_TBps"),
             "gpu_runs": [f"{p['meta']['date_utc']} UTC: {p['meta']['command']}" for p in parts],

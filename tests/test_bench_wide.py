@@ -97,3 +97,36 @@ def test_sampled_bytes_counts_the_distinct_corner_pixels_of_each_box(mode):
     # sampling points form a grid (every y with every x), so the pixels read are its corner rows x corner columns,
     # some boxes here reaching past the map's edge
     assert wide.sampled_bytes(_roi_model(mode), {"rois": rois}) == expected
+
+
+def test_report_takes_each_workloads_latest_run(tmp_path):
+    """Parts of several GPU runs make one report: a workload run again later (after its kernel changed) keeps only
+    its latest row, and the report names every build commit the rows come from."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_wide_script", Path(__file__).parents[1] / "scripts/bench_wide.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rows = json.loads((Path(__file__).parents[1] / "results/bench-wide-h100.json").read_text())["rows"][:3]
+    keep = ("roofline_us", "moved_MB", "opforge_tuned_us", "eager_us", "compile_us", "tuning_total_s")
+    raw = [{k: v for k, v in r.items() if not k.startswith("tuned_")} for r in rows]
+    assert all(k in r for r in raw for k in keep)
+    again = dict(raw[1], opforge_tuned_us=raw[1]["opforge_tuned_us"] / 2)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for name, date, commit, part_rows in (
+        ("b", "2026-01-02 00:00:00", "new", [again]),
+        ("a", "2026-01-01 00:00:00", "old", raw),
+    ):
+        meta = {"device": "GPU", "date_utc": date, "command": "run", "opforge_commit": commit}
+        (parts / f"bench-wide-part-{name}.json").write_text(json.dumps({"meta": meta, "rows": part_rows}))
+    assert script.report(parts, tmp_path) == 0
+    out = json.loads((tmp_path / "bench-wide-h100.json").read_text())
+    by = {r["workload"]: r for r in out["rows"]}
+    assert len(out["rows"]) == 3 and by[raw[1]["workload"]]["opforge_tuned_us"] == again["opforge_tuned_us"]
+    assert by[raw[0]["workload"]]["opforge_tuned_us"] == raw[0]["opforge_tuned_us"]
+    assert out["meta"]["opforge_commit"] == "old, new"

@@ -46,6 +46,21 @@ def _model(scale: float, mode: str, ctm: str, sampling_ratio: int = 2, dtype: in
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 16)])
 
 
+def _row_bands(rois, scale: float, half_pixel: bool, height: int, band_rows: int, bins: int = 5, ratio: int = 2):
+    """Per output row of each box, the first and last band holding the low row of one of its sampling lines (ONNX's
+    geometry, computed here independently of the kernel), or None when none of its lines is on the map."""
+    off = 0.5 if half_pixel else 0.0
+    spans = []
+    for _x1, y1, _x2, y2 in rois.astype(np.float64) * scale - off:
+        size = (y2 - y1) if half_pixel else max(y2 - y1, 1.0)
+        step = size / bins
+        for p in range(bins):
+            points = [y1 + p * step + (i + 0.5) * step / ratio for i in range(ratio)]
+            lows = [int(min(max(y, 0.0), height - 1)) for y in points if -1.0 <= y <= height]
+            spans.append((min(lows) // band_rows, max(lows) // band_rows) if lows else None)
+    return spans
+
+
 def _sub(m: onnx.ModelProto) -> NodeSubgraph:
     return NodeSubgraph("roi", "RoiAlign", m, ["x", "rois", "idx"], {}, ["y"])
 
@@ -68,7 +83,8 @@ def test_roi_align_matches_onnx_on_cpu(mode, ctm, sampling_ratio):
 @pytest.mark.parametrize("mode", ["avg", "max"])
 def test_plane_kernel_in_bands_matches_onnx_on_cpu(mode, monkeypatch):
     """A shared-memory budget so small that each plane runs in 4 bands of 4 rows: partial sums (and maxima) carried
-    between bands in the output, points outside the map counted, boxes of both images."""
+    between bands in the output, outputs pooled in one band or several or (a box above the map) none, points outside
+    the map counted, boxes of both images."""
     from opforge.lower.cpu_run import run_on_cpu
     from opforge.lower.kernels import roi_align_plane
 
@@ -76,7 +92,8 @@ def test_plane_kernel_in_bands_matches_onnx_on_cpu(mode, monkeypatch):
     budget = 6 * (20 + 1) * 4
     layout = roi_align_plane.plan_layout(16, 20, 4, budget, True)
     assert (layout.bands, layout.band_rows) == (4, 4)
-    monkeypatch.setattr(roi_align_plane, "DEFAULT_OPT_IN_SHARED_BYTES", budget)
+    monkeypatch.setattr(roi_align_plane, "shared_budget", lambda: budget)
+    assert roi_align_plane.layout_for(shapes[0], "float32", "float32", 2) == layout  # what the lowering will use
     for scale, ctm in ((1.0, "half_pixel"), (0.25, "output_half_pixel")):
         m = _model(scale, mode, ctm, shapes=shapes)
         ins = make_inputs(m, shapes, np.random.default_rng(11))
@@ -84,6 +101,11 @@ def test_plane_kernel_in_bands_matches_onnx_on_cpu(mode, monkeypatch):
         rows = np.concatenate([ins[1][:, 1], ins[1][:, 3]]) * scale
         assert set(ins[2].tolist()) == {0, 1} and rows.min() < 4 and rows.max() > 16
         assert ins[1][:, 0].min() * scale < 0 or ins[1][:, 2].max() * scale > 20
+        # An output is pooled only in the bands its lines' low rows are in: some span two bands, some one, and one
+        # box lies wholly above the map (its outputs in no band: band 0 writes them).
+        ins[1][0, [1, 3]] = [-30.0 / scale, -10.0 / scale]
+        spans = _row_bands(ins[1], scale, ctm == "half_pixel", 16, 4)
+        assert None in spans and any(s and s[0] < s[1] for s in spans) and any(s and s[0] == s[1] > 0 for s in spans)
         ref = ReferenceEvaluator(m).run(None, dict(zip(["x", "rois", "idx"], ins)))[0]
         out = run_on_cpu(_sub(m), ins)[0]
         tol = for_dtype("float32")
@@ -99,7 +121,8 @@ def test_plane_kernel_on_maps_of_symbolic_size_matches_onnx_on_cpu(mode, monkeyp
     from opforge.lower.cpu_run import compile_on_cpu
     from opforge.lower.kernels import roi_align_plane
 
-    monkeypatch.setattr(roi_align_plane, "DEFAULT_OPT_IN_SHARED_BYTES", 5 * (24 + 1) * 4)
+    monkeypatch.setattr(roi_align_plane, "shared_budget", lambda: 5 * (24 + 1) * 4)
+    assert roi_align_plane.layout_for(("n", "c", "h", "w"), "float32", "float32", 2).budget == 5 * (24 + 1) * 4
     m = _model(0.5, mode, "half_pixel", shapes=[("n", "c", "h", "w"), ("r", 4), ("r",)])
     m.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "r"
     m.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "c"

@@ -233,9 +233,11 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
             channel = T.Bind(ix(block) % c)
             src = T.Bind(ix(block) * (h * w))
 
-            def band_pass(r0, first, last, multi: bool) -> None:
-                """Pool every output from rows r0 .. r0 + band_rows (first/last: bools or expressions)."""
-                if first is not True:
+            def band_pass(band, multi: bool) -> None:
+                """Pool every output from the rows of band `band` (an int, or the loop variable of bands decided
+                when the kernel runs): r0 .. r0 + band_rows, plus the padding row."""
+                r0 = band * band_rows
+                if not isinstance(band, int) or band > 0:
                     kernel_ir.block_barrier(gpu)  # every read of the previous band is done
                 # 1. The rows (the last one clamped to the map), 16-byte loads along each row where the width
                 #    allows, LOADS_IN_FLIGHT per thread issued before their stores; then the padding column.
@@ -276,7 +278,7 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
                                 q,
                                 box,
                                 channel,
-                                (r0, band_rows, first, last, multi),
+                                (band, band_rows, multi),
                                 (wp, c, per_box, idt, ct, "float32", vt),
                                 max_mode,
                                 tirx.const(float(ratio * ratio), "float32"),
@@ -284,10 +286,10 @@ def _plane_ir(data_buf, rois_buf, out_buf, pooled, scale, max_mode, ratio, align
 
             if symbolic:
                 with T.serial(0, bands) as band:
-                    band_pass(band * band_rows, band == 0, band == bands - 1, True)
+                    band_pass(band, True)
             else:
                 for band in range(bands):
-                    band_pass(band * band_rows, band == 0, band == bands - 1, bands > 1)
+                    band_pass(band, bands > 1)
     return ib.get()
 
 
@@ -332,9 +334,46 @@ def _load_lines(table, rois, o, dims, idt: str, n):
 
 
 def _pool(plane, out, ys, xs, q, box, channel, band, dims, max_mode, count):
-    """One output's sum (or max) over its sampling points in this band, combined with earlier bands'."""
-    r0, band_rows, first, last, multi = band
+    """One output's sum (or max) over its sampling points in this band. With bands, an output is pooled only in
+    the bands holding the low rows of its sampling lines (band 0 alone when none is on the map): the first of them
+    writes it, later ones combine with what the earlier wrote, the last divides by the count; in the other bands it
+    is neither read nor written, so an output within one band costs one write, as without bands."""
+    band_index, band_rows, multi = band
     wp, channels, per_box, idt, ct, acc_t, vt = dims
+    dst = T.Bind((tirx.Cast(idt, box) * channels + channel) * per_box + tirx.Cast(idt, q))
+    if not multi:
+        value = _point_sum(plane, ys, xs, None, (wp, idt, ct, acc_t), max_mode)
+        out[dst] = tirx.Cast(vt, value if max_mode else value / count)
+        return
+    band_index = as_index(band_index, idt)
+    above = tirx.const(2**30, idt)  # above any row: a line off the map (-1) takes no part in the lowest
+    lows = [tirx.Cast(idt, y_low) for y_low, _ in ys]
+    lowest = tirx.Select(lows[0] >= 0, lows[0], above)
+    highest = lows[0]
+    for low in lows[1:]:
+        lowest = tirx.min(lowest, tirx.Select(low >= 0, low, above))
+        highest = tirx.max(highest, low)
+    first = T.Bind(tirx.Select(highest >= 0, lowest // band_rows, as_index(0, idt)))
+    last = T.Bind(tirx.Select(highest >= 0, highest // band_rows, as_index(0, idt)))
+    with T.If(tirx.And(band_index >= first, band_index <= last)), T.Then():
+        r0 = band_index * band_rows
+        value = _point_sum(plane, ys, xs, (r0, band_rows), (wp, idt, ct, acc_t), max_mode)
+        total = T.buffer_proxy(T.decl_buffer([1], acc_t, scope="local"))
+        with T.If(band_index == first):
+            with T.Then():
+                total[0] = value
+            with T.Else():  # earlier bands' partial result, kept in the output (float32)
+                total[0] = tirx.max(out[dst], value) if max_mode else out[dst] + value
+        if not max_mode:
+            with T.If(band_index == last), T.Then():
+                total[0] = total[0] / count
+        out[dst] = tirx.Cast(vt, total[0])
+
+
+def _point_sum(plane, ys, xs, band, dims, max_mode):
+    """The sum (or max) of an output's sampling points (those whose low row is in `band`, (r0, rows), when given),
+    each point w1*v1 + w2*v2 + w3*v3 + w4*v4 as ONNX's reference computes it."""
+    wp, idt, ct, acc_t = dims
     one = tirx.const(1.0, ct)
     acc = T.buffer_proxy(T.decl_buffer([1], acc_t, scope="local"))
     acc[0] = tirx.const(float("-inf") if max_mode else 0.0, acc_t)
@@ -343,8 +382,10 @@ def _pool(plane, out, ys, xs, q, box, channel, band, dims, max_mode, count):
         for x_low, lx in xs:
             hx = one - lx
             inside = tirx.And(y_low >= 0, x_low >= 0)
-            row = tirx.Cast(idt, y_low) - r0
-            if multi:  # a point belongs to the band holding its low row
+            row = tirx.Cast(idt, y_low)
+            if band is not None:  # a point belongs to the band holding its low row
+                r0, band_rows = band
+                row = row - r0
                 inside = tirx.And(inside, tirx.And(row >= 0, row < band_rows))
             base = T.Bind(tirx.Select(inside, row * wp + tirx.Cast(idt, x_low), tirx.Cast(idt, 0)))
 
@@ -357,7 +398,8 @@ def _pool(plane, out, ys, xs, q, box, channel, band, dims, max_mode, count):
             terms = [w(hy, hx) * v(0), w(hy, lx) * v(1), w(ly, hx) * v(wp), w(ly, lx) * v(wp + 1)]
             if max_mode:
                 value = tirx.max(tirx.max(terms[0], terms[1]), tirx.max(terms[2], terms[3]))
-                # A point outside the map counts as 0 (in every band: a max takes it as often as it comes).
+                # A point outside the map counts as 0 (in every band that pools the output: a max takes it as
+                # often as it comes).
                 empty = tirx.Select(
                     tirx.Or(y_low < 0, x_low < 0), tirx.const(0.0, acc_t), tirx.const(float("-inf"), acc_t)
                 )
@@ -365,11 +407,4 @@ def _pool(plane, out, ys, xs, q, box, channel, band, dims, max_mode, count):
             else:
                 value = terms[0] + terms[1] + terms[2] + terms[3]
                 acc[0] = acc[0] + tirx.Select(inside, value, tirx.const(0.0, acc_t))
-    dst = T.Bind((tirx.Cast(idt, box) * channels + channel) * per_box + tirx.Cast(idt, q))
-    value = acc[0]
-    if multi and first is not True:  # earlier bands' partial result, kept in the output (float32)
-        earlier = tirx.max(out[dst], value) if max_mode else out[dst] + value
-        value = earlier if first is False else tirx.Select(first, value, earlier)
-    if not max_mode and last is not False:
-        value = value / count if last is True else tirx.Select(last, value / count, value)
-    out[dst] = tirx.Cast(vt, value)
+    return acc[0]
