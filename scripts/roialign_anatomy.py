@@ -3,6 +3,9 @@
 The wide benchmark's FPN workload (bench.wide, roialign_fpn_*) lowered as the benchmark runs it (untuned), then with
 the plane's loads only and with the pooling only (`parts`), each variant's kernels timed alone. The map and the
 output are what bound the roofline; the two parts show what a faster kernel would have to overlap or speed up.
+Where Nsight Compute (`ncu`) is installed, the pooling kernel of each variant is also run once under it, for the
+hardware counters that say what bounds it: the L1 data pipe's wavefronts (shared memory, with its bank conflicts,
+and global accesses share it), instructions, cycles.
 
 python scripts/roialign_anatomy.py build BUNDLE      # CPU machine (TVM, nvcc): the variants as cubins
 python scripts/roialign_anatomy.py run BUNDLE OUT    # GPU machine (cupy): time them, OUT/roialign-anatomy-h100.*
@@ -67,11 +70,26 @@ def build(bundle: Path) -> int:
     return 0
 
 
-def run(bundle: Path, out: Path) -> int:
+COUNTERS = {
+    "cycles": "sm__cycles_elapsed.avg",
+    "instructions": "smsp__inst_executed.sum",
+    "shared_load_instructions": "smsp__inst_executed_op_shared_ld.sum",
+    "shared_load_wavefronts": "l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum",
+    "shared_wavefronts": "l1tex__data_pipe_lsu_wavefronts_mem_shared.sum",
+    "l1_wavefronts": "l1tex__data_pipe_lsu_wavefronts.sum",
+    "l1_busy_pct": "l1tex__throughput.avg.pct_of_peak_sustained_active",
+    "global_load_sectors": "l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum",
+    "global_store_sectors": "l1tex__t_sectors_pipe_lsu_mem_global_op_st.sum",
+}
+ONCE = "OPFORGE_ANATOMY_ONCE"  # set (to a variant's name) when ncu runs this script: launch that variant once
+
+
+def _setup(bundle: Path):
+    """The variants' kernels, ready to launch on the workload's inputs: {variant: [(function, launch, args)]}, and
+    the map and output arrays."""
     import cupy as cp
 
     from opforge.bench.wide import workload_inputs
-    from opforge.verify.results import run_metadata, write_results
 
     info = json.loads((bundle / "anatomy.json").read_text())
     w = _workload()
@@ -85,18 +103,10 @@ def run(bundle: Path, out: Path) -> int:
     data = cp.asarray(x)
     out_arr = cp.empty((rois.shape[0], x.shape[1], 7, 7), cp.float32)
     workspace = cp.zeros(1 << 24, cp.uint8)
-    device = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    moved = x.nbytes + out_arr.nbytes
-    rows = []
+    variants = {}
     for name, v in info["variants"].items():
-        # The boxes where the plan's first RoiAlign kernel (the tables) reads them: its first argument.
-        first = next(lc for lc in v["launches"] if "roi_align" in lc["kernel"])
-        at = first["args"][0]
-        assert at["kind"] == "workspace", first
-        workspace[at["offset"] : at["offset"] + boxes.nbytes] = cp.asarray(boxes.view(np.uint8).reshape(-1))
-        cp.cuda.Device().synchronize()
-        module = cp.RawModule(path=str(bundle / v["cubin"]))
         calls = []
+        module = cp.RawModule(path=str(bundle / v["cubin"]))
         for lc in v["launches"]:
             if "roi_align" not in lc["kernel"]:
                 continue  # the boxes' rewrite, replaced by `boxes` above
@@ -106,6 +116,63 @@ def run(bundle: Path, out: Path) -> int:
             ptrs = {"input": data.data.ptr, "output": out_arr.data.ptr}
             args = tuple(cp.uint64(ptrs.get(a["kind"], workspace.data.ptr + a["offset"])) for a in lc["args"])
             calls.append((fn, lc, args))
+        # The boxes where the plan's first RoiAlign kernel (the tables) reads them: its first argument.
+        at = calls[0][1]["args"][0]
+        assert at["kind"] == "workspace", calls[0][1]
+        variants[name] = (calls, at["offset"])
+    return info, variants, data, out_arr, workspace, boxes
+
+
+def _put_boxes(workspace, offset: int, boxes: np.ndarray) -> None:
+    import cupy as cp
+
+    workspace[offset : offset + boxes.nbytes] = cp.asarray(boxes.view(np.uint8).reshape(-1))
+    cp.cuda.Device().synchronize()
+
+
+def _counters(bundle: Path, variant: str, kernel: str) -> dict:
+    """The COUNTERS of one launch of `kernel` in `variant`, from Nsight Compute; {} where it is not installed."""
+    import csv
+    import io
+    import os
+    import shutil
+    import subprocess
+
+    ncu = shutil.which("ncu") or next((p for p in ("/usr/local/cuda/bin/ncu",) if Path(p).exists()), None)
+    if ncu is None:
+        return {}
+    cmd = [ncu, "--csv", "--metrics", ",".join(COUNTERS.values()), "-k", kernel, "--launch-count", "1"]
+    cmd += [sys.executable, __file__, "run", str(bundle), "-"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, ONCE: variant}, timeout=300)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith('"')]
+    values = {r["Metric Name"]: r["Metric Value"] for r in csv.DictReader(io.StringIO("\n".join(lines)))}
+    if not values:
+        return {"ncu_error": (done.stderr or done.stdout)[-300:]}
+    by_metric = {m: k for k, m in COUNTERS.items()}
+    return {by_metric[m]: float(v.replace(",", "")) for m, v in values.items() if m in by_metric}
+
+
+def run(bundle: Path, out: Path) -> int:
+    import os
+
+    import cupy as cp
+
+    from opforge.verify.results import run_metadata, write_results
+
+    info, variants, data, out_arr, workspace, boxes = _setup(bundle)
+    if os.environ.get(ONCE):  # under ncu: one launch of each kernel of one variant
+        calls, offset = variants[os.environ[ONCE]]
+        _put_boxes(workspace, offset, boxes)
+        for fn, lc, args in calls:
+            fn((lc["grid"],), (lc["block"],), args, shared_mem=lc["smem"])
+        cp.cuda.Device().synchronize()
+        return 0
+    device = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    x = data
+    moved = x.nbytes + out_arr.nbytes
+    rows = []
+    for name, (calls, offset) in variants.items():
+        _put_boxes(workspace, offset, boxes)
         times = []
         stream = cp.cuda.Stream(non_blocking=True)
         for fn, lc, args in calls:
@@ -134,6 +201,17 @@ def run(bundle: Path, out: Path) -> int:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
+    outputs = out_arr.size
+    for r in rows:
+        if r["variant"] == "loads only":
+            continue
+        c = _counters(bundle, r["variant"], r["kernels"][-1])  # the plane kernel, run once under ncu
+        if "shared_load_instructions" in c:
+            c["shared_loads_per_output"] = c["shared_load_instructions"] * 32 / outputs
+            c["wavefronts_per_shared_load"] = c["shared_load_wavefronts"] / max(c["shared_load_instructions"], 1)
+            c["instructions_per_output"] = c["instructions"] * 32 / outputs
+        r["counters"] = c
+        print(json.dumps(c), flush=True)
     by = {r["variant"]: r for r in rows}
     summary = {
         "whole_us": by["whole"]["total_us"],
@@ -156,6 +234,30 @@ def run(bundle: Path, out: Path) -> int:
         f"| {r['variant']} | {', '.join(f'{t:.1f}' for t in r['us'])} | {r['total_us']:.1f} | {r['shared_bytes']} |"
         for r in rows
     ]
+    counted = [r for r in rows if "shared_load_instructions" in r.get("counters", {})]
+    if counted:
+        lines += [
+            "",
+            "The plane kernel run once under Nsight Compute (its clocks, not the timings' above): shared-memory loads",
+            "per output (thread-level), wavefronts per shared-load instruction (1 without bank conflicts), how busy",
+            "the L1 data pipe is (shared memory and the global loads and stores all pass through it; one wavefront",
+            "a cycle), and instructions per output (thread-level):",
+            "",
+            "| variant | cycles | shared loads per output | wavefronts per shared load | L1 wavefronts (shared) | "
+            "L1 busy | instructions per output |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in counted:
+            c = r["counters"]
+            lines.append(
+                f"| {r['variant']} | {c['cycles']:,.0f} | {c['shared_loads_per_output']:.1f} | "
+                f"{c['wavefronts_per_shared_load']:.2f} | {c['l1_wavefronts'] / 1e6:.1f} M "
+                f"({c['shared_wavefronts'] / 1e6:.1f} M) | {c['l1_busy_pct']:.0f}% | "
+                f"{c['instructions_per_output']:.0f} |"
+            )
+        summary["l1_busy_pct_whole"] = by["whole"].get("counters", {}).get("l1_busy_pct")
+    else:
+        lines += ["", "Nsight Compute was not found (or failed): no hardware counters in this run."]
     meta = run_metadata(device, {"opforge_commit": info["commit"]})
     write_results(out, "roialign-anatomy-h100", meta, rows, summary, "\n".join(lines))
     return 0
