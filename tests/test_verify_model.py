@@ -180,23 +180,25 @@ def test_random_inputs_follow_the_registry_domains():
 
 
 def test_run_phase_command_needs_no_tvm(bundle, tmp_path):
-    """What `scripts/verify_model.py run` executes, with TVM unimportable, on a copy of the bundle elsewhere (the
-    original model is found relative to the moved folder). Without a GPU the plugin nodes fail: rows, exit 1."""
+    """What `scripts/verify_model.py run` executes, with TVM unimportable, on a copy of the bundle elsewhere: the
+    original model is found relative to the moved folder and every output gets a row (on a machine without a GPU
+    the GPU check is waived here, so the plugin nodes run and fail: rows, exit 1). With the check in place, such a
+    machine is refused in one line before any run."""
     moved = tmp_path / "gpu_side"
     shutil.copytree(bundle, moved)
     script = _script()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    cmd = [sys.executable, "-c", script._NO_TVM_CLI, "verify", str(moved / "roialign")]
-    proc = subprocess.run(
-        [*cmd, "--inputs", str(moved / "roialign.npz"), "--json"], capture_output=True, text=True, env=env
-    )
+    args = ["verify", str(moved / "roialign"), "--inputs", str(moved / "roialign.npz"), "--json"]
+    waived = "import opforge.runtime.gpu as g; g.require_gpu = lambda command: None; " + script._NO_TVM_CLI
+    proc = subprocess.run([sys.executable, "-c", waived, *args], capture_output=True, text=True, env=env)
     assert "Traceback" not in proc.stderr and "tvm" not in proc.stderr.lower(), proc.stderr
-    if proc.stdout.strip():
-        report = json.loads(proc.stdout)
-        assert Path(report["original_model"]).resolve() == (moved / "roialign.onnx").resolve()
-        assert proc.returncode == (0 if report["ok"] else 1)
-    else:  # a machine without a GPU may be refused before any run ("no GPU"), in one line
-        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    report = json.loads(proc.stdout)
+    assert Path(report["original_model"]).resolve() == (moved / "roialign.onnx").resolve()
+    assert report["outputs"] and proc.returncode == (0 if report["ok"] else 1)
+    proc = subprocess.run([sys.executable, "-c", script._NO_TVM_CLI, *args], capture_output=True, text=True, env=env)
+    assert "Traceback" not in proc.stderr and "tvm" not in proc.stderr.lower(), proc.stderr
+    if not proc.stdout.strip():  # a machine without a GPU is refused before any run ("no GPU"), in one line
+        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_a_failing_reference_is_a_row(bundle, tmp_path):

@@ -114,28 +114,24 @@ class Emitter:
                 self._inferred = {}
         return self._inferred.get(name)
 
-    def inferred_shape(self, name: str) -> list[int] | None:
-        """The tensor's static shape: declared, else from ONNX shape inference over the graph (with data
-        propagation); None where a dimension is unknown."""
-        shape = self.static_shape(name)
-        if shape is not None:
-            return shape
-        for t in self.m.graph.initializer:
-            if t.name == name:
-                return list(t.dims)
-        vi = self._inferred_info(name)
+    def static_shape(self, name: str) -> list[int] | None:
+        """The tensor's shape when every dimension is a known number: declared (graph input, value_info), a
+        constant's, else from ONNX shape inference over the graph with data propagation (a tensor an earlier
+        rewrite made, such as the float32 copy of a widened half input, or a fused chain's intermediate, has no
+        declaration: without inference, a rewrite that needs its shape would silently not apply); None where a
+        dimension is unknown."""
+        vi = self.value_info(name)
+        if vi is None:
+            for t in self.m.graph.initializer:
+                if t.name == name:
+                    return list(t.dims)
+            vi = self._inferred_info(name)
         if vi is None or not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
             return None
         dims = vi.type.tensor_type.shape.dim
         return [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
 
-    def static_shape(self, name: str) -> list[int] | None:
-        """The tensor's shape when every dimension is a known number."""
-        vi = self.value_info(name)
-        if vi is None:
-            return None
-        dims = vi.type.tensor_type.shape.dim
-        return [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
+    inferred_shape = static_shape
 
 
 class NoValidInputs(ValueError):

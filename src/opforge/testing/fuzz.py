@@ -66,8 +66,9 @@ _STRUCTURAL_ATTRIBUTES = {"num_outputs"}
 # Ops whose results are not a function of the node alone, or whose reference is not an oracle.
 _SKIP_OPS = {"Constant", "ConstantOfShape", "EyeLike", "Shape", "Size"}
 
-# Known, explained differences between ONNX's reference and a correct implementation, keyed by op type and a
-# predicate on the case: the explanation is written on the case's row (never a tolerance change).
+# Known, explained differences between ONNX's reference and a correct implementation, keyed by op type and the
+# outputs a correct implementation computes instead: a case whose result differs from ONNX's reference is
+# explained only when its result matches those (never a tolerance change); the explanation is written on its row.
 _SAME_POOL_TEXT = (
     "ONNX's reference pools with auto_pad SAME_* do not follow the spec's padding (MaxPool SAME_LOWER gives "
     "floor-sized outputs; dilated SAME pools pad with the undilated kernel and write zeros past it): the same node "
@@ -75,7 +76,7 @@ _SAME_POOL_TEXT = (
     "reference, and onnxruntime agrees with that explicit form; opforge computes the spec's padding"
 )
 KNOWN_EXPLANATIONS: list[tuple[str, str, str]] = [
-    # (op type, condition name (a predicate in _CONDITIONS), explanation)
+    # (op type, alternative (a function in _ALTERNATIVES: what a correct implementation computes), explanation)
     (
         "Cast",
         "float_to_bfloat16",
@@ -742,50 +743,10 @@ def generate(
     return out
 
 
-def _float_to_bfloat16(case: FuzzCase) -> bool:
-    node = case.model.graph.node[0]
-    return next((a.i for a in node.attribute if a.name == "to"), None) == TensorProto.BFLOAT16
-
-
-def _same_pads_reference(case: FuzzCase) -> bool:
-    """The pool has auto_pad SAME_* and ONNX's reference gives other outputs for the same node with the spec's
-    explicit pads."""
-    from opforge.ops.auto_pad import explicit_pads
-
-    g = case.model.graph
-    node = (
-        explicit_pads(g.node[0], _shape_of(g.input[0])) if g.input and g.input[0].name == g.node[0].input[0] else None
-    )
-    if node is None:
-        return False
-    m = onnx.ModelProto()
-    m.CopyFrom(case.model)
-    m.graph.node[0].CopyFrom(node)
-    try:
-        outs, _ = reference_outputs(m, {vi.name: v for vi, v in zip(g.input, case.inputs)})
-    except ValueError:
-        return False
-    return any(o.shape != r.shape or not np.allclose(o, r, equal_nan=True) for o, r in zip(outs, case.outputs))
-
-
-def _l1_of_signed_values(case: FuzzCase) -> bool:
-    """p = 1 and the input holds negative values (where sum(x) and sum(|x|) differ)."""
-    node = case.model.graph.node[0]
-    p = next((a.i for a in node.attribute if a.name == "p"), 2)
-    return p == 1 and bool(case.inputs) and bool((np.asarray(case.inputs[0], np.float64) < 0).any())
-
-
-def _onnxruntime_disagrees(case: FuzzCase) -> bool:
-    """onnxruntime's outputs on the case's inputs (half types widened, as the stored reference is) differ from
-    the stored reference beyond the output type's tolerance."""
+def _outputs_differ(theirs: list[np.ndarray], case: FuzzCase) -> bool:
+    """Whether outputs differ from the case's stored reference beyond each output type's tolerance."""
     from opforge.verify.compare import compare
 
-    feeds = {vi.name: v for vi, v in zip(case.model.graph.input, case.inputs)}
-    wide_model, wide_feeds = _widened(case.model, feeds)
-    try:
-        theirs = _onnxruntime(wide_model or case.model, wide_feeds)
-    except Exception:
-        return False
     for vi, o, r in zip(case.model.graph.output, theirs, case.outputs):
         name = dtypes.from_onnx(vi.type.tensor_type.elem_type).name
         if o.shape != r.shape or not compare(np.asarray(o).astype(r.dtype), r, name).ok:
@@ -793,41 +754,119 @@ def _onnxruntime_disagrees(case: FuzzCase) -> bool:
     return False
 
 
-def _cubic_padding_reference(case: FuzzCase) -> bool:
-    """Cubic GridSample with border/reflection padding, and onnxruntime disagrees with ONNX's reference."""
+def _cast_to_bfloat16(case: FuzzCase) -> list[np.ndarray] | None:
+    """Cast to bfloat16 rounded to nearest even (ml_dtypes' conversion)."""
+    node = case.model.graph.node[0]
+    if next((a.i for a in node.attribute if a.name == "to"), None) != TensorProto.BFLOAT16 or not case.inputs:
+        return None
+    return [np.asarray(case.inputs[0]).astype(np.float32).astype(dtypes.numpy_dtype("bfloat16"))]
+
+
+def _spec_pads(case: FuzzCase) -> list[np.ndarray] | None:
+    """A pool with auto_pad SAME_*: ONNX's reference of the same node with the explicit pads the spec defines."""
+    from opforge.ops.auto_pad import explicit_pads
+
+    g = case.model.graph
+    node = (
+        explicit_pads(g.node[0], _shape_of(g.input[0])) if g.input and g.input[0].name == g.node[0].input[0] else None
+    )
+    if node is None:
+        return None
+    m = onnx.ModelProto()
+    m.CopyFrom(case.model)
+    m.graph.node[0].CopyFrom(node)
+    try:
+        outs, _ = reference_outputs(m, {vi.name: v for vi, v in zip(g.input, case.inputs)})
+    except ValueError:
+        return None
+    return outs
+
+
+def _onnxruntime_outputs(case: FuzzCase) -> list[np.ndarray] | None:
+    """onnxruntime's outputs on the case's inputs (half types widened, as the stored reference is, and rounded to
+    the output types)."""
+    feeds = {vi.name: v for vi, v in zip(case.model.graph.input, case.inputs)}
+    wide_model, wide_feeds = _widened(case.model, feeds)
+    try:
+        theirs = _onnxruntime(wide_model or case.model, wide_feeds)
+    except Exception:
+        return None
+    return [np.asarray(o).astype(r.dtype) for o, r in zip(theirs, case.outputs)]
+
+
+def _cubic_border(case: FuzzCase) -> list[np.ndarray] | None:
+    """Cubic GridSample with border/reflection padding: onnxruntime's outputs."""
     from opforge.ops.base import attrs, text
 
     a = attrs(case.model.graph.node[0])
     if text(a.get("mode"), "linear") != "cubic" or text(a.get("padding_mode"), "zeros") == "zeros":
-        return False
-    return _onnxruntime_disagrees(case)
+        return None
+    return _onnxruntime_outputs(case)
 
 
-def _ceil_window_reference(case: FuzzCase) -> bool:
-    """An AveragePool with ceil_mode=1 and count_include_pad=1, and onnxruntime disagrees with ONNX's reference."""
+def _ceil_window(case: FuzzCase) -> list[np.ndarray] | None:
+    """An AveragePool with ceil_mode=1 and count_include_pad=1: onnxruntime's outputs."""
     from opforge.ops.base import attrs
 
     a = attrs(case.model.graph.node[0])
     if not (a.get("ceil_mode", 0) and a.get("count_include_pad", 0)):
-        return False
-    return _onnxruntime_disagrees(case)
+        return None
+    return _onnxruntime_outputs(case)
 
 
-_CONDITIONS = {
-    "cubic_padding_reference": _cubic_padding_reference,
-    "ceil_window_reference": _ceil_window_reference,
-    "float_to_bfloat16": _float_to_bfloat16,
-    "same_pads_reference": _same_pads_reference,
-    "l1_of_signed_values": _l1_of_signed_values,
+def _l1_norm(case: FuzzCase) -> list[np.ndarray] | None:
+    """LpNormalization with p = 1: x / sum(|x|) along the axis (in float64, rounded to the output type)."""
+    from opforge.ops.base import attrs
+
+    a = attrs(case.model.graph.node[0])
+    if a.get("p", 2) != 1 or not case.inputs or not case.outputs:
+        return None
+    x = np.asarray(case.inputs[0], np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = x / np.abs(x).sum(axis=int(a.get("axis", -1)), keepdims=True)
+    return [y.astype(case.outputs[0].dtype)]
+
+
+# What a correct implementation computes where ONNX's reference is known to be off (KNOWN_EXPLANATIONS): a
+# function of the case giving the outputs, or None where it does not apply.
+_ALTERNATIVES = {
+    "cubic_padding_reference": _cubic_border,
+    "ceil_window_reference": _ceil_window,
+    "float_to_bfloat16": _cast_to_bfloat16,
+    "same_pads_reference": _spec_pads,
+    "l1_of_signed_values": _l1_norm,
 }
 
 
-def explanation(case: FuzzCase) -> str | None:
-    """A known explanation for a divergence of this case from ONNX's reference (KNOWN_EXPLANATIONS)."""
+def explained_alternative(case: FuzzCase) -> tuple[str, list[np.ndarray]] | None:
+    """The known explanation of this case's divergence from ONNX's reference (KNOWN_EXPLANATIONS) and the outputs
+    a correct implementation gives instead, where one applies: the alternative differs from the stored reference.
+    A wrong result is explained only if it matches those outputs (`matches_alternative`)."""
     for op, cond, text in KNOWN_EXPLANATIONS:
-        if op == case.op_type and _CONDITIONS[cond](case):
-            return text
+        if op != case.op_type:
+            continue
+        alt = _ALTERNATIVES[cond](case)
+        if alt is not None and _outputs_differ(alt, case):
+            return text, alt
     return None
+
+
+def explanation(case: FuzzCase) -> str | None:
+    """The text of `explained_alternative`, or None."""
+    found = explained_alternative(case)
+    return found[0] if found else None
+
+
+def matches_alternative(outputs, alternative: list[np.ndarray], model: onnx.ModelProto) -> bool:
+    """Whether computed outputs match an explanation's alternative within each output type's tolerance."""
+    from opforge.verify.compare import compare
+
+    for vi, o, r in zip(model.graph.output, outputs, alternative):
+        name = dtypes.from_onnx(vi.type.tensor_type.elem_type).name
+        o = np.asarray(o)
+        if o.shape != r.shape or not compare(o.astype(r.dtype), r, name).ok:
+            return False
+    return True
 
 
 # --- CPU check (TVM llvm) --------------------------------------------------------------------------------------
@@ -838,19 +877,22 @@ _WORKER = None
 
 def cpu_check(case: FuzzCase) -> dict:
     """The case's subgraph as opforge lowers it, run by TVM on the CPU (llvm), against the stored reference; in a
-    worker process (TVM crashes on some generated nodes: that case is an "error" row, the caller goes on)."""
+    worker process (TVM crashes on some generated nodes: that case is an "error" row, the caller goes on). A wrong
+    case with a known explanation says whether its result is the explanation's (`cpu_explained`)."""
     from opforge.core.errors import LoweringError
     from opforge.plan.isolated import Worker
 
     global _WORKER
     _WORKER = _WORKER or Worker()
+    found = explained_alternative(case)
     try:
-        return _WORKER.call(case.name, _cpu_check_here, case.as_case())
+        return _WORKER.call(case.name, _cpu_check_here, case.as_case(), found[1] if found else None)
     except LoweringError as e:
         return {"cpu_check": "error", "cpu_reason": str(e)}
 
 
-def _cpu_check_here(case: Case) -> dict:
+def _cpu_check_here(case: Case, alternative: list[np.ndarray] | None = None) -> dict:
+    """The check in this process; a wrong result says whether it matches the explanation's `alternative`."""
     from opforge.lower.cpu_run import run_on_cpu
     from opforge.verify.compare import compare
 
@@ -868,7 +910,10 @@ def _cpu_check_here(case: Case) -> dict:
             return {"cpu_check": "error", "cpu_reason": f"compare: {type(e).__name__}: {str(e)[:150]}"}
         ok &= c.ok
         worst = max(worst, c.max_abs)
-    return {"cpu_check": "pass" if ok else "wrong", "cpu_max_abs_err": worst}
+    row = {"cpu_check": "pass" if ok else "wrong", "cpu_max_abs_err": worst}
+    if not ok and alternative is not None:
+        row["cpu_explained"] = matches_alternative(outs, alternative, case.model)
+    return row
 
 
 def shrink(case: FuzzCase, still_fails) -> FuzzCase:
@@ -972,13 +1017,16 @@ def build(bundle: Path, cases: list[FuzzCase], progress=None) -> list[dict]:
     for row in rows:
         c = by_name[row["case"]]
         row.update(c.record())
-        note = explanation(c)
-        if note:
-            row["explanation"] = note
+        found = explained_alternative(c)
+        if found:
+            row["explanation"] = found[0]
+            if row.get("built"):  # what the plugin must match for the explanation to hold (checked on the GPU)
+                _save_alternative(bundle, c.name, found[1])
         if row.get("built") and _case_bytes(c) > STORED_CASE_BYTES:
             # Large arrays are not carried: the GPU side draws the inputs again and runs the reference there.
-            for suffix in (".bin", ".json"):
-                (bundle / "cases" / c.name / "data").with_suffix(suffix).unlink(missing_ok=True)
+            for stem in ("data", ALTERNATIVE):
+                for suffix in (".bin", ".json"):
+                    (bundle / "cases" / c.name / stem).with_suffix(suffix).unlink(missing_ok=True)
             row["data"] = "drawn on the run side"
     info = json.loads((bundle / BUILD_RECORD).read_text())
     info["rows"] = rows
@@ -1004,7 +1052,45 @@ def _draw_on_run_side(job: tuple[str, str, str]) -> str:
         {**{f"in{i}": a for i, a in enumerate(c.inputs)}, **{f"out{i}": a for i, a in enumerate(c.outputs)}},
         declared,
     )
+    found = explained_alternative(c)
+    if found:
+        _save_alternative(bundle, c.name, found[1])
     return c.reference
+
+
+ALTERNATIVE = "alternative"  # BUNDLE/cases/<name>/alternative.{bin,json}: an explained case's alternative outputs
+
+
+def _save_alternative(bundle: Path, name: str, outputs: list[np.ndarray]) -> None:
+    conformance.save_arrays(bundle / "cases" / name / ALTERNATIVE, {f"out{i}": a for i, a in enumerate(outputs)})
+
+
+def _verify_explanations(bundle: Path, rows: list[dict]) -> None:
+    """For each wrong case with an explanation: its plugin run again (two poisons) against the explanation's
+    alternative outputs; `explanation_verified` says whether it matches them (only then is the case explained)."""
+    from opforge.build.package import HARNESS_PATH
+    from opforge.verify.check import POISONS
+    from opforge.verify.compare import compare_contexts
+    from opforge.verify.harness import Harness
+
+    todo = [r for r in rows if r.get("class") == "wrong" and r.get("explanation")]
+    if not todo:
+        return
+    harness, declared = Harness(bundle / HARNESS_PATH), {}
+    for row in todo:
+        stem = bundle / "cases" / row["case"] / ALTERNATIVE
+        if not stem.with_suffix(".bin").is_file():
+            row["explanation_verified"] = False
+            continue
+        try:
+            case = conformance.load_built_case(bundle, row, harness, declared)
+            alt = conformance.load_arrays(stem)
+            expected = [alt[f"out{i}"] for i in range(len(case.expected))]
+            results = [c for p in POISONS for c in compare_contexts(case.plan.outputs, case.call(p), expected)]
+            row["explanation_verified"] = all(c.ok for c in results)
+        except Exception as e:
+            row["explanation_verified"] = False
+            row["explanation_error"] = f"{type(e).__name__}: {str(e)[:200]}"
 
 
 def run(bundle: Path, progress=None) -> list[dict]:
@@ -1022,4 +1108,6 @@ def run(bundle: Path, progress=None) -> list[dict]:
             for r, ref in zip(rows, pool.map(_draw_on_run_side, jobs, chunksize=1)):
                 r["reference"] = ref
     (bundle / BUILD_RECORD).write_text(json.dumps(info, indent=1))
-    return conformance.run(bundle, progress, record=BUILD_RECORD)
+    out = conformance.run(bundle, progress, record=BUILD_RECORD)
+    _verify_explanations(bundle, out)
+    return out
