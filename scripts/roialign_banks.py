@@ -92,22 +92,15 @@ def kernel_order(ys, xs, dims, stride: int, warps: int = WARPS):
             yield [r[k] for r in reads]
 
 
-def box_column(ys, xs, dims, stride: int):
+def box_lines(ys, xs, dims, stride: int, lane_axis: str):
+    """A lane per (box, output column) (`lane_axis` "column") or per (box, output row) ("row"); each warp
+    instruction then takes one output row (or column) of every lane's box."""
     _h, _w, bins, ratio = dims
     for warp in range(WARPS // bins):
-        lanes = [divmod(t, bins) for t in range(warp * 32, warp * 32 + 32)]  # (box, output column)
-        for oy in range(bins):
-            reads = [output_reads(ys, xs, b, oy, ox, ratio, stride) for b, ox in lanes]
-            for k in range(len(reads[0])):
-                yield [r[k] for r in reads]
-
-
-def box_row(ys, xs, dims, stride: int):
-    _h, _w, bins, ratio = dims
-    for warp in range(WARPS // bins):
-        lanes = [divmod(t, bins) for t in range(warp * 32, warp * 32 + 32)]  # (box, output row)
-        for ox in range(bins):
-            reads = [output_reads(ys, xs, b, oy, ox, ratio, stride) for b, oy in lanes]
+        lanes = [divmod(t, bins) for t in range(warp * 32, warp * 32 + 32)]  # (box, the lane's line)
+        for other in range(bins):
+            yx = [(other, line) if lane_axis == "column" else (line, other) for _b, line in lanes]
+            reads = [output_reads(ys, xs, b, oy, ox, ratio, stride) for (b, _), (oy, ox) in zip(lanes, yx)]
             for k in range(len(reads[0])):
                 yield [r[k] for r in reads]
 
@@ -154,8 +147,12 @@ def main(out: Path) -> int:
     stride = width + 1
     rows = [
         {"mapping": "kernel", "stride": stride, "wavefronts_per_read": replay(kernel_order(ys, xs, dims, stride))},
-        {"mapping": "box column", "stride": stride, "wavefronts_per_read": replay(box_column(ys, xs, dims, stride))},
-        {"mapping": "box row", "stride": stride, "wavefronts_per_read": replay(box_row(ys, xs, dims, stride))},
+        {
+            "mapping": "box column",
+            "stride": stride,
+            "wavefronts_per_read": replay(box_lines(ys, xs, dims, stride, "column")),
+        },
+        {"mapping": "box row", "stride": stride, "wavefronts_per_read": replay(box_lines(ys, xs, dims, stride, "row"))},
         {
             "mapping": "sampling column",
             "stride": stride,
