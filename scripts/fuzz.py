@@ -123,7 +123,10 @@ def run(bundle: Path, out: Path) -> int:
             for r in wrong
         ]
     ops = info.get("ops") or []
-    meta = run_metadata(device, {"opforge_commit": info.get("commit", "?"), "seed": info.get("seed"), "ops": ops})
+    meta = run_metadata(
+        device,
+        {"opforge_commit": info.get("commit", "?"), "seed": info.get("seed"), "per_op": info.get("per_op"), "ops": ops},
+    )
     # A bundle built for some op types (--ops) writes its own results beside the full run's.
     name = "fuzz-" + "-".join(o.lower() for o in ops) + "-h100" if ops else "fuzz-h100"
     write_results(out, name, meta, rows, summary, "\n".join(lines))
