@@ -131,8 +131,6 @@ class Emitter:
         dims = vi.type.tensor_type.shape.dim
         return [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
 
-    inferred_shape = static_shape
-
 
 class NoValidInputs(ValueError):
     """Raised by an input-domain hook when the shapes admit no input the op's specification allows (e.g.

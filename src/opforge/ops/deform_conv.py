@@ -20,7 +20,7 @@ def _deform_conv(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     x, w, offset = node.input[:3]
     bias = node.input[3] if len(node.input) > 3 else ""
     mask = node.input[4] if len(node.input) > 4 else ""
-    xs, ws, os_ = e.static_shape(x), e.inferred_shape(w), e.static_shape(offset)
+    xs, ws, os_ = e.static_shape(x), e.static_shape(w), e.static_shape(offset)
     if xs is None or ws is None or os_ is None or len(xs) != 4 or len(ws) != 4:
         return False
     n, c, h, wd = xs

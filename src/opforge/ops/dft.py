@@ -111,7 +111,7 @@ def _stft(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
         return False
     step = int(np.asarray(step).reshape(-1)[0])
     _batch, signal, channels = shape
-    w_shape = e.inferred_shape(window) if window else None
+    w_shape = e.static_shape(window) if window else None
     if window and (w_shape is None or len(w_shape) != 1):
         return False
     if length_in:

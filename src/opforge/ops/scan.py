@@ -60,7 +60,7 @@ def _scan8(e: Emitter, node: onnx.NodeProto, a: dict, body: onnx.GraphProto) -> 
     n = len(rest) - m
     states, xs = rest[:n], rest[n:]
     dirs = list(a.get("directions", [0] * m))
-    shapes = [e.inferred_shape(x) for x in xs]
+    shapes = [e.static_shape(x) for x in xs]
     if m == 0 or any(s is None or len(s) < 2 for s in shapes) or len({tuple(s[:2]) for s in shapes}) != 1:
         return False
     batch, steps = shapes[0][:2]
@@ -108,7 +108,7 @@ def _scan(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     in_dirs = list(a.get("scan_input_directions", [0] * m))
     out_axes = list(a.get("scan_output_axes", [0] * k))
     out_dirs = list(a.get("scan_output_directions", [0] * k))
-    shapes = [e.inferred_shape(x) for x in xs]
+    shapes = [e.static_shape(x) for x in xs]
     if m == 0 or any(s is None for s in shapes):
         return False
     axes = [ax + len(s) if ax < 0 else ax for ax, s in zip(in_axes, shapes)]
@@ -136,7 +136,7 @@ def _scan(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
             continue
         ax = out_axes[j]
         if ax < 0:
-            shape = e.inferred_shape(out)
+            shape = e.static_shape(out)
             if shape is None:
                 return False
             ax += len(shape)

@@ -497,12 +497,18 @@ def load_built_case(bundle: Path, row: dict, harness, declared: dict) -> BuiltCa
     return BuiltCase(plan, fields, expected, call)
 
 
+def compare_built(case: BuiltCase, expected: list[np.ndarray]) -> list:
+    """The built case's plugin run under each output poison, both execution contexts, compared with `expected`."""
+    from opforge.verify.check import POISONS
+    from opforge.verify.compare import compare_contexts
+
+    return [c for poison in POISONS for c in compare_contexts(case.plan.outputs, case.call(poison), expected)]
+
+
 def run(bundle: Path, progress=None, record: str = BUILD_RECORD) -> list[dict]:
     """GPU side: every built case's plugin through the harness (TensorRT's IPluginV3 call sequence, two
     execution contexts), on the case's own inputs, against its expected outputs, under two output poisons."""
     from opforge.build.package import HARNESS_PATH
-    from opforge.verify.check import POISONS
-    from opforge.verify.compare import compare_contexts
     from opforge.verify.harness import Harness
 
     info = json.loads((bundle / record).read_text())
@@ -514,9 +520,7 @@ def run(bundle: Path, progress=None, record: str = BUILD_RECORD) -> list[dict]:
             continue
         try:
             case = load_built_case(bundle, row, harness, declared)
-            results = [
-                c for poison in POISONS for c in compare_contexts(case.plan.outputs, case.call(poison), case.expected)
-            ]
+            results = compare_built(case, case.expected)
             worst = {
                 "max_abs_err": max((c.max_abs for c in results), default=0.0),
                 "max_rel_err": max((c.max_rel for c in results), default=0.0),

@@ -743,17 +743,6 @@ def generate(
     return out
 
 
-def _outputs_differ(theirs: list[np.ndarray], case: FuzzCase) -> bool:
-    """Whether outputs differ from the case's stored reference beyond each output type's tolerance."""
-    from opforge.verify.compare import compare
-
-    for vi, o, r in zip(case.model.graph.output, theirs, case.outputs):
-        name = dtypes.from_onnx(vi.type.tensor_type.elem_type).name
-        if o.shape != r.shape or not compare(np.asarray(o).astype(r.dtype), r, name).ok:
-            return True
-    return False
-
-
 def _cast_to_bfloat16(case: FuzzCase) -> list[np.ndarray] | None:
     """Cast to bfloat16 rounded to nearest even (ml_dtypes' conversion)."""
     node = case.model.graph.node[0]
@@ -841,12 +830,12 @@ _ALTERNATIVES = {
 def explained_alternative(case: FuzzCase) -> tuple[str, list[np.ndarray]] | None:
     """The known explanation of this case's divergence from ONNX's reference (KNOWN_EXPLANATIONS) and the outputs
     a correct implementation gives instead, where one applies: the alternative differs from the stored reference.
-    A wrong result is explained only if it matches those outputs (`matches_alternative`)."""
+    A wrong result is explained only if it matches those outputs (`outputs_match`)."""
     for op, cond, text in KNOWN_EXPLANATIONS:
         if op != case.op_type:
             continue
         alt = _ALTERNATIVES[cond](case)
-        if alt is not None and _outputs_differ(alt, case):
+        if alt is not None and not outputs_match(alt, case.outputs, case.model):
             return text, alt
     return None
 
@@ -857,11 +846,11 @@ def explanation(case: FuzzCase) -> str | None:
     return found[0] if found else None
 
 
-def matches_alternative(outputs, alternative: list[np.ndarray], model: onnx.ModelProto) -> bool:
-    """Whether computed outputs match an explanation's alternative within each output type's tolerance."""
+def outputs_match(outputs, expected: list[np.ndarray], model: onnx.ModelProto) -> bool:
+    """Whether outputs match `expected` (same shapes, within each of the model's output types' tolerance)."""
     from opforge.verify.compare import compare
 
-    for vi, o, r in zip(model.graph.output, outputs, alternative):
+    for vi, o, r in zip(model.graph.output, outputs, expected):
         name = dtypes.from_onnx(vi.type.tensor_type.elem_type).name
         o = np.asarray(o)
         if o.shape != r.shape or not compare(o.astype(r.dtype), r, name).ok:
@@ -912,7 +901,7 @@ def _cpu_check_here(case: Case, alternative: list[np.ndarray] | None = None) -> 
         worst = max(worst, c.max_abs)
     row = {"cpu_check": "pass" if ok else "wrong", "cpu_max_abs_err": worst}
     if not ok and alternative is not None:
-        row["cpu_explained"] = matches_alternative(outs, alternative, case.model)
+        row["cpu_explained"] = outputs_match(outs, alternative, case.model)
     return row
 
 
@@ -1072,8 +1061,6 @@ def _verify_explanations(bundle: Path, rows: list[dict]) -> None:
     """For each wrong case with an explanation: its plugin run again (two poisons) against the explanation's
     alternative outputs; `explanation_verified` says whether it matches them (only then is the case explained)."""
     from opforge.build.package import HARNESS_PATH
-    from opforge.verify.check import POISONS
-    from opforge.verify.compare import compare_contexts
     from opforge.verify.harness import Harness
 
     todo = [r for r in rows if r.get("class") == "wrong" and r.get("explanation")]
@@ -1089,8 +1076,7 @@ def _verify_explanations(bundle: Path, rows: list[dict]) -> None:
             case = conformance.load_built_case(bundle, row, harness, declared)
             alt = conformance.load_arrays(stem)
             expected = [alt[f"out{i}"] for i in range(len(case.expected))]
-            results = [c for p in POISONS for c in compare_contexts(case.plan.outputs, case.call(p), expected)]
-            row["explanation_verified"] = all(c.ok for c in results)
+            row["explanation_verified"] = all(c.ok for c in conformance.compare_built(case, expected))
         except Exception as e:
             row["explanation_verified"] = False
             row["explanation_error"] = f"{type(e).__name__}: {str(e)[:200]}"
