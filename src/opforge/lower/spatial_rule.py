@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
-from tvm.s_tir.dlight.base import try_inline
 from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
 from tvm.tirx.analysis import undefined_vars
 
@@ -27,9 +26,12 @@ class TunedSpatial(GPUScheduleRule):
         infos = normalize_prim_func(sch)
         if infos is None:
             return None
-        infos = try_inline(sch, infos)
-        if any(set(b.dom_kind()) - {"S"} for b in infos):
-            return None  # reductions stay with DLight's reduction rules
+        infos = inline_keeping_reductions(sch, infos)
+        if any(set(b.dom_kind()) - {"S"} or _is_reduction(sch, b.block_rv) for b in infos):
+            # Reductions stay with DLight's reduction rules and the Fallback, a length-1 one (a K = 1 matmul,
+            # which normalisation shows as spatial) included: merged with its epilogue it would count the
+            # epilogue's other operand twice (inline_keeping_reductions).
+            return None
         c = self.config
         for info in infos:
             block = info.block_rv

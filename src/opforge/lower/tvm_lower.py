@@ -154,6 +154,7 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
         narrow_indices,
         sink_reshapes,
     )
+    from opforge.lower.matmul_rule import SimtMatmul
     from opforge.lower.reduction_rule import CappedThreads, CrossThreadReduction, RowThreads
     from opforge.lower.spatial_rule import KeepReductionsFallback, MatrixVectorGEMV, Tolerant, TunedSpatial
 
@@ -194,7 +195,9 @@ def _schedule(mod: tvm.IRModule, target: CudaTarget, config: ScheduleConfig | No
         reduction, general = dl.gpu.Reduction(), dl.gpu.GeneralReduction()
         if config is not None:
             reduction, general = CappedThreads(reduction, config.threads), RowThreads(general, config.threads)
-        rules = [Tolerant(r) for r in (dl.gpu.Matmul(), MatrixVectorGEMV(dl.gpu.GEMV()), reduction)] + [
+        # ... and float32 matmuls a register-tiled schedule of that many threads (matmul_rule; else DLight's).
+        matmuls = [dl.gpu.Matmul()] if config is None else [SimtMatmul(config), dl.gpu.Matmul()]
+        rules = [Tolerant(r) for r in (*matmuls, MatrixVectorGEMV(dl.gpu.GEMV()), reduction)] + [
             general,
             CrossThreadReduction(),
         ]
