@@ -81,8 +81,8 @@ def build(bundle: Path) -> None:
 def run(bundle: Path, out: Path) -> int:
     from opforge.core.kernel_plan import KernelPlan
     from opforge.plan.planner import load_subgraph
-    from opforge.runtime.launcher import Context, PlanRunner
-    from opforge.verify.check import check_once
+    from opforge.runtime.launcher import Context
+    from opforge.verify.check import check_plan_on_gpu
     from opforge.verify.results import run_metadata, write_results
 
     info = json.loads((bundle / "bundle.json").read_text())
@@ -96,16 +96,8 @@ def run(bundle: Path, out: Path) -> int:
             continue
         plan = KernelPlan.load(bundle / entry["plan"])
         model = load_subgraph(bundle / entry["subgraph"])
-        runner = PlanRunner(plan, (bundle / entry["fatbin"]).read_bytes())
-        runs = []
-        for b in entry["batches"] or [None]:
-            dims = {d.name: b for d in plan.dims} if b is not None else {}
-            try:
-                r = check_once(plan, model, runner.run_contexts, dims, rng)
-            except Exception as e:  # a launch failure is a result too
-                r = {"dims": dims, "ok": False, "error": f"{type(e).__name__}: {e}"}
-            runs.append(r)
-        runner.close()
+        dims_list = [{d.name: b for d in plan.dims} if b is not None else {} for b in entry["batches"] or [None]]
+        runs = check_plan_on_gpu(plan, model, (bundle / entry["fatbin"]).read_bytes(), dims_list, rng)
         ok = all(r["ok"] for r in runs)
         err = max((o["max_abs_err"] for r in runs for o in r.get("outputs", [])), default=float("nan"))
         print(f"{entry['case']:40s} {entry['config']:9s} {'PASS' if ok else 'FAIL'} {err:.3g}", flush=True)

@@ -62,3 +62,23 @@ def check_once(
     row["contexts"] = contexts
     row["ok"] = bool(ok)
     return row
+
+
+def check_plan_on_gpu(
+    plan: KernelPlan, model: onnx.ModelProto, fatbin: bytes, dims_list: list[dict[str, int]], rng: np.random.Generator
+) -> list[dict]:
+    """`check_once` of a plan's fatbin through the cuda-python launcher at each of `dims_list` (a launch failure is
+    a failed run with its error, not an exception)."""
+    from opforge.runtime.launcher import PlanRunner
+
+    runner = PlanRunner(plan, fatbin)
+    runs = []
+    try:
+        for dims in dims_list:
+            try:
+                runs.append(check_once(plan, model, runner.run_contexts, dims, rng))
+            except Exception as e:  # a launch failure is a result too
+                runs.append({"dims": dims, "ok": False, "error": f"{type(e).__name__}: {e}"})
+    finally:
+        runner.close()
+    return runs
