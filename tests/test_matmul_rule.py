@@ -14,11 +14,11 @@ import pytest
 
 pytest.importorskip("tvm")
 
-from opforge.core.schedule import ScheduleConfig  # noqa: E402
-from opforge.examples.matmul_cases import matmul_cases  # noqa: E402
-from opforge.extract import extract_nodes  # noqa: E402
-from opforge.lower import matmul_rule  # noqa: E402
-from opforge.tune.space import candidates  # noqa: E402
+from opforge.core.schedule import ScheduleConfig
+from opforge.examples.matmul_cases import matmul_cases
+from opforge.extract import extract_nodes
+from opforge.lower import matmul_rule
+from opforge.tune.space import candidates
 
 
 def _padded(rows: int, cols: int, bm: int, bn: int) -> int:
