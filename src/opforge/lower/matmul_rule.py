@@ -6,9 +6,9 @@ schedule whose inner loop reads its operands from shared memory one scalar at a 
 same way (DLight's analysis: C[s, i, j] += A[s, i, k] * B[s, j, k]) and schedules it as a register-tiled SIMT GEMM:
 
   - a block computes a BM x BN tile of C with (BM/TM) x (BN/TN) threads, each a TM x TN micro tile in registers;
-  - K advances BK at a time: the block stages A's BM x BK and B's BN x BK slices in shared memory *transposed*
-    ([k][i] and [k][j], rows padded to 4 floats past a multiple of 32: aligned 16-byte reads, at most 2-way
-    conflicts on the transposing stores), read with 16-byte global loads along K;
+  - K advances BK at a time (optionally software-pipelined): the block stages A's BM x BK and B's BN x BK slices
+    in shared memory *transposed* ([k][i] and [k][j], rows padded to 4 floats past a multiple of 32: aligned
+    16-byte reads, at most 2-way conflicts on the transposing stores), read with 16-byte global loads along K;
   - each step of k reads a thread's TM values of A and TN of B as vectors (one 16-byte shared load per 4 values
     instead of one per value) and does TM x TN fused multiply-adds;
   - edges are padded to the tile (DLight's pad_einsum), so any extent is correct; the tile is chosen to pad little.
@@ -20,8 +20,10 @@ matmuls; untuned plans (config None) keep DLight's Matmul:
                 pads C the least (197x197 with 8x4 micro tiles and 128 threads: 5x25 threads, 40x100 tiles,
                 200x200 computed, where 8x16 threads would compute 256x256); for symbolic extents 64 = 8x8,
                 128 = 8x16, 256 = 16x16, 512 = 16x32, 1024 = 32x32
-  per_thread -> the micro tile TM x TN and the K step BK: 1 = 4x4 (BK 16), 2 = 4x4 (BK 8), 4 = 8x4 (BK 16),
-                8 = 8x8 (BK 8)
+  per_thread -> the micro tile TM x TN and the K step BK: 1 = 8x4 (BK 32), 2 = 4x4 (BK 16), 4 = 8x4 (BK 16),
+                8 = 8x4 (BK 32) with the K loop software-pipelined (two shared buffers: the next step's slices
+                are staged while this one's are multiplied). BK is halved until the block's shared memory fits
+                the 48 KB a kernel may hold statically.
   layout     -> not used: a thread's micro tile is always adjacent rows and columns (vector reads); both layouts
                 give the same kernels, which the tuner measures once.
 """
@@ -44,7 +46,9 @@ from tvm.s_tir.dlight.gpu.matmul import (
 from opforge.core.schedule import ScheduleConfig
 
 _THREAD_GRID = {64: (8, 8), 128: (8, 16), 256: (16, 16), 512: (16, 32), 1024: (32, 32)}  # (rows, columns)
-_MICRO = {1: (4, 4, 16), 2: (4, 4, 8), 4: (8, 4, 16), 8: (8, 8, 8)}  # (TM, TN, BK)
+_MICRO = {1: (8, 4, 32), 2: (4, 4, 16), 4: (8, 4, 16), 8: (8, 4, 32)}  # (TM, TN, BK)
+_PIPELINED = {8}  # per_thread values whose K loop is software-pipelined
+STATIC_SHARED_BYTES = 48 * 1024  # the most shared memory a kernel may declare statically (CUDA)
 
 
 def thread_grid(threads: int, tm: int, tn: int, rows: int | None, cols: int | None) -> tuple[int, int]:
@@ -114,6 +118,9 @@ class SimtMatmul(GPUScheduleRule):
         rows, cols = (int(e) if isinstance(e, tirx.IntImm) else None for e in extents)
         n_ty, n_tx, tm, tn, bk = tile_of(self.config, rows, cols)
         bm, bn = n_ty * tm, n_tx * tn
+        stages = 2 if self.config.per_thread in _PIPELINED else 1
+        while bk > 4 and stages * (bm + 4 + bn + 4) * bk * 4 > STATIC_SHARED_BYTES:  # rows padded by 4 floats
+            bk //= 2
         sch.pad_einsum(main, [1, bm, bn, bk])
 
         batch, i, j, k = sch.get_loops(main)
@@ -155,4 +162,7 @@ class SimtMatmul(GPUScheduleRule):
 
         auto_inline_consumer_chain(sch, acc)
         sch.decompose_reduction(main, ko)
+        if stages == 2:  # children of ko: A's staging, B's staging, the k steps
+            sch.annotate(ko, "software_pipeline_stage", [0, 0, 1])
+            sch.annotate(ko, "software_pipeline_order", [0, 1, 2])
         return sch

@@ -25,7 +25,7 @@ def candidates() -> list[ScheduleConfig | None]:
 def small_candidates() -> list[ScheduleConfig | None]:
     """A 10-point subset for quick tuning (benchmarks of many ops): DLight's defaults; every block size with one
     element per thread (what reaches the row reductions); 256 and 1024 threads with 4 elements per thread in both
-    layouts; 128 threads with 4 (for a matmul, opforge.lower.matmul_rule: a 64x64 tile of 8x4 micro tiles)."""
+    layouts; 128 threads with 4 (for a matmul, opforge.lower.matmul_rule: 8x4 micro tiles in K steps of 16)."""
     out: list[ScheduleConfig | None] = [DEFAULT]
     for threads in (128, 256, 512, 1024):
         out += [ScheduleConfig(threads, 1, "strided")]
