@@ -62,7 +62,11 @@ def build(bundle: Path) -> None:
                 continue  # the same kernels as a configuration kept before
             seen.add(digest)
             kept += 1
-            build_fatbins(planned.plan_path.parent, [planned.plan_key])
+            try:
+                build_fatbins(planned.plan_path.parent, [planned.plan_key])
+            except OpforgeError as e:  # a kernel nvcc refuses is a result too
+                entries.append({**entry, "lower_error": f"nvcc: {e}"})
+                continue
             entries.append(
                 {
                     **entry,

@@ -121,3 +121,28 @@ def test_length_one_contraction_reads_the_bias_once_under_every_configuration():
     c_pointer = f"{sub.model.graph.node[0].input[2]}_ptr["
     for source, config in sources.items():
         assert source.count(c_pointer) == 1, (config, source[-2500:])
+
+
+@pytest.mark.parametrize(
+    "equation, a_shape, b_shape",
+    [
+        ("bij,bjk->bik", [2, 33, 128], [2, 128, 255]),  # nvcc refused its pipelined tile at 50 KB before the cap
+        ("bhqd,bhkd->bhqk", [2, 3, 197, 64], [2, 3, 197, 64]),
+        ("ij,jk->ik", [300, 197], [197, 300]),
+    ],
+)
+def test_every_configuration_fits_static_shared_memory(equation, a_shape, b_shape):
+    """CUDA refuses a kernel declaring more than 48 KB of static shared memory; the K step is halved until the
+    staged slices (rows padded as storage_align pads them, two buffers when pipelined) fit."""
+    from opforge.examples.onnx_build import single_node_model
+    from opforge.lower.tvm_lower import lower_subgraph
+
+    model = single_node_model(
+        "Einsum", [("a", "float32", a_shape), ("b", "float32", b_shape)], attrs={"equation": equation}
+    )
+    (sub,) = extract_nodes(model, [model.graph.node[0]])
+    for config in {c.label: c for c in candidates() if c is not None}.values():
+        source = lower_subgraph(sub, config=config).cuda_source
+        for kernel in source.split('extern "C" __global__')[1:]:
+            shared = sum(int(n) * 4 for n in re.findall(r"__shared__ alignas\(\d+\) float \w+\[(\d+)\];", kernel))
+            assert 0 < shared <= matmul_rule.STATIC_SHARED_BYTES or "_shared_ptr" not in kernel, (config, shared)

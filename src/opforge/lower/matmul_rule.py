@@ -51,6 +51,12 @@ _PIPELINED = {8}  # per_thread values whose K loop is software-pipelined
 STATIC_SHARED_BYTES = 48 * 1024  # the most shared memory a kernel may declare statically (CUDA)
 
 
+def _row_floats(extent: int) -> int:
+    """Floats a staged row of `extent` takes in shared memory: padded to 4 past a multiple of 32
+    (storage_align below)."""
+    return extent + (4 - extent) % 32
+
+
 def thread_grid(threads: int, tm: int, tn: int, rows: int | None, cols: int | None) -> tuple[int, int]:
     """The thread grid (rows x columns) of a block: for static extents, the one of `threads/2 .. threads` threads
     whose tile pads C the least (then: more threads, then the squarest tile); else the table's."""
@@ -119,7 +125,7 @@ class SimtMatmul(GPUScheduleRule):
         n_ty, n_tx, tm, tn, bk = tile_of(self.config, rows, cols)
         bm, bn = n_ty * tm, n_tx * tn
         stages = 2 if self.config.per_thread in _PIPELINED else 1
-        while bk > 4 and stages * (bm + 4 + bn + 4) * bk * 4 > STATIC_SHARED_BYTES:  # rows padded by 4 floats
+        while bk > 4 and stages * (_row_floats(bm) + _row_floats(bn)) * bk * 4 > STATIC_SHARED_BYTES:
             bk //= 2
         sch.pad_einsum(main, [1, bm, bn, bk])
 
@@ -150,7 +156,7 @@ class SimtMatmul(GPUScheduleRule):
             sch.bind(fy, "threadIdx.y")
             sch.bind(fx, "threadIdx.x")
             sch.vectorize(v)
-            sch.storage_align(stage, 0, axis=1, factor=32, offset=4)
+            sch.storage_align(stage, 0, axis=1, factor=32, offset=4)  # _row_floats
             auto_inline_producers(sch, stage)
 
         # Each k step: the thread's TM values of A and TN of B from shared memory into registers, as vectors.
