@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Differential fuzzing of opforge against ONNX's reference (see opforge.testing.fuzz and docs/fuzz.md).
 
-python scripts/fuzz.py build BUNDLE [--seed 1] [--per-op 20] [--ops A,B] [--cpu-check N]   # CPU machine
+python scripts/fuzz.py build BUNDLE [--seed 1] [--per-op 20] [--ops A,B] [--cpu-check N] [--tuned]   # CPU
+    (--tuned: each subgraph lowered under a configuration of the full tuning space drawn from the seed and the
+    subgraph, as `opforge tune` could pick it, instead of DLight's defaults; results fuzz-tuned-h100.*)
 python scripts/fuzz.py run BUNDLE OUT                                                      # GPU machine (no TVM)
 python scripts/fuzz.py replay BUNDLE CASE [--gpu]     # one case again: lower + TVM llvm (CPU), or the harness (GPU)
 """
@@ -17,7 +19,25 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 
-def build(bundle: Path, seed: int, per_op: int, ops: list[str] | None, cpu_check: int) -> int:
+def _drawn_configs(seed: int):
+    """config_for(sub): a configuration of the full tuning space drawn from the seed and the subgraph (a family
+    of cases sharing one symbolic node shares it), and the labels drawn so far, by subgraph."""
+    import zlib
+
+    from opforge.tune.space import candidates
+
+    configs = [c for c in candidates() if c is not None]
+    drawn: dict[str, str] = {}
+
+    def config_for(sub):
+        config = configs[zlib.crc32(f"{seed}:{sub.key}".encode()) % len(configs)]
+        drawn[sub.key] = config.label
+        return config
+
+    return config_for, drawn
+
+
+def build(bundle: Path, seed: int, per_op: int, ops: list[str] | None, cpu_check: int, tuned: bool = False) -> int:
     from opforge.testing import fuzz
     from opforge.verify.results import bundle_commit
 
@@ -40,7 +60,8 @@ def build(bundle: Path, seed: int, per_op: int, ops: list[str] | None, cpu_check
                     checks[c.name]["shrunk_to"] = small.mutation.get("shrunk", "")
                     checks[c.name]["shrunk_shapes"] = [list(x.shape) for x in small.inputs]
         print("cpu check:", Counter(v["cpu_check"] for v in checks.values()))
-    rows = fuzz.build(bundle, cases, progress=print)
+    config_for, drawn = _drawn_configs(seed) if tuned else (None, {})
+    rows = fuzz.build(bundle, cases, progress=print, config_for=config_for)
     for row in rows:
         row.update(checks.get(row["case"], {}))
     info = json.loads((bundle / fuzz.BUILD_RECORD).read_text())
@@ -50,6 +71,8 @@ def build(bundle: Path, seed: int, per_op: int, ops: list[str] | None, cpu_check
         seed=seed,
         per_op=per_op,
         ops=sorted(ops or []),
+        tuned=tuned,
+        configs=dict(Counter(drawn.values())),
         generate_s=round(t_gen, 1),
         total_s=round(time.perf_counter() - t0, 1),
     )
@@ -125,10 +148,18 @@ def run(bundle: Path, out: Path) -> int:
     ops = info.get("ops") or []
     meta = run_metadata(
         device,
-        {"opforge_commit": info.get("commit", "?"), "seed": info.get("seed"), "per_op": info.get("per_op"), "ops": ops},
+        {
+            "opforge_commit": info.get("commit", "?"),
+            "seed": info.get("seed"),
+            "per_op": info.get("per_op"),
+            "ops": ops,
+            # --tuned: every plan under a configuration of the tuning space (how many subgraphs got each)
+            "tuned_configs": info.get("configs") if info.get("tuned") else None,
+        },
     )
-    # A bundle built for some op types (--ops) writes its own results beside the full run's.
-    name = "fuzz-" + "-".join(o.lower() for o in ops) + "-h100" if ops else "fuzz-h100"
+    # A bundle built for some op types (--ops), or under tuned configurations, writes its own results beside the
+    # full run's.
+    name = "fuzz-" + ("tuned-" if info.get("tuned") else "") + "".join(o.lower() + "-" for o in ops) + "h100"
     write_results(out, name, meta, rows, summary, "\n".join(lines))
     print(json.dumps(summary))
     return 0
@@ -172,6 +203,7 @@ def main() -> int:
     b.add_argument("--per-op", type=int, default=20)
     b.add_argument("--ops", default="", help="comma-separated op types (default: every op with a seed form)")
     b.add_argument("--cpu-check", type=int, default=0, help="TVM-llvm check of a seeded sample of N cases")
+    b.add_argument("--tuned", action="store_true", help="lower under configurations drawn from the tuning space")
     r = sub.add_parser("run")
     r.add_argument("bundle", type=Path)
     r.add_argument("out", type=Path)
@@ -181,7 +213,8 @@ def main() -> int:
     p.add_argument("--gpu", action="store_true", help="through the harness (GPU machine) instead of TVM llvm")
     a = ap.parse_args()
     if a.cmd == "build":
-        return build(a.bundle, a.seed, a.per_op, [o for o in a.ops.split(",") if o] or None, a.cpu_check)
+        ops = [o for o in a.ops.split(",") if o] or None
+        return build(a.bundle, a.seed, a.per_op, ops, a.cpu_check, a.tuned)
     if a.cmd == "run":
         return run(a.bundle, a.out)
     return replay(a.bundle, a.case, a.gpu)

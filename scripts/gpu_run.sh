@@ -4,7 +4,7 @@
 # line, and pack every result file into $OUT/results.tar.gz (plus one log per phase). No TVM is needed here.
 #
 #   bash scripts/gpu_run.sh conformance verify-model fuzz realworld data-dependent trt-lean bench-wide bench \
-#       roialign-anatomy matmul-rule
+#       roialign-anatomy matmul-rule fuzz-tuned
 #
 # Each phase is the `run` half of a two-phase script (scripts/<name>.py build ran on the CPU machine); a phase
 # that fails is logged and the next one still runs; one that outlives PHASE_TIMEOUT seconds (default 540, inside
@@ -29,6 +29,7 @@ for phase in "$@"; do
     conformance) cmd=(python3 scripts/conformance.py run .gpu_bundle/conformance "$res") ;;
     verify-model) cmd=(python3 scripts/verify_model.py run .gpu_bundle/verify_model "$res") ;;
     fuzz) cmd=(python3 scripts/fuzz.py run .gpu_bundle/fuzz "$res") ;;
+    fuzz-tuned) cmd=(python3 scripts/fuzz.py run .gpu_bundle/fuzz-tuned "$res") ;;
     realworld) cmd=(python3 scripts/realworld.py run .gpu_bundle/realworld "$res") ;;
     data-dependent) cmd=(python3 scripts/check_data_dependent.py run .gpu_bundle/datadep "$res") ;;
     trt-lean)

@@ -13,15 +13,17 @@ import multiprocessing
 from pathlib import Path
 
 from opforge.core.errors import LoweringError, OpforgeError
+from opforge.core.schedule import ScheduleConfig
 from opforge.extract.subgraph import NodeSubgraph
 
 
-def _lower_in_worker(sub: NodeSubgraph, out_dir: Path) -> str | None:
-    """Worker side: lower into the plan cache; the error's text (one line) or None."""
+def _lower_in_worker(sub: NodeSubgraph, out_dir: Path, config: ScheduleConfig | None = None) -> str | None:
+    """Worker side: lower into the plan cache (under a tuned `config`, None: DLight's defaults); the error's text
+    (one line) or None."""
     from opforge.plan.planner import plan_subgraphs
 
     try:
-        plan_subgraphs([sub], out_dir)
+        plan_subgraphs([sub], out_dir, config_for=lambda _s: config)
     except OpforgeError as e:
         return f"opforge:{e}"
     except Exception as e:  # any TVM failure is this case's lowering failure
@@ -97,12 +99,12 @@ class Worker:
 class IsolatedPlanner(Worker):
     """`plan(sub, out_dir)`: plan_subgraphs([sub], out_dir)[0], with the lowering done in the worker process."""
 
-    def plan(self, sub: NodeSubgraph, out_dir: Path):
-        """The subgraph's PlannedNode; LoweringError (or the OpforgeError the lowering raised) when it fails or the
-        worker dies."""
+    def plan(self, sub: NodeSubgraph, out_dir: Path, config: ScheduleConfig | None = None):
+        """The subgraph's PlannedNode under a tuned `config` (None: DLight's defaults); LoweringError (or the
+        OpforgeError the lowering raised) when it fails or the worker dies."""
         from opforge.plan.planner import plan_subgraphs
 
-        err = self.call(sub.node_name, _lower_in_worker, sub, out_dir)
+        err = self.call(sub.node_name, _lower_in_worker, sub, out_dir, config)
         if err is not None:
             raise LoweringError(err.removeprefix("opforge:"))
-        return plan_subgraphs([sub], out_dir)[0]
+        return plan_subgraphs([sub], out_dir, config_for=lambda _s: config)[0]

@@ -272,10 +272,12 @@ def build(
     record: str = BUILD_RECORD,
     library_stem: str = "conformance",
     lower_timeout_s: float = 180.0,
+    config_for=None,
 ) -> list[dict]:
     """CPU side: classify and lower every case, emit one plugin per distinct plan, compile them into plugin
     libraries of PLUGINS_PER_LIBRARY plugins each, build the harness; write the bundle the GPU side runs
-    (`record`: the build record's file name in the bundle; `library_stem`: libopforge_<stem>_NN.so)."""
+    (`record`: the build record's file name in the bundle; `library_stem`: libopforge_<stem>_NN.so;
+    `config_for`: a subgraph's tuned schedule configuration, None or absent: DLight's defaults)."""
 
     say = progress or (lambda _msg: None)
     bundle.mkdir(parents=True, exist_ok=True)
@@ -302,7 +304,7 @@ def build(
     for k, (row, sub) in enumerate(subs):
         case = by_name[row["case"]]
         try:
-            p = _plan(sub, bundle, planner, failed)
+            p = _plan(sub, bundle, planner, failed, config_for)
         except _LowerFailed as e:
             if case.static_model is None or "took over" in str(e):  # a symbolic node that timed out: no retries
                 row.update({"class": "lower-failed", "reason": str(e)})
@@ -310,7 +312,7 @@ def build(
                 row["shapes"] = f"static (symbolic: {str(e)[:200]})"
                 sub, _ = case_subgraph(Case(case.name, case.op_type, case.static_model, case.inputs, case.outputs))
                 try:
-                    p = _plan(sub, bundle, planner, failed)
+                    p = _plan(sub, bundle, planner, failed, config_for)
                 except _LowerFailed as e2:
                     row.update({"class": "lower-failed", "reason": str(e2)})
         else:
@@ -377,14 +379,14 @@ class _LowerFailed(Exception):
     """A case's lowering failed; the message is the row's reason."""
 
 
-def _plan(sub: NodeSubgraph, bundle: Path, planner, failed: dict[str, str]):
+def _plan(sub: NodeSubgraph, bundle: Path, planner, failed: dict[str, str], config_for=None):
     """The case's plan, or _LowerFailed with a one-line reason (a TVM crash is a lowering failure too; `planner`,
     an IsolatedPlanner, lowers in a worker process; `failed` remembers the subgraphs that failed, by key, so a
     family's shared symbolic node is tried once)."""
     if sub.key in failed:
         raise _LowerFailed(failed[sub.key])
     try:
-        return planner.plan(sub, bundle / "plans_tmp")
+        return planner.plan(sub, bundle / "plans_tmp", config_for(sub) if config_for else None)
     except OpforgeError as e:
         failed[sub.key] = str(e).split(": ", 1)[-1][:300]
     except Exception as e:

@@ -989,9 +989,10 @@ def _case_bytes(case: FuzzCase) -> int:
     return sum(int(x.nbytes) for x in [*case.inputs, *case.outputs])
 
 
-def build(bundle: Path, cases: list[FuzzCase], progress=None) -> list[dict]:
+def build(bundle: Path, cases: list[FuzzCase], progress=None, config_for=None) -> list[dict]:
     """CPU side: save every case, then the conformance runner's build (lower, one plugin per distinct plan,
-    PLUGINS_PER_LIBRARY per library, nvcc, case data) under BUNDLE/fuzz-build.json."""
+    PLUGINS_PER_LIBRARY per library, nvcc, case data) under BUNDLE/fuzz-build.json; `config_for` gives a subgraph's
+    tuned schedule configuration (None: DLight's defaults, as `opforge generate` without tuning)."""
     for c in cases:
         save_case(bundle, c)
     rows = conformance.build(
@@ -1001,6 +1002,7 @@ def build(bundle: Path, cases: list[FuzzCase], progress=None) -> list[dict]:
         record=BUILD_RECORD,
         library_stem="fuzz",
         lower_timeout_s=LOWER_TIMEOUT_S,
+        config_for=config_for,
     )
     by_name = {c.name: c for c in cases}
     for row in rows:
