@@ -115,6 +115,26 @@ def test_a_few_cases_build_as_plugins(tmp_path, cases):
     assert fuzz.load_case(tmp_path, picked[0].name).model.SerializeToString() == picked[0].model.SerializeToString()
 
 
+@pytest.mark.slow
+def test_tuned_build_lowers_each_subgraph_under_its_drawn_configuration(tmp_path, cases):
+    """scripts/fuzz.py build --tuned: each subgraph's plan is the tuned one drawn for it (its producer names the
+    configuration), not DLight's defaults."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("fuzz_script", Path(__file__).parents[1] / "scripts/fuzz.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    config_for, drawn = script._drawn_configs(seed=1)
+    picked = [c for c in cases if c.op_type in ("Gemm", "Softmax")][:4]
+    rows = fuzz.build(tmp_path, picked, config_for=config_for)
+    assert sum(bool(r.get("built")) for r in rows) >= 2 and drawn
+    producers = [json.loads(p.read_text())["producer"] for p in (tmp_path / "plans_tmp" / "plans").glob("*.json")]
+    assert producers and all("opforge-tuned" in p for p in producers), producers
+    assert {p.rsplit(" ", 1)[-1] for p in producers} <= set(drawn.values()), (producers, drawn)
+
+
 def test_families_share_one_symbolic_node(cases):
     """Shape siblings keep the node (attributes, types, constants) and change only its free dims, consistently;
     the family's symbolic node names those dims, so the family builds one plugin run at several shapes."""

@@ -15,6 +15,12 @@ from tvm.tirx.analysis import undefined_vars
 from opforge.core.schedule import ScheduleConfig
 
 
+# The most lanes a vectorised loop gets: TVM's CUDA code for 8 lanes of a 64-bit value (an int64 index, or a
+# float32 pair packed in one) calls make_longlong4 with 8 arguments, which nvcc refuses; 4 lanes are a float4 or
+# a longlong4. A thread's run of 8 elements is two vectors of 4.
+MAX_VECTOR_LANES = 4
+
+
 class TunedSpatial(GPUScheduleRule):
     def __init__(self, config: ScheduleConfig):
         self.config = config
@@ -49,6 +55,9 @@ class TunedSpatial(GPUScheduleRule):
                 bx, tx, k = sch.split(fused, factors=[None, c.threads, c.per_thread])
                 sch.bind(bx, "blockIdx.x")
                 sch.bind(tx, "threadIdx.x")
+                if c.per_thread > MAX_VECTOR_LANES:
+                    runs, k = sch.split(k, factors=[None, MAX_VECTOR_LANES])
+                    sch.unroll(runs)
                 sch.vectorize(k)
         return sch
 
