@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
@@ -173,3 +175,23 @@ def test_contiguous_runs_of_8_compile_for_64_bit_values(tmp_path):
     source.write_text(plan.cuda_source)
     compile_fatbin(source, tmp_path / "plan.fatbin")  # raises BuildError naming nvcc's message
     assert "longlong4" in plan.cuda_source  # vectors of 4 (the test would pass vacuously with none)
+
+
+def test_contiguous_runs_read_bool_tensors_element_by_element():
+    """TVM's CUDA code reads a vector of 4 bools as a ushort4 (8 bytes for 4 one-byte values): wrong bytes, and
+    at a 4-byte stride a misaligned address that killed the CUDA context in the tuned fuzz run (a TensorScatter
+    with a bool mask, then every later case of the process). A block touching a bool tensor runs its elements
+    unrolled instead of as a vector."""
+    from opforge.core.schedule import ScheduleConfig
+    from opforge.lower.tvm_lower import lower_subgraph
+
+    c = helper.make_tensor_value_info("c", TensorProto.BOOL, [64, 1000])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 1000])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 1000])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [64, 1000])
+    model = _model(helper.make_node("Where", ["c", "x", "y"], ["out"]), [c, x, y], [out])
+    sub = extract_nodes(model, list(model.graph.node))[0]
+    source = lower_subgraph(sub, config=ScheduleConfig(256, 4, "contiguous")).cuda_source
+    body = source[source.index('extern "C" __global__ void __launch_bounds__') :]
+    assert "ushort4" not in body and "ushort2" not in body, body[:3000]
+    assert re.search(r"\w+_ptr\[", body)  # element reads are there (the check would pass on an empty kernel)
