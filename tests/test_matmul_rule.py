@@ -79,14 +79,13 @@ def test_tuned_plans_of_generated_matmuls_carry_the_register_tile():
     taken = 0
     for case in matmul_cases(seed=5, count=12):
         (sub,) = extract_nodes(case.model, [case.model.graph.node[0]])
-        depth = int(re.search(r"_(\d+)x(\d+)x(\d+)", case.name).group(2))
         for k in rng.choice(len(configs), 2, replace=False):
             config = configs[int(k)]
             plan = lower_subgraph(sub, config=config)
             tiled = matmul_rule.carries_register_tile(plan.cuda_source, config)
             for launch in plan.launches:
                 assert int(np.prod([int(b) for b in launch.block])) <= config.threads, (case.name, config)
-            if min(case.rows, case.cols, depth) > 1:
+            if min(case.rows, case.cols, case.depth) > 1:
                 assert tiled, (case.name, config.label, plan.cuda_source[:2000])
                 taken += 1
     assert taken >= 12

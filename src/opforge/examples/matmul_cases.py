@@ -24,6 +24,7 @@ class MatmulCase:
     name: str
     model: onnx.ModelProto
     rows: int  # extent of C's rows (M)
+    depth: int  # extent of the contraction (K)
     cols: int  # extent of C's columns (N)
     batches: tuple[int, ...]  # values of the symbolic batch B, () when static
 
@@ -33,10 +34,10 @@ def _case(kind: str, k: int, rng: np.random.Generator) -> MatmulCase:
     name = f"{k:02d}_{kind}_{rows}x{depth}x{cols}"
     if kind == "matmul_batch":
         model = m("MatMul", [("a", f32, ["B", rows, depth]), ("b", f32, [depth, cols])])
-        return MatmulCase(name, model, rows, cols, (1, 3))
+        return MatmulCase(name, model, rows, depth, cols, (1, 3))
     if kind == "matmul_broadcast":
         model = m("MatMul", [("a", f32, [2, 1, rows, depth]), ("b", f32, [3, depth, cols])])
-        return MatmulCase(name, model, rows, cols, ())
+        return MatmulCase(name, model, rows, depth, cols, ())
     if kind == "gemm":
         trans_a, trans_b = (int(x) for x in rng.integers(0, 2, 2))
         alpha, beta = (float(np.float32(x)) for x in rng.uniform(-2, 2, 2))
@@ -48,23 +49,23 @@ def _case(kind: str, k: int, rng: np.random.Generator) -> MatmulCase:
             [("a", f32, a_shape), ("b", f32, b_shape), ("c", f32, c_shape)],
             attrs={"transA": trans_a, "transB": trans_b, "alpha": alpha, "beta": beta},
         )
-        return MatmulCase(f"{name}_t{trans_a}{trans_b}_c{'x'.join(map(str, c_shape))}", model, rows, cols, ())
+        return MatmulCase(f"{name}_t{trans_a}{trans_b}_c{'x'.join(map(str, c_shape))}", model, rows, depth, cols, ())
     if kind == "einsum_bij_bjk":
         model = m(
             "Einsum",
             [("a", f32, ["B", rows, depth]), ("b", f32, ["B", depth, cols])],
             attrs={"equation": "bij,bjk->bik"},
         )
-        return MatmulCase(name, model, rows, cols, (1, 2))
+        return MatmulCase(name, model, rows, depth, cols, (1, 2))
     if kind == "einsum_attention":
         model = m(
             "Einsum",
             [("q", f32, [2, 3, rows, depth]), ("k", f32, [2, 3, cols, depth])],
             attrs={"equation": "bhqd,bhkd->bhqk"},
         )
-        return MatmulCase(name, model, rows, cols, ())
+        return MatmulCase(name, model, rows, depth, cols, ())
     model = m("Einsum", [("x", f32, [2, rows, depth]), ("w", f32, [cols, depth])], attrs={"equation": "bid,jd->bij"})
-    return MatmulCase(name, model, rows, cols, ())
+    return MatmulCase(name, model, rows, depth, cols, ())
 
 
 def matmul_cases(seed: int = 0, count: int = 18) -> list[MatmulCase]:

@@ -73,7 +73,7 @@ def thread_grid(threads: int, tm: int, tn: int, rows: int | None, cols: int | No
     return min(grids, key=cost)
 
 
-def tile_of(config: ScheduleConfig, rows: int | None = None, cols: int | None = None) -> tuple[int, int, int, int, int]:
+def tile_of(config: ScheduleConfig, rows: int | None, cols: int | None) -> tuple[int, int, int, int, int]:
     """(thread rows, thread columns, TM, TN, BK) a tuned configuration stands for, for a C of `rows` x `cols`
     (None: not static). See the module's table."""
     tm, tn, bk = _MICRO[config.per_thread]
@@ -84,7 +84,7 @@ def tile_of(config: ScheduleConfig, rows: int | None = None, cols: int | None = 
 def carries_register_tile(source: str, config: ScheduleConfig) -> bool:
     """Whether a plan's CUDA source holds this rule's register tile under `config`: TM x TN accumulators and
     vectors of TM values of A and TN of B (a bounding box of interleaved rows would be larger)."""
-    _, _, tm, tn, _ = tile_of(config)
+    tm, tn, _ = _MICRO[config.per_thread]
     sizes = {int(n) for n in re.findall(r"float \w+_local_ptr\[(\d+)\]", source)}
     return "_shared_local_ptr" in source and {tm * tn, tm, tn} <= sizes and max(sizes) == tm * tn
 
@@ -151,8 +151,8 @@ class SimtMatmul(GPUScheduleRule):
             sch.compute_at(stage, ko, preserve_unit_loops=True)
             sch.transform_layout(stage, ("write", 0), lambda s, x, kk: (s, kk, x))
             loops = sch.get_loops(stage)[-3:]
-            vec = 4 if bk % 4 == 0 else 1
-            _, fy, fx, v = sch.split(sch.fuse(*loops), [None, n_ty, n_tx, vec])
+            # 16-byte loads along K (every BK in _MICRO, halved to no less than 4, is a multiple of 4)
+            _, fy, fx, v = sch.split(sch.fuse(*loops), [None, n_ty, n_tx, 4])
             sch.bind(fy, "threadIdx.y")
             sch.bind(fx, "threadIdx.x")
             sch.vectorize(v)
