@@ -195,3 +195,25 @@ def test_contiguous_runs_read_bool_tensors_element_by_element():
     body = source[source.index('extern "C" __global__ void __launch_bounds__') :]
     assert "ushort4" not in body and "ushort2" not in body, body[:3000]
     assert re.search(r"\w+_ptr\[", body)  # element reads are there (the check would pass on an empty kernel)
+
+
+def test_untuned_matmul_epilogue_reads_a_bool_mask_element_by_element():
+    """DLight's Matmul rule vectorises its epilogue 2 lanes wide; with a bool mask in the epilogue (a causal mask's
+    `Where` after the score matmul, as FlexAttention's import has) TVM's CUDA code read the 2 bools as a ushort2
+    (4 bytes for 2): 2 conformance cases came out wrong on the H100. Every compiled function's vectorised loops
+    around a bool access now run unrolled (opforge.lower.bool_vectors), whichever rule scheduled them."""
+    from opforge.extract.subgraph import extract_groups
+    from opforge.lower.tvm_lower import lower_subgraph
+
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 4, 32, 16])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 4, 16, 32])
+    mask = helper.make_tensor_value_info("mask", TensorProto.BOOL, [32, 32])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 4, 32, 32])
+    fill = helper.make_tensor("fill", TensorProto.FLOAT, [], [-1e9])
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["s"]), helper.make_node("Where", ["mask", "s", "fill"], ["out"])]
+    graph = helper.make_graph(nodes, "g", [a, b, mask], [out], initializer=[fill])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    (sub,) = extract_groups(model, [list(model.graph.node)])
+    source = lower_subgraph(sub).cuda_source
+    assert not re.search(r"\bu?short[2-4]\b", source), source[:3000]
+    assert "float2" in source  # the epilogue's float stores stay vectorised: only the bool accesses run unrolled

@@ -54,23 +54,11 @@ class TunedSpatial(GPUScheduleRule):
                 bx, tx, k = sch.split(fused, factors=[None, c.threads, c.per_thread])
                 sch.bind(bx, "blockIdx.x")
                 sch.bind(tx, "threadIdx.x")
-                if _touches_bool(sch, block):
-                    sch.unroll(k)  # a run, not a vector: TVM's CUDA code reads 4 bools as a ushort4
-                    continue
                 if c.per_thread > MAX_VECTOR_LANES:
                     runs, k = sch.split(k, factors=[None, MAX_VECTOR_LANES])
                     sch.unroll(runs)
                 sch.vectorize(k)
         return sch
-
-
-def _touches_bool(sch: s_tir.Schedule, block) -> bool:
-    """Whether a block reads or writes a bool buffer. TVM's CUDA code types a vector of bools by their 1-bit
-    width as if they were 16-bit (4 lanes: a ushort4 load of 8 bytes where the 4 bools are 4 bytes): wrong bytes,
-    and at a 4-byte stride a misaligned address that kills the CUDA context (a tuned TensorScatter with a bool
-    mask, in the tuned fuzz run on the H100; FlexAttention's untuned 2-lane mask in the conformance suite)."""
-    b = sch.get(block)
-    return any(str(r.source.dtype) == "bool" for r in (*b.reads, *b.writes))
 
 
 class Tolerant(GPUScheduleRule):

@@ -39,6 +39,7 @@ from opforge.core.kernel_plan import (
 )
 from opforge.core.schedule import ScheduleConfig
 from opforge.extract.subgraph import NodeSubgraph
+from opforge.lower.bool_vectors import scalarize_bool_vectors
 from opforge.lower.onnx_rewrites import append_casts, tvm_candidates, unsupported_reason
 from opforge.lower.target import CudaTarget
 from opforge.lower.tir_text import dtype_of, tir_text
@@ -487,7 +488,11 @@ def _bind_value(value, env: dict, b: _Builder, calls: list):
 
 def _build(prims: dict, used: set[str], prefix: str, target: CudaTarget) -> tuple[str, dict]:
     """Compile the TIR functions to CUDA; return the source and each function's host half (pre-MakePackedAPI)."""
-    funcs = {gv: f.with_attr("global_symbol", prefix + gv.name_hint) for gv, f in prims.items() if gv.name_hint in used}
+    funcs = {
+        gv: scalarize_bool_vectors(f).with_attr("global_symbol", prefix + gv.name_hint)
+        for gv, f in prims.items()
+        if gv.name_hint in used
+    }
     captured: dict[str, tvm.IRModule] = {}
 
     @tvm.instrument.pass_instrument
