@@ -72,7 +72,7 @@ def run(bundle: Path, out: Path, dtype_names: list[str], only: str = "") -> int:
             continue
         d = bundle / case.name
         t0 = time.perf_counter()
-        recs = measure_bundle(d)
+        recs = measure_bundle(d, isolate=False, device=device)  # this process runs torch on the GPU
         gpu_s = time.perf_counter() - t0
         store = TuningRecords(out / f"records-{case.name}.jsonl")
         for r in recs:

@@ -175,7 +175,7 @@ def run(bundle: Path, out: Path, only: str, part: str = "0/1") -> int:
         else:
             t0 = time.perf_counter()
             try:
-                recs = measure_bundle(d)
+                recs = measure_bundle(d, isolate=False, device=device)  # this process runs torch on the GPU
             except Exception as e:  # a workload that cannot be measured is a row saying why, the run goes on
                 recs = []
                 row["opforge_error"] = f"{type(e).__name__}: {str(e)[:280]}"

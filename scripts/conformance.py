@@ -40,11 +40,11 @@ def build(bundle: Path) -> None:
 
 
 def run(bundle: Path, out: Path) -> int:
-    from opforge.runtime.launcher import Context
+    from opforge.runtime.gpu import gpu_name
     from opforge.testing import conformance
     from opforge.verify.results import run_metadata, write_results
 
-    device = Context(0).name
+    device = gpu_name()  # asked in a child process: the cases run in forked workers (verify.isolated)
     info = json.loads((bundle / "conformance-build.json").read_text())
     rows = conformance.run(bundle)
     counts = Counter(r["class"] for r in rows)

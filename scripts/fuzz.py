@@ -83,11 +83,11 @@ def build(bundle: Path, seed: int, per_op: int, ops: list[str] | None, cpu_check
 
 
 def run(bundle: Path, out: Path) -> int:
-    from opforge.runtime.launcher import Context
+    from opforge.runtime.gpu import gpu_name
     from opforge.testing import fuzz
     from opforge.verify.results import run_metadata, write_results
 
-    device = Context(0).name
+    device = gpu_name()  # asked in a child process: the cases run in forked workers (verify.isolated)
     info = json.loads((bundle / fuzz.BUILD_RECORD).read_text())
     t0 = time.perf_counter()
     rows = fuzz.run(bundle)

@@ -389,12 +389,12 @@ def build(bundle: Path) -> None:
 
 
 def run(bundle: Path, out: Path) -> int:
-    from opforge.runtime.launcher import Context
+    from opforge.runtime.gpu import gpu_name
     from opforge.verify.plugins import verify_folder
     from opforge.verify.results import run_metadata, write_results
 
     info = json.loads((bundle / "build.json").read_text())
-    device = Context(0).name
+    device = gpu_name()  # asked in a child process: the cases run in forked workers (verify.isolated)
     rows = info["rows"]
     for row in rows:
         if not row.get("folder"):

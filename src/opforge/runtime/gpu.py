@@ -1,26 +1,80 @@
-"""Whether this machine can run the GPU commands (check, verify, tune --measure), with one-line reasons."""
+"""Whether this machine can run the GPU commands (check, verify, tune --measure), with one-line reasons, and the
+GPU's name: both asked of the CUDA driver in a forked child process, so that the caller's process does not start
+CUDA. Verification runs its work in forked workers (opforge.verify.isolated), which cannot use CUDA once their
+parent has initialised it."""
 
 from __future__ import annotations
+
+import multiprocessing
 
 from opforge.core.errors import OpforgeError
 
 GPU_EXTRA = "pip install 'opforge[gpu]'"
+_PROBE_TIMEOUT_S = 60.0
 
 
 def require_gpu(command: str) -> None:
     """An OpforgeError (one line) unless cuda-python is importable and the CUDA driver sees a GPU."""
     try:
-        from cuda.bindings import driver as cu
+        from cuda.bindings import driver  # noqa: F401  (imported to tell a missing package from a missing GPU)
     except ImportError:
         raise OpforgeError(f"{command} needs cuda-python on a machine with a GPU: {GPU_EXTRA}") from None
+    problem, _name, _count = _probe()
+    if problem:
+        raise OpforgeError(f"{command}: {problem}")
+
+
+def gpu_name() -> str:
+    """The name of GPU 0 (the CUDA driver's), without starting CUDA in this process; an OpforgeError naming the
+    problem where there is none."""
+    problem, name, _count = _probe()
+    if problem:
+        raise OpforgeError(f"GPU name: {problem}")
+    return name
+
+
+def gpu_count() -> int:
+    """How many GPUs the CUDA driver sees (0 where it sees none, or is missing), without starting CUDA here."""
+    return _probe()[2]
+
+
+def _probe() -> tuple[str, str, int]:
+    """(problem, GPU 0's name, GPU count) from a forked child: problem is "" where the driver sees a GPU."""
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_ask_driver, args=(child,), daemon=True)
+    proc.start()
+    child.close()
     try:
+        if not parent.poll(_PROBE_TIMEOUT_S):
+            return f"no GPU (the CUDA driver did not answer in {_PROBE_TIMEOUT_S:g} s)", "", 0
+        return parent.recv()
+    except EOFError:
+        return f"no GPU (the driver probe died, exit code {proc.exitcode})", "", 0
+    finally:
+        parent.close()
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+
+
+def _ask_driver(conn) -> None:
+    try:
+        from cuda.bindings import driver as cu
+
         err = cu.cuInit(0)[0]
         if err != cu.CUresult.CUDA_SUCCESS:
-            raise OpforgeError(f"{command}: no GPU (the CUDA driver says {err.name})")
+            conn.send((f"no GPU (the CUDA driver says {err.name})", "", 0))
+            return
         err, count = cu.cuDeviceGetCount()
-    except OpforgeError:
-        raise
+        if err != cu.CUresult.CUDA_SUCCESS or count == 0:
+            conn.send(("no GPU", "", 0))
+            return
+        err, device = cu.cuDeviceGet(0)
+        err, raw = cu.cuDeviceGetName(256, device)
+        name = raw.split(b"\0")[0].decode() if err == cu.CUresult.CUDA_SUCCESS else "unknown GPU"
+        conn.send(("", name, int(count)))
     except Exception as e:  # a driver library missing or broken
-        raise OpforgeError(f"{command}: no GPU ({type(e).__name__}: {e})") from None
-    if err != cu.CUresult.CUDA_SUCCESS or count == 0:
-        raise OpforgeError(f"{command}: no GPU")
+        conn.send((f"no GPU ({type(e).__name__}: {e})", "", 0))
+    finally:
+        conn.close()

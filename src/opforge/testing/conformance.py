@@ -263,6 +263,8 @@ PLUGINS_PER_LIBRARY = 48
 
 
 BUILD_RECORD = "conformance-build.json"
+# A case still running after this long is runtime-failed (its worker killed): a plugin that hangs the GPU.
+CASE_TIMEOUT_S = 300.0
 
 
 def build(
@@ -273,11 +275,14 @@ def build(
     library_stem: str = "conformance",
     lower_timeout_s: float = 180.0,
     config_for=None,
+    plan_hook=None,
 ) -> list[dict]:
     """CPU side: classify and lower every case, emit one plugin per distinct plan, compile them into plugin
     libraries of PLUGINS_PER_LIBRARY plugins each, build the harness; write the bundle the GPU side runs
     (`record`: the build record's file name in the bundle; `library_stem`: libopforge_<stem>_NN.so;
-    `config_for`: a subgraph's tuned schedule configuration, None or absent: DLight's defaults)."""
+    `config_for`: a subgraph's tuned schedule configuration, None or absent: DLight's defaults; `plan_hook`:
+    plan_hook(case name, KernelPlan) -> KernelPlan, a change made to each case's plan before it is packaged, for
+    fault injection in scripts/check_isolation.py)."""
 
     say = progress or (lambda _msg: None)
     bundle.mkdir(parents=True, exist_ok=True)
@@ -319,6 +324,8 @@ def build(
             if case.static_model is not None:
                 row["shapes"] = "symbolic"
         if "class" not in row:
+            if plan_hook is not None:
+                p.plan = plan_hook(row["case"], p.plan)
             planned[row["case"]] = (row, sub, p)
         if k % 100 == 0:
             say(f"{k}/{len(subs)} eligible cases lowered ({time.perf_counter() - t0:.0f}s)")
@@ -507,29 +514,46 @@ def compare_built(case: BuiltCase, expected: list[np.ndarray]) -> list:
     return [c for poison in POISONS for c in compare_contexts(case.plan.outputs, case.call(poison), expected)]
 
 
-def run(bundle: Path, progress=None, record: str = BUILD_RECORD) -> list[dict]:
+def run(
+    bundle: Path,
+    progress=None,
+    record: str = BUILD_RECORD,
+    timeout_s: float = CASE_TIMEOUT_S,
+    isolate: bool = True,
+) -> list[dict]:
     """GPU side: every built case's plugin through the harness (TensorRT's IPluginV3 call sequence, two
-    execution contexts), on the case's own inputs, against its expected outputs, under two output poisons."""
+    execution contexts), on the case's own inputs, against its expected outputs, under two output poisons. Cases
+    run in worker processes (opforge.verify.isolated; this process must not have started CUDA): one that faults,
+    crashes or runs past `timeout_s` seconds is runtime-failed alone. `isolate=False` runs them in this process,
+    where a fault fails every later case too."""
     from opforge.build.package import HARNESS_PATH
     from opforge.verify.harness import Harness
+    from opforge.verify.isolated import run_isolated
 
     info = json.loads((bundle / record).read_text())
-    harness = Harness(bundle / HARNESS_PATH)
-    declared: dict = {}
     rows = info["rows"]
-    for row in rows:
-        if not row.get("built"):
-            continue
-        try:
-            case = load_built_case(bundle, row, harness, declared)
-            results = compare_built(case, case.expected)
-            worst = {
-                "max_abs_err": max((c.max_abs for c in results), default=0.0),
-                "max_rel_err": max((c.max_rel for c in results), default=0.0),
-            }
-            row.update({"class": "pass" if all(c.ok for c in results) else "wrong", **worst})
-        except Exception as e:
-            row.update({"class": "runtime-failed", "reason": f"{type(e).__name__}: {str(e)[:280]}"})
+    built = [row for row in rows if row.get("built")]
+
+    def setup():
+        return Harness(bundle / HARNESS_PATH), {}
+
+    def work(state, row: dict) -> dict:
+        harness, declared = state
+        case = load_built_case(bundle, row, harness, declared)
+        results = compare_built(case, case.expected)
+        return {
+            "class": "pass" if all(c.ok for c in results) else "wrong",
+            "max_abs_err": max((c.max_abs for c in results), default=0.0),
+            "max_rel_err": max((c.max_rel for c in results), default=0.0),
+        }
+
+    def fault(_row: dict, reason: str) -> dict:
+        return {"class": "runtime-failed", "reason": reason}
+
+    def record_result(row: dict, update: dict) -> None:
+        row.update(update)
         if progress:
             progress(row)
+
+    run_isolated(built, setup, work, fault, timeout_s=timeout_s, progress=record_result, in_process=not isolate)
     return rows

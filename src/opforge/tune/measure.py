@@ -15,7 +15,6 @@ import os
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,19 +31,27 @@ FINALISTS = 3  # the fastest candidates that pass the check under every poison; 
 UNCHECKED = "timed, not checked: slower than the checked finalists"
 
 
-def measure_bundle(bundle: Path, part: tuple[int, int] = (0, 1), progress=None) -> list[Record]:
+def measure_bundle(
+    bundle: Path, part: tuple[int, int] = (0, 1), progress=None, isolate: bool = True, device: str | None = None
+) -> list[Record]:
+    """Every candidate of the bundle (those of `part` (i, n): every n-th from the i-th) timed, the fastest
+    checked. Candidates run in forked worker processes (opforge.verify.isolated; this process must not have
+    started CUDA): one whose kernel faults, whose plugin crashes or that hangs fails alone, naming why, and the
+    rest are measured in a fresh process. `isolate=False` runs them in this process (the benchmark scripts, whose
+    process runs PyTorch on the GPU too); `device`: the GPU's name where the caller knows it."""
     from opforge.core.fields import parser_fields
     from opforge.core.kernel_plan import KernelPlan
-    from opforge.runtime.launcher import Context
+    from opforge.runtime.gpu import gpu_name
     from opforge.verify.check import POISONS, input_shapes
     from opforge.verify.compare import compare_contexts
-    from opforge.verify.harness import Harness, HarnessError, TimingRequest
+    from opforge.verify.harness import Harness, TimingRequest
     from opforge.verify.inputs import make_inputs
+    from opforge.verify.isolated import run_isolated
 
     info = json.loads((bundle / BUNDLE_FILE).read_text())
     mine = [e for k, e in enumerate(info["candidates"]) if k % part[1] == part[0]]
     runnable = [e for e in mine if "plugin" in e and "error" not in e]
-    device = Context(0).name
+    device = device or gpu_name()
     dims = info["dims"]
 
     def record(entry: dict, **kw) -> Record:
@@ -53,12 +60,25 @@ def measure_bundle(bundle: Path, part: tuple[int, int] = (0, 1), progress=None) 
     out: list[Record] = [record(e, ok=False, us=None, error=e["error"]) for e in mine if "error" in e]
     if not runnable:
         return out
-    harness = Harness(bundle / HARNESS_PATH)
     model = onnx.load(str(bundle / "subgraph.onnx"))
     node = onnx.NodeProto.FromString((bundle / "plugin_node.onnx").read_bytes())
     first = KernelPlan.load(bundle / runnable[0]["plan"])
+    # Drawn and referenced here, on the CPU, once: every worker inherits them.
     inputs = make_inputs(model, input_shapes(first, dims), np.random.default_rng())
     refs = reference(bundle, model, inputs, [o.dtype for o in first.outputs])
+
+    def setup() -> Harness:
+        return Harness(bundle / HARNESS_PATH)
+
+    def runner(harness: Harness, entry: dict):
+        plan = KernelPlan.load(bundle / entry["plan"])
+        lib = bundle / entry["library"]
+        fields = parser_fields(node, harness.declared_fields(lib, entry["plugin"]))
+
+        def run(poison, timing=None):
+            return harness.run_plan(lib, entry["plugin"], fields, plan, inputs, poison, timing=timing)
+
+        return plan, run
 
     def check(plan, contexts) -> str:
         for spec, c in zip(plan.outputs * len(contexts), compare_contexts(plan.outputs, contexts, refs)):
@@ -66,44 +86,44 @@ def measure_bundle(bundle: Path, part: tuple[int, int] = (0, 1), progress=None) 
                 return f"wrong output {spec.name}: max abs err {c.max_abs:.3g}"
         return ""
 
+    def time_one(harness: Harness, entry: dict) -> tuple[float, str]:
+        """(median µs, what is wrong with its outputs: checked for DLight's default only)."""
+        plan, run = runner(harness, entry)
+        probe = TimingRequest(1, 3, flush_l2=True)
+        outputs = run(POISONS[0], probe)
+        timing = TimingRequest(*_timing_shape(statistics.median(probe.samples_us)), flush_l2=True)
+        run(POISONS[0], timing)
+        return statistics.median(timing.samples_us), check(plan, outputs) if entry["config"] is None else ""
+
+    def check_one(harness: Harness, entry: dict) -> str:
+        plan, run = runner(harness, entry)
+        return next((b for b in (check(plan, run(p)) for p in POISONS) if b), "")
+
+    def failed(_entry: dict, reason: str) -> tuple[None, str]:
+        return None, reason[:300]
+
     # Pass 1: every candidate timed; only DLight's default (the untuned baseline) is checked here.
-    timed: list[tuple[Record, Callable]] = []
-    for entry in runnable:
-        plan = KernelPlan.load(bundle / entry["plan"])
-        lib = bundle / entry["library"]
-        try:
-            fields = parser_fields(node, harness.declared_fields(lib, entry["plugin"]))
-
-            def run(poison, timing=None, lib=lib, entry=entry, fields=fields, plan=plan):
-                return harness.run_plan(lib, entry["plugin"], fields, plan, inputs, poison, timing=timing)
-
-            probe = TimingRequest(1, 3, flush_l2=True)
-            outputs = run(POISONS[0], probe)
-            timing = TimingRequest(*_timing_shape(statistics.median(probe.samples_us)), flush_l2=True)
-            run(POISONS[0], timing)
-            baseline = entry["config"] is None
-            bad = check(plan, outputs) if baseline else ""
-            if bad:
-                out.append(record(entry, ok=False, us=None, error=bad))
-            else:
-                us = statistics.median(timing.samples_us)
-                r = record(entry, ok=baseline, us=us, poisons=int(baseline), error="" if baseline else UNCHECKED)
-                timed.append((r, lambda poison, plan=plan, run=run: check(plan, run(poison))))
-                out.append(r)
-        except HarnessError as e:
-            out.append(record(entry, ok=False, us=None, error=str(e)[:300]))
+    timed: list[tuple[Record, dict]] = []
+    for entry, (us, bad) in zip(runnable, run_isolated(runnable, setup, time_one, failed, in_process=not isolate)):
+        if us is None or bad:
+            out.append(record(entry, ok=False, us=None, error=bad))
+            continue
+        baseline = entry["config"] is None
+        r = record(entry, ok=baseline, us=us, poisons=int(baseline), error="" if baseline else UNCHECKED)
+        timed.append((r, entry))
+        out.append(r)
     # Pass 2: from the fastest, candidates are checked under both poisons until FINALISTS have passed; only those
     # may win. Checking is what costs time (outputs of 10^8 elements), so slower candidates stay unchecked.
+    queue = sorted(timed, key=lambda t: t[0].us)
     passed = 0
-    for r, check_under in sorted(timed, key=lambda t: t[0].us):
-        if passed == FINALISTS:
-            break
-        try:
-            bad = next((b for b in (check_under(p) for p in POISONS) if b), "")
-        except HarnessError as e:
-            bad = str(e)[:300]
-        r.ok, r.poisons, r.error = (not bad), 0 if bad else len(POISONS), bad
-        passed += not bad
+    while passed < FINALISTS and queue:
+        batch, queue = queue[: FINALISTS - passed], queue[FINALISTS - passed :]
+        verdicts = run_isolated(
+            [e for _r, e in batch], setup, check_one, lambda e, why: why[:300], in_process=not isolate
+        )
+        for (r, _e), bad in zip(batch, verdicts):
+            r.ok, r.poisons, r.error = (not bad), 0 if bad else len(POISONS), bad
+            passed += not bad
     if progress:
         for r in out:
             progress(r)
@@ -147,16 +167,10 @@ def reference(bundle: Path, model: onnx.ModelProto, inputs: list[np.ndarray], ou
     return [o.astype(dtypes.numpy_dtype(d)) for o, d in zip(outs, out_dtypes)]
 
 
-def gpu_count() -> int:
-    from cuda.bindings import driver as cu
-
-    cu.cuInit(0)
-    err, n = cu.cuDeviceGetCount()
-    return int(n) if int(err) == 0 else 0
-
-
 def measure_all(bundle: Path, progress=None) -> list[Record]:
     """Measure the bundle on every GPU of this host in parallel (one worker per GPU); writes measurements.json."""
+    from opforge.runtime.gpu import gpu_count
+
     n = max(1, gpu_count())
     if n == 1:
         records = measure_bundle(bundle, progress=progress)

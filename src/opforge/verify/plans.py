@@ -10,31 +10,40 @@ import onnx
 
 from opforge.core.errors import OpforgeError
 from opforge.core.kernel_plan import KernelPlan
-from opforge.core.manifest import Manifest
+from opforge.core.manifest import Manifest, PluginEntry
 from opforge.verify.check import check_once
+from opforge.verify.isolated import DEFAULT_TIMEOUT_S, run_isolated
 from opforge.verify.plugins import default_dims
 from opforge.verify.reference import ReferenceFailed
 
 
 def check_folder(
-    out_dir: Path, only: set[str] | None = None, dim_values: dict[str, list[int]] | None = None
+    out_dir: Path,
+    only: set[str] | None = None,
+    dim_values: dict[str, list[int]] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> list[dict]:
-    """One row per plugin's plan: its runs at the dimension values default_dims chooses, and whether all passed."""
-    from opforge.runtime.launcher import Context, PlanRunner
-
+    """One row per plugin's plan: its runs at the dimension values default_dims chooses, and whether all passed.
+    Plans run in worker processes (opforge.verify.isolated): one whose kernel faults, whose process crashes or
+    that runs past `timeout_s` seconds fails alone, naming why."""
     manifest = Manifest.load(out_dir)
     if not manifest.plugins:
         raise OpforgeError(f"{out_dir}: no plugins in {out_dir / 'manifest.json'}, nothing to check")
     dims_for = default_dims(manifest, dim_values)
-    Context(0)
-    rng = np.random.default_rng()
-    rows = []
-    for entry in manifest.plugins:
-        if only and entry.name not in only:
-            continue
+    entries = [e for e in manifest.plugins if not only or e.name in only]
+
+    def setup():
+        from opforge.runtime.launcher import Context
+
+        return Context(0)
+
+    def work(_ctx, entry: PluginEntry) -> dict:
+        from opforge.runtime.launcher import PlanRunner
+
         plan = KernelPlan.load(out_dir / entry.plan)
         sub = onnx.load(str(out_dir / entry.subgraph))
         runner = PlanRunner(plan, (out_dir / entry.fatbin).read_bytes())
+        rng = np.random.default_rng()
         runs = []
         try:
             for d in dims_for(entry, plan):
@@ -44,5 +53,9 @@ def check_folder(
                     runs.append({"dims": d, "ok": False, "error": str(e)})
         finally:
             runner.close()
-        rows.append({"plugin": entry.name, "op_type": entry.op_type, "runs": runs, "ok": all(r["ok"] for r in runs)})
-    return rows
+        return {"plugin": entry.name, "op_type": entry.op_type, "runs": runs, "ok": all(r["ok"] for r in runs)}
+
+    def fault(entry: PluginEntry, reason: str) -> dict:
+        return {"plugin": entry.name, "op_type": entry.op_type, "runs": [], "ok": False, "error": reason}
+
+    return run_isolated(entries, setup, work, fault, timeout_s=timeout_s)

@@ -15,6 +15,7 @@ from opforge.core.kernel_plan import KernelPlan
 from opforge.core.manifest import Manifest, PluginEntry
 from opforge.verify.check import check_once
 from opforge.verify.harness import Harness, HarnessError
+from opforge.verify.isolated import DEFAULT_TIMEOUT_S, run_isolated
 from opforge.verify.reference import ReferenceFailed
 
 DimsFor = Callable[[PluginEntry, KernelPlan], list[dict[str, int]]]
@@ -46,35 +47,37 @@ def verify_folder(
     only: set[str] | None = None,
     on_row: Callable[[dict], None] | None = None,
     dim_values: dict[str, list[int]] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> list[dict]:
-    """dims_for chooses the dimension values per plugin; by default default_dims(manifest, dim_values)."""
+    """dims_for chooses the dimension values per plugin; by default default_dims(manifest, dim_values). Plugins
+    run in worker processes (opforge.verify.isolated): one whose kernel faults (its CUDA context is then dead),
+    whose process crashes or that runs past `timeout_s` seconds fails alone, naming why; the others are checked in
+    a fresh process."""
     manifest = Manifest.load(out_dir)
     if not manifest.plugins:
         raise OpforgeError(f"{out_dir}: no plugins in {out_dir / 'manifest.json'}, nothing to verify")
     dims_for = dims_for or default_dims(manifest, dim_values)
-    harness = Harness(out_dir / manifest.harness)
     rewritten = onnx.load(str(out_dir / manifest.output_model))
     nodes = {n.name: n for n in rewritten.graph.node}
-    rng = np.random.default_rng()
-    rows = []
-    for entry in manifest.plugins:
-        if only and entry.name not in only:
-            continue
+    entries = [e for e in manifest.plugins if not only or e.name in only]
+
+    def setup() -> Harness:
+        return Harness(out_dir / manifest.harness)
+
+    def work(harness: Harness, entry: PluginEntry) -> dict:
         plan = KernelPlan.load(out_dir / entry.plan)
         sub = onnx.load(str(out_dir / entry.subgraph))
         lib = out_dir / entry.library
-        row = {"plugin": entry.name, "op_type": entry.op_type, "nodes": entry.nodes, "runs": []}
+        row = _row(entry)
         try:
             declared = harness.declared_fields(lib, entry.name)
             fields = parser_fields(nodes[entry.nodes[0]], declared)
             row["fields"] = [f[0] for f in fields]
         except HarnessError as e:
-            rows.append({**row, "ok": False, "error": str(e)})
-            continue
+            return {**row, "ok": False, "error": str(e)}
+        rng = np.random.default_rng()
 
-        def run(
-            inputs: list[np.ndarray], poison: int, plan=plan, lib=lib, entry=entry, fields=fields
-        ) -> list[list[np.ndarray]]:
+        def run(inputs: list[np.ndarray], poison: int) -> list[list[np.ndarray]]:
             return harness.run_plan(lib, entry.name, fields, plan, inputs, poison)
 
         for dims in dims_for(entry, plan):
@@ -84,7 +87,14 @@ def verify_folder(
                 r = {"dims": dims, "ok": False, "error": str(e)}
             row["runs"].append(r)
         row["ok"] = bool(row["runs"]) and all(r["ok"] for r in row["runs"])
-        if on_row:
-            on_row(row)
-        rows.append(row)
-    return rows
+        return row
+
+    def fault(entry: PluginEntry, reason: str) -> dict:
+        return {**_row(entry), "ok": False, "error": reason}
+
+    report = (lambda _entry, row: on_row(row)) if on_row else None
+    return run_isolated(entries, setup, work, fault, timeout_s=timeout_s, progress=report)
+
+
+def _row(entry: PluginEntry) -> dict:
+    return {"plugin": entry.name, "op_type": entry.op_type, "nodes": entry.nodes, "runs": []}
