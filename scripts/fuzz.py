@@ -121,15 +121,19 @@ def run(bundle: Path, out: Path) -> int:
     grid = [r for r in rows if r["op_type"] == "RoiAlign" and r.get("mutation", {}).get("grid")]
     if grid:
         lines += ["", "## RoiAlign grid (registry fuzz_grid; a point's family shares one plugin)", ""]
-        lines += ["| spatial_scale | coordinate mode | mode | cases | pass | shapes |", "|---|---|---|---|---|---|"]
+        lines += [
+            "| spatial_scale | coordinate mode | mode | sampling ratio | cases | pass | shapes |",
+            "|---|---|---|---|---|---|---|",
+        ]
         points: dict[tuple, list[dict]] = defaultdict(list)
         for r in grid:
             g = r["mutation"]["grid"]
-            points[(g["spatial_scale"], g["coordinate_transformation_mode"], g["mode"])].append(r)
-        for (scale, ctm, mode), rs in sorted(points.items(), key=lambda kv: (-kv[0][0], kv[0][1], kv[0][2])):
+            key = (g["spatial_scale"], g["coordinate_transformation_mode"], g["mode"], g.get("sampling_ratio", "-"))
+            points[key].append(r)
+        for (scale, ctm, mode, ratio), rs in sorted(points.items(), key=lambda kv: (-kv[0][0], *map(str, kv[0][1:]))):
             passed = sum(r.get("class") == "pass" for r in rs)
             kinds = ", ".join(sorted({r.get("shapes", "static")[:8] for r in rs}))
-            lines.append(f"| {scale:g} | {ctm} | {mode} | {len(rs)} | {passed} | {kinds} |")
+            lines.append(f"| {scale:g} | {ctm} | {mode} | {ratio} | {len(rs)} | {passed} | {kinds} |")
     wrong = [r for r in rows if r.get("class") == "wrong"]
     if wrong:
         lines += ["", "## Wrong results (replay: python scripts/fuzz.py replay BUNDLE CASE)", ""]

@@ -22,15 +22,11 @@ from opforge.inspect_model import check_graph_input_shapes, inspect_model, name_
 
 
 def gpu_available() -> bool:
-    try:
-        from cuda.bindings import driver as cu
+    """Whether the CUDA driver sees a GPU, asked in a child process: verification then runs in forked workers,
+    which cannot use CUDA once this process has started it (opforge.verify.isolated)."""
+    from opforge.runtime.gpu import gpu_count
 
-        if cu.cuInit(0)[0] != cu.CUresult.CUDA_SUCCESS:
-            return False
-        err, count = cu.cuDeviceGetCount()
-        return err == cu.CUresult.CUDA_SUCCESS and count > 0
-    except Exception:
-        return False
+    return gpu_count() > 0
 
 
 def auto(

@@ -87,11 +87,14 @@ RULES = [
         inputs=_boxes,
         torch=_torch_roi_align,
         torch_note="torchvision.ops.roi_align: avg mode only",
-        # FPN detectors use scales 1/4 .. 1/32 of the image; both coordinate modes, both pooling modes.
+        # FPN detectors use scales 1/4 .. 1/32 of the image; both coordinate modes, both pooling modes; sampling
+        # ratios adaptive (ONNX's default 0, Detectron2's ROIAlignV2: a thread per output), 1, 2 (torchvision's
+        # MultiScaleRoIAlign) and an odd 3 (the plane kernel's tables read 8 bytes at a time then).
         fuzz_grid={
             "spatial_scale": (1.0, 0.5, 0.25, 0.125, 0.0625),
             "coordinate_transformation_mode": ("half_pixel", "output_half_pixel"),
             "mode": ("avg", "max"),
+            "sampling_ratio": (0, 1, 2, 3),
         },
     )
 ]
