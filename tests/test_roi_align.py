@@ -48,14 +48,16 @@ def _model(scale: float, mode: str, ctm: str, sampling_ratio: int = 2, dtype: in
 
 def _row_bands(rois, scale: float, half_pixel: bool, height: int, band_rows: int, bins: int = 5, ratio: int = 2):
     """Per output row of each box, the first and last band holding the low row of one of its sampling lines (ONNX's
-    geometry, computed here independently of the kernel), or None when none of its lines is on the map."""
+    geometry, computed here independently of the kernel), or None when none of its lines is on the map (ratio 0:
+    ONNX's adaptive grid, ceil(bin height) lines per bin)."""
     off = 0.5 if half_pixel else 0.0
     spans = []
     for _x1, y1, _x2, y2 in rois.astype(np.float64) * scale - off:
         size = (y2 - y1) if half_pixel else max(y2 - y1, 1.0)
         step = size / bins
+        grid = ratio if ratio > 0 else int(np.ceil(step))
         for p in range(bins):
-            points = [y1 + p * step + (i + 0.5) * step / ratio for i in range(ratio)]
+            points = [y1 + p * step + (i + 0.5) * step / grid for i in range(grid)]
             lows = [int(min(max(y, 0.0), height - 1)) for y in points if -1.0 <= y <= height]
             spans.append((min(lows) // band_rows, max(lows) // band_rows) if lows else None)
     return spans
@@ -80,11 +82,12 @@ def test_roi_align_matches_onnx_on_cpu(mode, ctm, sampling_ratio):
         np.testing.assert_allclose(out, ref, atol=tol.atol, rtol=tol.rtol, err_msg=f"{mode} {ctm} scale {scale}")
 
 
+@pytest.mark.parametrize("sampling_ratio", [2, 0])
 @pytest.mark.parametrize("mode", ["avg", "max"])
-def test_plane_kernel_in_bands_matches_onnx_on_cpu(mode, monkeypatch):
+def test_plane_kernel_in_bands_matches_onnx_on_cpu(mode, sampling_ratio, monkeypatch):
     """A shared-memory budget so small that each plane runs in 4 bands of 4 rows: partial sums (and maxima) carried
     between bands in the output, outputs pooled in one band or several or (a box above the map) none, points outside
-    the map counted, boxes of both images."""
+    the map counted, boxes of both images; fixed and adaptive (ratio 0) sampling grids."""
     from opforge.lower.cpu_run import run_on_cpu
     from opforge.lower.kernels import roi_align_plane
 
@@ -93,9 +96,9 @@ def test_plane_kernel_in_bands_matches_onnx_on_cpu(mode, monkeypatch):
     layout = roi_align_plane.plan_layout(16, 20, 4, budget, True)
     assert (layout.bands, layout.band_rows) == (4, 4)
     monkeypatch.setattr(roi_align_plane, "shared_budget", lambda: budget)
-    assert roi_align_plane.layout_for(shapes[0], "float32", "float32", 2) == layout  # what the lowering will use
+    assert roi_align_plane.layout_for(shapes[0], "float32", "float32", sampling_ratio) == layout  # the lowering's
     for scale, ctm in ((1.0, "half_pixel"), (0.25, "output_half_pixel")):
-        m = _model(scale, mode, ctm, shapes=shapes)
+        m = _model(scale, mode, ctm, sampling_ratio, shapes=shapes)
         ins = make_inputs(m, shapes, np.random.default_rng(11))
         # The case covers what it is for: boxes of both images, reaching every band and past the map's edges.
         rows = np.concatenate([ins[1][:, 1], ins[1][:, 3]]) * scale
@@ -104,7 +107,7 @@ def test_plane_kernel_in_bands_matches_onnx_on_cpu(mode, monkeypatch):
         # An output is pooled only in the bands its lines' low rows are in: some span two bands, some one, and one
         # box lies wholly above the map (its outputs in no band: band 0 writes them).
         ins[1][0, [1, 3]] = [-30.0 / scale, -10.0 / scale]
-        spans = _row_bands(ins[1], scale, ctm == "half_pixel", 16, 4)
+        spans = _row_bands(ins[1], scale, ctm == "half_pixel", 16, 4, ratio=sampling_ratio)
         assert None in spans and any(s and s[0] < s[1] for s in spans) and any(s and s[0] == s[1] > 0 for s in spans)
         ref = ReferenceEvaluator(m).run(None, dict(zip(["x", "rois", "idx"], ins)))[0]
         out = run_on_cpu(_sub(m), ins)[0]
@@ -203,11 +206,13 @@ def test_roi_align_max_differs_from_tvms_interpolated_max():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sampling_ratio", [2, 0])
 @pytest.mark.parametrize("mode", ["avg", "max"])
-def test_roi_align_kernel_lowers_to_cuda(mode):
+def test_roi_align_kernel_lowers_to_cuda(mode, sampling_ratio):
+    """Both sampling modes take the plane kernel (an adaptive grid's coordinates computed while pooling)."""
     from opforge.lower.tvm_lower import lower_subgraph
 
-    plan = lower_subgraph(_sub(_model(0.25, mode, "half_pixel", sampling_ratio=2)))
+    plan = lower_subgraph(_sub(_model(0.25, mode, "half_pixel", sampling_ratio=sampling_ratio)))
     assert "roi_align" in plan.cuda_source and plan.launches
     # Sampling coordinates round each operation as ONNX's reference does: nvcc's default fma contraction moved
     # outputs of a 200x272 map (rois in image coordinates, scale 0.25) by 8.9e-05 on the H100.

@@ -4,9 +4,9 @@ rois before TVM and passes spatial_scale 1, so TVM's arithmetic becomes ONNX's: 
 
 Max mode: TVM takes the max of the bilinearly interpolated values; ONNX the max of the weighted corners
 max(w1*v1, .., w4*v4) per sampling point, then over the sampling points. relax.vision.roi_align is legalized by
-opforge's kernels, ONNX's definition for both modes: with a fixed sampling ratio, each map plane held in shared
-memory by one block that pools every box from it (opforge.lower.kernels.roi_align_plane); an adaptive ratio keeps
-one thread per output (opforge.lower.kernels.roi_align).
+opforge's kernels, ONNX's definition for both modes: each map plane held in shared memory by one block that pools
+every box from it, for fixed and adaptive sampling ratios alike (opforge.lower.kernels.roi_align_plane); one thread
+per output reading the map from global memory where no plane fits (float64, a symbolic half-precision map).
 
 Input domain: boxes (x1, y1, x2, y2) in image coordinates (the feature map's size / spatial_scale), x1 <= x2 and
 y1 <= y2, mostly inside the image with some reaching past its edge; batch indices in [0, N).
@@ -80,7 +80,7 @@ RULES = [
     OpRule(
         ("RoiAlign",),
         lowering="kernel",
-        summary="opforge's kernels: each map plane in shared memory (fixed sampling ratio), else a thread per "
+        summary="opforge's kernels: each map plane in shared memory (any sampling ratio), else a thread per "
         "output; ONNX's max of weighted corners; rois scaled first (x*s - 0.5)",
         rewrite=_prescale_rois,
         kernels={"relax.vision.roi_align": "opforge.lower.kernels.roi_align:override"},
@@ -88,8 +88,8 @@ RULES = [
         torch=_torch_roi_align,
         torch_note="torchvision.ops.roi_align: avg mode only",
         # FPN detectors use scales 1/4 .. 1/32 of the image; both coordinate modes, both pooling modes; sampling
-        # ratios adaptive (ONNX's default 0, Detectron2's ROIAlignV2: a thread per output), 1, 2 (torchvision's
-        # MultiScaleRoIAlign) and an odd 3 (the plane kernel's tables read 8 bytes at a time then).
+        # ratios adaptive (ONNX's default 0, Detectron2's ROIAlignV2: the plane kernel's per-box grids), 1, 2
+        # (torchvision's MultiScaleRoIAlign) and an odd 3 (the plane kernel's tables read 8 bytes at a time then).
         fuzz_grid={
             "spatial_scale": (1.0, 0.5, 0.25, 0.125, 0.0625),
             "coordinate_transformation_mode": ("half_pixel", "output_half_pixel"),

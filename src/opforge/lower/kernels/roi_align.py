@@ -139,7 +139,7 @@ def roi_align_te(
 
 def legalize(threads: int = 256, unroll: int = 2):
     """A LegalizeOps override for relax.vision.roi_align (NCHW: ONNX's definition, with each plane in shared memory
-    where roi_align_plane applies; NHWC: TVM's)."""
+    where roi_align_plane applies, any sampling ratio; else a thread per output; NHWC: TVM's)."""
     default = tvm.ir.Op.get("relax.vision.roi_align").get_attr("FLegalize")
 
     def f(bb, call):
