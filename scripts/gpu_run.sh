@@ -4,7 +4,7 @@
 # line, and pack every result file into $OUT/results.tar.gz (plus one log per phase). No TVM is needed here.
 #
 #   bash scripts/gpu_run.sh conformance verify-model fuzz realworld data-dependent trt-lean bench-wide bench \
-#       roialign-anatomy matmul-rule fuzz-tuned isolation
+#       roialign-anatomy matmul-rule fuzz-tuned isolation roialign-dispatch
 #
 # Each phase is the `run` half of a two-phase script (scripts/<name>.py build ran on the CPU machine); a phase
 # that fails is logged and the next one still runs; one that outlives PHASE_TIMEOUT seconds (default 540, inside
@@ -51,6 +51,7 @@ for phase in "$@"; do
     roialign-anatomy) cmd=(python3 scripts/roialign_anatomy.py run .gpu_bundle/anatomy "$res") ;;
     matmul-rule) cmd=(python3 scripts/check_matmul_rule.py run .gpu_bundle/matmul "$res") ;;
     isolation) cmd=(python3 scripts/check_isolation.py run .gpu_bundle/isolation "$res") ;;
+    roialign-dispatch) cmd=(python3 scripts/roialign_dispatch.py run .gpu_bundle/dispatch "$res") ;;
     bench) cmd=(python3 scripts/bench.py run .gpu_bundle/bench "$res" --dtypes "${BENCH_DTYPES:-float32,float16}") ;;
     *)
         echo "unknown phase $phase" >&2
