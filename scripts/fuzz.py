@@ -96,7 +96,10 @@ def run(bundle: Path, out: Path) -> int:
     summary = {
         "cases": len(rows),
         "op_types": len({r["op_type"] for r in rows}),
-        **{k: counts.get(k, 0) for k in ("pass", "wrong", "lower-failed", "build-failed", "runtime-failed")},
+        **{
+            k: counts.get(k, 0)
+            for k in ("pass", "wrong", "lower-failed", "build-failed", "runtime-failed", "no-reference")
+        },
         "through_harness": len(ran),
         "op_types_through_harness": len({r["op_type"] for r in ran}),
         # a wrong case is explained only when its result is the explanation's alternative (run again against it)

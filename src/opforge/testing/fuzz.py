@@ -51,6 +51,9 @@ from opforge.testing.conformance import Case
 BUILD_RECORD = "fuzz-build.json"
 MAX_ELEMENTS = 1 << 22  # per tensor (16 MB of float32): the GPU run stays short and the references fast
 REFERENCE_TIMEOUT_S = 4
+# The run side recomputes the reference that answered on the build machine within REFERENCE_TIMEOUT_S: the GPU
+# host's Python may be slower (RoiAlign's adaptive grids in ONNX's reference took over 4 s there).
+RUN_REFERENCE_TIMEOUT_S = 120
 STORED_CASE_BYTES = 32 << 10  # arrays of larger cases are drawn again on the run side (the bundle stays small)
 TRIES = 8
 LOWER_TIMEOUT_S = 60  # per case on the build machine; slower lowerings are recorded as lower-failed
@@ -415,7 +418,7 @@ def _alarm(_sig, _frame):
 
 
 def reference_outputs(
-    model: onnx.ModelProto, feeds: dict[str, np.ndarray], first: str = "onnx"
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], first: str = "onnx", timeout_s: int = REFERENCE_TIMEOUT_S
 ) -> tuple[list[np.ndarray], str]:
     """ONNX's reference outputs (onnxruntime where the reference fails or is slow) and which one gave them;
     first="onnxruntime" tries onnxruntime first (the run side, for large cases: ONNX's reference is Python).
@@ -425,12 +428,12 @@ def reference_outputs(
     give. ONNX's reference computes in the half type itself (NumPy sums bfloat16 in bfloat16: a running sum near
     1024 grows by 8 at a time), so its half outputs carry its own rounding; TensorRT users judge a half engine
     against float32 too. The reference is then named "<reference> (float32)"."""
-    outs, ref = _faithful_reference(model, feeds, first)
+    outs, ref = _faithful_reference(model, feeds, first, timeout_s)
     wide_model, wide_feeds = _widened(model, feeds)
     if wide_model is None:
         return outs, ref
     try:
-        wide, _ = _faithful_reference(wide_model, wide_feeds, ref)
+        wide, _ = _faithful_reference(wide_model, wide_feeds, ref, timeout_s)
     except ValueError:
         return outs, ref
     if len(wide) != len(outs) or any(np.shape(w) != np.shape(o) for w, o in zip(wide, outs)):
@@ -470,9 +473,9 @@ def _widened(
 
 
 def _faithful_reference(
-    model: onnx.ModelProto, feeds: dict[str, np.ndarray], first: str = "onnx"
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], first: str = "onnx", timeout_s: int = REFERENCE_TIMEOUT_S
 ) -> tuple[list[np.ndarray], str]:
-    """ONNX's reference (onnxruntime where it fails or is slow) on the model as it is."""
+    """ONNX's reference (onnxruntime where it fails or takes over `timeout_s`) on the model as it is."""
     first = "onnxruntime" if first.startswith("onnxruntime") else "onnx"
     from onnx.reference import ReferenceEvaluator
 
@@ -483,13 +486,13 @@ def _faithful_reference(
             pass
 
     old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(REFERENCE_TIMEOUT_S)
+    signal.alarm(timeout_s)
     try:
         with np.errstate(all="ignore"):
             outs = ReferenceEvaluator(model).run(None, feeds)
         return [np.asarray(o) for o in outs], "onnx"
     except _Timeout:
-        err: Exception = TimeoutError(f"reference over {REFERENCE_TIMEOUT_S}s")
+        err: Exception = TimeoutError(f"reference over {timeout_s}s")
     except (NotImplementedError, RuntimeError) as e:  # the reference lacks the op or the form
         err = e
     finally:
@@ -953,9 +956,9 @@ def save_case(bundle: Path, case: FuzzCase) -> None:
     (d / f"{case.name}.case.json").write_text(json.dumps(case.record()))
 
 
-def load_case(bundle: Path, name: str, first: str = "onnx") -> FuzzCase:
+def load_case(bundle: Path, name: str, first: str = "onnx", timeout_s: int = REFERENCE_TIMEOUT_S) -> FuzzCase:
     """A saved case: its built arrays where the bundle holds them, else inputs drawn again from the op's domain
-    (seeded by the case's seed) and the reference run on them."""
+    (seeded by the case's seed) and the reference run on them (`first`, ONNX's reference for up to `timeout_s`)."""
     d = bundle / "fuzz-cases"
     model = onnx.load_model_from_string((d / f"{name}.onnx").read_bytes())
     rec = json.loads((d / f"{name}.case.json").read_text())
@@ -967,7 +970,7 @@ def load_case(bundle: Path, name: str, first: str = "onnx") -> FuzzCase:
         ref = rec["reference"]
     else:
         ins, _ = _draw(model, np.random.default_rng([*rec["seed"], 1]), make_constant=False)
-        outs, ref = reference_outputs(model, {vi.name: v for vi, v in zip(model.graph.input, ins)}, first)
+        outs, ref = reference_outputs(model, {vi.name: v for vi, v in zip(model.graph.input, ins)}, first, timeout_s)
     sym_file = d / f"{name}.symbolic.onnx"
     sym = onnx.load_model_from_string(sym_file.read_bytes()) if sym_file.is_file() else None
     return FuzzCase(
@@ -1031,7 +1034,7 @@ def _draw_on_run_side(job: tuple[str, str, str]) -> str:
     float32 DFT of length 100 is off by 6e-4 where ONNX's reference is off by 2e-6); its arrays saved. Returns the
     reference's name."""
     bundle, name, first = Path(job[0]), job[1], job[2]
-    c = load_case(bundle, name, first=first)
+    c = load_case(bundle, name, first=first, timeout_s=RUN_REFERENCE_TIMEOUT_S)
     sub, _ = conformance.case_subgraph(c.as_case())
     declared = [
         dtypes.numpy_dtype(dtypes.from_onnx(vi.type.tensor_type.elem_type).name)
@@ -1050,6 +1053,14 @@ def _draw_on_run_side(job: tuple[str, str, str]) -> str:
     if found:
         _save_alternative(bundle, c.name, found[1])
     return c.reference
+
+
+def _draw_on_run_side_or_why(job: tuple[str, str, str]) -> tuple[str, str]:
+    """(_draw_on_run_side's reference name, "") or ("", why it failed): one case's failure is that case's row."""
+    try:
+        return _draw_on_run_side(job), ""
+    except Exception as e:
+        return "", f"{type(e).__name__}: {str(e)[:280]}"
 
 
 ALTERNATIVE = "alternative"  # BUNDLE/cases/<name>/alternative.{bin,json}: an explained case's alternative outputs
@@ -1096,8 +1107,11 @@ def run(bundle: Path, progress=None) -> list[dict]:
     jobs = [(str(bundle), r["case"], r.get("reference", "onnx")) for r in rows]
     if jobs:
         with multiprocessing.get_context("fork").Pool(os.cpu_count() or 1) as pool:
-            for r, ref in zip(rows, pool.map(_draw_on_run_side, jobs, chunksize=1)):
-                r["reference"] = ref
+            for r, (ref, error) in zip(rows, pool.map(_draw_on_run_side_or_why, jobs, chunksize=1)):
+                if error:  # no reference to compare with: the case is not run (not the plugin's failure)
+                    r.update({"built": False, "class": "no-reference", "reason": error})
+                else:
+                    r["reference"] = ref
     (bundle / BUILD_RECORD).write_text(json.dumps(info, indent=1))
     out = conformance.run(bundle, progress, record=BUILD_RECORD)
     _verify_explanations(bundle, out)
