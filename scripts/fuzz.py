@@ -166,7 +166,13 @@ def run(bundle: Path, out: Path) -> int:
     )
     # A bundle built for some op types (--ops), or under tuned configurations, writes its own results beside the
     # full run's.
-    name = "fuzz-" + ("tuned-" if info.get("tuned") else "") + "".join(o.lower() + "-" for o in ops) + "h100"
+    name = (
+        "fuzz-"
+        + ("tuned-" if info.get("tuned") else "")
+        + ("grids-defaults-" if info.get("per_op") == 0 else "")  # only the grids' and the defaults' cases
+        + "".join(o.lower() + "-" for o in ops)
+        + "h100"
+    )
     write_results(out, name, meta, rows, summary, "\n".join(lines))
     print(json.dumps(summary))
     return 0

@@ -580,13 +580,19 @@ def _complete(m: onnx.ModelProto, values: list[np.ndarray]) -> tuple[list[np.nda
 
 
 def make_case(
-    op: str, k: int, seed: int, forms: list[tuple[str, onnx.ModelProto]], forced: dict | None = None
+    op: str,
+    k: int,
+    seed: int,
+    forms: list[tuple[str, onnx.ModelProto]],
+    forced: dict | None = None,
+    omitted: str | None = None,
 ) -> FuzzCase | None:
     """The k-th case of `op` under `seed` (`forced`: the k-th point of the op's fuzz grid, then named
-    <op>_g<k>): deterministic; None when no try gives a valid case."""
-    case_seed = [seed, zlib.crc32(op.encode()), k] + ([1] if forced else [])
+    <op>_g<k>; `omitted`: an attribute left out, so the schema's default applies: named <op>_d<k>):
+    deterministic; None when no try gives a valid case."""
+    case_seed = [seed, zlib.crc32(op.encode()), k] + ([1] if forced else []) + ([2] if omitted else [])
     rng = np.random.default_rng(case_seed)
-    pool = _attr_pool(forms)
+    pool = {name: values for name, values in _attr_pool(forms).items() if name != omitted}
     form_name, form = forms[int(rng.integers(len(forms)))]
     fixed = _structural_sizes(form)  # the form's, the same for every try
     for attempt in range(TRIES):
@@ -595,6 +601,11 @@ def make_case(
             m, what = _mutate(form, {} if plain else pool, rng, plain, forced, fixed)
             if plain:
                 what = {"grid": forced} if forced else {}
+            if omitted:
+                kept = [a for a in m.graph.node[0].attribute if a.name != omitted]
+                del m.graph.node[0].attribute[:]
+                m.graph.node[0].attribute.extend(kept)
+                what["default"] = omitted
             if spec_violation(m):
                 continue  # an invalid attribute combination: no defined result to compare with
             values, constant = _draw(m, rng, make_constant=not plain and rng.random() < 0.2)
@@ -603,7 +614,7 @@ def make_case(
             outs, ref = _complete(m, values)
         except Exception:
             continue
-        name = f"{op}_g{k:03d}" if forced else f"{op}_{k:03d}"
+        name = f"{op}_g{k:03d}" if forced else f"{op}_d{k:03d}" if omitted else f"{op}_{k:03d}"
         what["attempt"] = attempt
         if forced:
             what["grid"] = {n: _attr_text(helper.make_attribute(n, v)) for n, v in forced.items()}
@@ -704,6 +715,29 @@ def family(base: FuzzCase, size: int = FAMILY) -> list[FuzzCase]:
     return [base, *sibs]
 
 
+def default_gaps(forms: list[tuple[str, onnx.ModelProto]]) -> list[str]:
+    """The op's optional attributes every seed form sets, to values other than the schema's default: the default
+    would never be generated (RoiAlign's forms all set sampling_ratio=2; its default 0, an adaptive grid, did not
+    lower for the GPU). Each gets a case with the attribute left out."""
+    node = forms[0][1].graph.node[0]
+    version = max((o.version for o in forms[0][1].opset_import if o.domain == node.domain), default=1)
+    try:
+        schema = onnx.defs.get_schema(node.op_type, version, node.domain)
+    except Exception:  # an op onnx does not define (a contrib op): no schema defaults to compare with
+        return []
+    always = set.intersection(*({a.name for a in m.graph.node[0].attribute} for _n, m in forms))
+    pool = _attr_pool(forms)
+    gaps = []
+    for name in sorted(always):
+        spec = schema.attributes.get(name)
+        if spec is None or spec.required or spec.default_value.type == onnx.AttributeProto.UNDEFINED:
+            continue
+        default = helper.get_attribute_value(spec.default_value)
+        if all(helper.get_attribute_value(a) != default for a in pool.get(name, [])):
+            gaps.append(name)
+    return gaps
+
+
 def _grid(op: str) -> list[dict]:
     """The points of the op's fuzz grid (the registry's `fuzz_grid`: attribute values crossed in full)."""
     from itertools import product
@@ -738,6 +772,10 @@ def generate(
             if len(mine) - on_grid >= per_op:
                 break
             c = make_case(op, k, seed, forms[op])
+            if c is not None:
+                mine.extend(family(c, family_size))
+        for k, name in enumerate(default_gaps(forms[op])):
+            c = make_case(op, k, seed, forms[op], omitted=name)
             if c is not None:
                 mine.extend(family(c, family_size))
         out.extend(mine)
