@@ -221,3 +221,15 @@ def test_roi_align_kernel_lowers_to_cuda(mode, sampling_ratio):
     # The plane in shared memory (more than CUDA's default 48 KB would be opted in to at load time), its padded
     # 17 x 21 values here.
     assert "extern __shared__" in plan.cuda_source and [int(lc.shared_mem) for lc in plan.launches][-1] == 17 * 21 * 4
+
+
+def test_adaptive_grid_without_a_plane_kernel_fails_naming_the_fix():
+    """An adaptive grid on a map the plane kernel does not take (float64; half maps are pooled in float32) has no
+    GPU kernel: the thread-per-output kernel's grid extent depends on the boxes. The lowering says so in one line
+    instead of TVM's message about a shape expression."""
+    from opforge.core.errors import LoweringError
+    from opforge.lower.tvm_lower import lower_subgraph
+
+    m = _model(0.5, "avg", "half_pixel", sampling_ratio=0, dtype=TensorProto.DOUBLE)
+    with pytest.raises(LoweringError, match=r"adaptive sampling grid .* takes float32 and float16 maps, not float64"):
+        lower_subgraph(_sub(m))

@@ -20,6 +20,7 @@ import functools
 import tvm
 from tvm import te, tirx
 
+from opforge.core.errors import LoweringError
 from opforge.lower.kernels import roi_align_plane
 from opforge.lower.kernels.data_dependent import on_gpu
 from opforge.lower.kernels.kernel_ir import rounded
@@ -168,6 +169,12 @@ def legalize(threads: int = 256, unroll: int = 2):
                 unroll=unroll,
             )
             return bb.call_te(plane, data, rois, primfunc_name_hint="roi_align")
+        if int(a.sample_ratio) <= 0 and on_gpu():
+            # roi_align_te's grid extent depends on the boxes, which TVM cannot state as a loop bound on the GPU.
+            raise LoweringError(
+                "RoiAlign with an adaptive sampling grid (sampling_ratio 0) runs only in opforge's plane kernel, "
+                f"which takes float32 and float16 maps, not {data.ty.dtype}"
+            )
         return bb.call_te(
             roi_align_te,
             data,
