@@ -50,13 +50,9 @@ def _fake_bundle(bundle: Path, rows: list[dict]) -> None:
 
 
 def _stand_in_gpu(monkeypatch, fail_first: bool = False):
-    import opforge.runtime.launcher as launcher
+    import opforge.runtime.gpu as gpu
     import opforge.verify.plugins as plugins
     from opforge.core.manifest import Manifest
-
-    class Ctx:
-        def __init__(self, _):
-            self.name = "stand-in (no GPU)"
 
     def verify(folder):
         return [
@@ -64,7 +60,7 @@ def _stand_in_gpu(monkeypatch, fail_first: bool = False):
             for k, p in enumerate(Manifest.load(folder).plugins)
         ]
 
-    monkeypatch.setattr(launcher, "Context", Ctx)
+    monkeypatch.setattr(gpu, "gpu_name", lambda: "stand-in (no GPU)")
     monkeypatch.setattr(plugins, "verify_folder", verify)
 
 

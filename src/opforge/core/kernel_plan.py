@@ -35,7 +35,7 @@ MAX_LAUNCHES = 1024
 # Bumped whenever opforge's lowering changes what plan a subgraph gets (with or without a tuned configuration): it
 # invalidates cached plans (plan.planner) and tuning records (tune.records), whose measurements were of the old
 # plans.
-LOWERING_REVISION = 48
+LOWERING_REVISION = 49
 
 ArgKind = Literal["input", "output", "workspace", "constant", "scalar"]
 

@@ -97,10 +97,15 @@ class Emitter:
     def value_info(self, name: str) -> onnx.ValueInfoProto | None:
         return next((vi for vi in [*self.m.graph.input, *self.m.graph.value_info] if vi.name == name), None)
 
+    def info(self, name: str) -> onnx.ValueInfoProto | None:
+        """The tensor's ValueInfo: declared, else from ONNX shape inference (a tensor an earlier rewrite made, such
+        as the float32 copy of a widened half input, loses its declaration when the graph is folded)."""
+        return self.value_info(name) or self._inferred_info(name)
+
     def rank(self, name: str) -> int | None:
         """The tensor's rank: declared, else from ONNX shape inference (a tensor an earlier rewrite made, such as
         the float32 copy of a widened half input); None if unknown."""
-        vi = self.value_info(name) or self._inferred_info(name)
+        vi = self.info(name)
         if vi is None or not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
             return None
         return len(vi.type.tensor_type.shape.dim)

@@ -34,14 +34,16 @@ _PAD_IDENTITY = {
     "ReduceMean": float("nan"),
     "ReduceMax": float("-inf"),
     "ReduceMin": float("inf"),
+    "ReduceLogSumExp": float("-inf"),  # log(sum of no exponentials) = log 0
 }
 
 
 def pad_empty_axes(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     """A reduction over an axis of static extent 0: the input padded to extent 1 with the identity on that axis."""
     x = node.input[0]
-    vi, elem = e.value_info(x), e.types.get(x)
-    if vi is None or elem is None or node.op_type not in _PAD_IDENTITY:
+    vi = e.info(x)  # declared or inferred: a half input's float32 copy (widened) has no declaration once folded
+    elem = e.types.get(x) or (vi.type.tensor_type.elem_type if vi is not None else None)
+    if vi is None or not elem or node.op_type not in _PAD_IDENTITY:
         return False
     dims = vi.type.tensor_type.shape.dim
     consts = {1: e.initializer(node.input[1])} if len(node.input) > 1 and node.input[1] else {}
@@ -69,7 +71,10 @@ def pad_empty_axes(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
         padded = e.op("Pad", x, e.const(np.array(pads, np.int64), onnx.TensorProto.INT64), e.const(value, elem))
     else:
         padded = e.op("Pad", x, pads=pads, value=float(value))
-    e.op(node.op_type, padded, *node.input[1:], out=node.output[0], **a)
+    # LogSumExp over a set with no elements is log 0 = -inf: the max of the -inf padding (its own kernel and TVM's
+    # would shift the padding by its max, -inf - -inf, and give NaN).
+    op = "ReduceMax" if node.op_type == "ReduceLogSumExp" else node.op_type
+    e.op(op, padded, *node.input[1:], out=node.output[0], **a)
     return True
 
 
