@@ -348,3 +348,17 @@ def test_reductions_over_an_empty_axis_give_the_identity(op, dtype):
         node, consts = helper.make_node(op, ["x"], ["y"], axes=[1], keepdims=1), {}
     got, ref = _run_both(node, {"x": x}, consts, opset=13)
     assert np.array_equal(np.asarray(got[0]), ref[0], equal_nan=True), (got[0], ref[0])
+
+
+def test_empty_axis_padding_leaves_a_reduction_of_unknown_shape_alone():
+    """The padding reads inferred shapes (a widened half input's float32 copy has no declared one): a reduction
+    whose input has no inferred shape at all (here a graph input declared without one; in Attention's function
+    body, a Cast's output) is left as it is, not reduced modulo a rank of 0 (every causal Attention case failed
+    to lower so)."""
+    from opforge.lower.onnx_rewrites import prepare_for_tvm
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, None)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    node = helper.make_node("ReduceMax", ["x"], ["y"], axes=[1], keepdims=1)
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 13)])
+    assert [n.op_type for n in prepare_for_tvm(model).graph.node] == ["ReduceMax"]

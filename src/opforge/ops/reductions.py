@@ -43,9 +43,11 @@ def pad_empty_axes(e: Emitter, node: onnx.NodeProto, a: dict) -> bool:
     x = node.input[0]
     vi = e.info(x)  # declared or inferred: a half input's float32 copy (widened) has no declaration once folded
     elem = e.types.get(x) or (vi.type.tensor_type.elem_type if vi is not None else None)
-    if vi is None or not elem or node.op_type not in _PAD_IDENTITY:
+    if vi is None or not elem or node.op_type not in _PAD_IDENTITY or not vi.type.tensor_type.HasField("shape"):
         return False
     dims = vi.type.tensor_type.shape.dim
+    if not dims:  # a scalar: no axis to be empty
+        return False
     consts = {1: e.initializer(node.input[1])} if len(node.input) > 1 and node.input[1] else {}
     if len(node.input) > 1 and node.input[1] and consts[1] is None:
         return False  # axes given at run time
