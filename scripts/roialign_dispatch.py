@@ -40,25 +40,9 @@ def _cases() -> list[dict]:
 
 
 def _model(case: dict):
-    from onnx import TensorProto, helper
+    from opforge.bench.wide import roialign_workload
 
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, case["map"])
-    rois = helper.make_tensor_value_info("rois", TensorProto.FLOAT, [BOXES, 4])
-    idx = helper.make_tensor_value_info("idx", TensorProto.INT64, [BOXES])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [BOXES, CHANNELS, POOLED, POOLED])
-    node = helper.make_node(
-        "RoiAlign",
-        ["x", "rois", "idx"],
-        ["y"],
-        name="roi_align",
-        output_height=POOLED,
-        output_width=POOLED,
-        sampling_ratio=case["ratio"],
-        spatial_scale=case["scale"],
-        coordinate_transformation_mode="half_pixel",
-    )
-    graph = helper.make_graph([node], "roi_align", [x, rois, idx], [y])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    return roialign_workload(case["map"], BOXES, POOLED, case["scale"], case["ratio"])("float32")
 
 
 def build(bundle: Path) -> int:

@@ -288,7 +288,11 @@ def _einsum(eq, a, b):
     return build
 
 
-def _roialign(fmap, rois, out, scale):
+def roialign_workload(fmap, rois: int, out: int, scale: float, ratio: int = 2):
+    """RoiAlign over a map of shape `fmap` (N, C, H, W), `rois` boxes, `out` x `out` outputs, half-pixel
+    coordinates at `spatial_scale` `scale`, `ratio` sampling points per bin and axis (0: adaptive): a builder of
+    the model for a dtype (also scripts/roialign_dispatch.py's cases)."""
+
     def build(dt):
         return m(
             "RoiAlign",
@@ -296,7 +300,7 @@ def _roialign(fmap, rois, out, scale):
             attrs={
                 "output_height": out,
                 "output_width": out,
-                "sampling_ratio": 2,
+                "sampling_ratio": ratio,
                 "spatial_scale": scale,
                 "coordinate_transformation_mode": "half_pixel",
             },
@@ -442,9 +446,9 @@ _DEFS: list[tuple[str, Callable, tuple[str, ...], str]] = [
     ("gatherelements_4096x4096_k1024", _gather_elements((4096, 4096), 1024), (F32,), ""),
     ("scatterelements_add_4096x4096_k1024", _scatter_elements((4096, 4096), 1024, "add"), (F32,), ""),
     ("einsum_bhqd_bhkd_16x12x197x64", _einsum("bhqd,bhkd->bhqk", (16, 12, 197, 64), (16, 12, 197, 64)), (F32,), ""),
-    ("roialign_fpn_256x200x272_1000boxes_s0.25", _roialign((1, 256, 200, 272), 1000, 7, 0.25), (F32,), ""),
+    ("roialign_fpn_256x200x272_1000boxes_s0.25", roialign_workload((1, 256, 200, 272), 1000, 7, 0.25), (F32,), ""),
     # Detectron2's 1333x800 input: P2 is 200x334, a float32 plane larger than an H100 block's shared memory.
-    ("roialign_fpn_256x200x334_1000boxes_s0.25", _roialign((1, 256, 200, 334), 1000, 7, 0.25), (F32,), ""),
+    ("roialign_fpn_256x200x334_1000boxes_s0.25", roialign_workload((1, 256, 200, 334), 1000, 7, 0.25), (F32,), ""),
     ("centercroppad_32x3x256x256_to_224", _center_crop_pad((32, 3, 256, 256), [224, 224]), (F32,), ""),
     ("gridsample_16x64x56x56", _grid_sample((16, 64, 56, 56), (56, 56)), (F32,), ""),
     ("compress_64x4096_const_mask", _compress((64, 4096), 3), (F32,), ""),
