@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fault isolation on the GPU (opforge.verify.isolated): a plugin whose kernel kills its CUDA context or never
+"""Fault isolation on the GPU (opforge.runtime.isolated): a plugin whose kernel kills its CUDA context or never
 ends fails alone, and the plugins after it are still checked.
 
 Ten conformance cases are built as for the conformance suite; three of them get a sabotaged kernel (a trap, a
@@ -128,7 +128,7 @@ def run(bundle: Path, out: Path) -> int:
     summary["claim_holds"] = ok
     lines = [
         "Ten conformance cases, three with a sabotaged kernel, run by the conformance runner in worker processes",
-        f"(opforge.verify.isolated, a case timing out after {CASE_TIMEOUT_S:g} s), then in one process as before",
+        f"(opforge.runtime.isolated, a case timing out after {CASE_TIMEOUT_S:g} s), then in one process as before",
         "(without the spinning case, which would hang it).",
         "",
         "| case | sabotage | in workers | why | in one process | why |",

@@ -44,7 +44,7 @@ def run(bundle: Path, out: Path) -> int:
     from opforge.testing import conformance
     from opforge.verify.results import run_metadata, write_results
 
-    device = gpu_name()  # asked in a child process: the cases run in forked workers (verify.isolated)
+    device = gpu_name()  # asked in a child process: the cases run in forked workers (runtime.isolated)
     info = json.loads((bundle / "conformance-build.json").read_text())
     rows = conformance.run(bundle)
     counts = Counter(r["class"] for r in rows)

@@ -87,7 +87,7 @@ def run(bundle: Path, out: Path) -> int:
     from opforge.testing import fuzz
     from opforge.verify.results import run_metadata, write_results
 
-    device = gpu_name()  # asked in a child process: the cases run in forked workers (verify.isolated)
+    device = gpu_name()  # asked in a child process: the cases run in forked workers (runtime.isolated)
     info = json.loads((bundle / fuzz.BUILD_RECORD).read_text())
     t0 = time.perf_counter()
     rows = fuzz.run(bundle)

@@ -394,7 +394,7 @@ def run(bundle: Path, out: Path) -> int:
     from opforge.verify.results import run_metadata, write_results
 
     info = json.loads((bundle / "build.json").read_text())
-    device = gpu_name()  # asked in a child process: the cases run in forked workers (verify.isolated)
+    device = gpu_name()  # asked in a child process: the cases run in forked workers (runtime.isolated)
     rows = info["rows"]
     for row in rows:
         if not row.get("folder"):

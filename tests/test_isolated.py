@@ -1,4 +1,4 @@
-"""opforge.verify.isolated: an item that faults, crashes or hangs fails alone; the items after it run in a fresh
+"""opforge.runtime.isolated: an item that faults, crashes or hangs fails alone; the items after it run in a fresh
 worker (the CPU stands in for a dead CUDA context: a worker whose item raised refuses all later work)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from opforge.verify.isolated import run_isolated
+from opforge.runtime.isolated import run_isolated
 
 _POISONED = {"yes": False}  # a worker's "context": dead once one of its items raised
 

@@ -23,7 +23,7 @@ from opforge.inspect_model import check_graph_input_shapes, inspect_model, name_
 
 def gpu_available() -> bool:
     """Whether the CUDA driver sees a GPU, asked in a child process: verification then runs in forked workers,
-    which cannot use CUDA once this process has started it (opforge.verify.isolated)."""
+    which cannot use CUDA once this process has started it (opforge.runtime.isolated)."""
     from opforge.runtime.gpu import gpu_count
 
     return gpu_count() > 0

@@ -1,11 +1,9 @@
 """Whether this machine can run the GPU commands (check, verify, tune --measure), with one-line reasons, and the
 GPU's name: both asked of the CUDA driver in a forked child process, so that the caller's process does not start
-CUDA. Verification runs its work in forked workers (opforge.verify.isolated), which cannot use CUDA once their
+CUDA. Verification runs its work in forked workers (opforge.runtime.isolated), which cannot use CUDA once their
 parent has initialised it."""
 
 from __future__ import annotations
-
-import multiprocessing
 
 from opforge.core.errors import OpforgeError
 
@@ -39,42 +37,29 @@ def gpu_count() -> int:
 
 
 def _probe() -> tuple[str, str, int]:
-    """(problem, GPU 0's name, GPU count) from a forked child: problem is "" where the driver sees a GPU."""
-    ctx = multiprocessing.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_ask_driver, args=(child,), daemon=True)
-    proc.start()
-    child.close()
-    try:
-        if not parent.poll(_PROBE_TIMEOUT_S):
-            return f"no GPU (the CUDA driver did not answer in {_PROBE_TIMEOUT_S:g} s)", "", 0
-        return parent.recv()
-    except EOFError:
-        return f"no GPU (the driver probe died, exit code {proc.exitcode})", "", 0
-    finally:
-        parent.close()
-        proc.join(5)
-        if proc.is_alive():
-            proc.kill()
+    """(problem, GPU 0's name, GPU count) from a forked worker: problem is "" where the driver sees a GPU."""
+    from opforge.runtime.isolated import run_isolated
+
+    (answer,) = run_isolated(
+        [None],
+        lambda: None,
+        lambda _state, _item: _ask_driver(),
+        lambda _item, why: (f"no GPU ({why})", "", 0),
+        timeout_s=_PROBE_TIMEOUT_S,
+    )
+    return answer
 
 
-def _ask_driver(conn) -> None:
-    try:
-        from cuda.bindings import driver as cu
+def _ask_driver() -> tuple[str, str, int]:
+    from cuda.bindings import driver as cu
 
-        err = cu.cuInit(0)[0]
-        if err != cu.CUresult.CUDA_SUCCESS:
-            conn.send((f"no GPU (the CUDA driver says {err.name})", "", 0))
-            return
-        err, count = cu.cuDeviceGetCount()
-        if err != cu.CUresult.CUDA_SUCCESS or count == 0:
-            conn.send(("no GPU", "", 0))
-            return
-        err, device = cu.cuDeviceGet(0)
-        err, raw = cu.cuDeviceGetName(256, device)
-        name = raw.split(b"\0")[0].decode() if err == cu.CUresult.CUDA_SUCCESS else "unknown GPU"
-        conn.send(("", name, int(count)))
-    except Exception as e:  # a driver library missing or broken
-        conn.send((f"no GPU ({type(e).__name__}: {e})", "", 0))
-    finally:
-        conn.close()
+    err = cu.cuInit(0)[0]
+    if err != cu.CUresult.CUDA_SUCCESS:
+        return f"no GPU (the CUDA driver says {err.name})", "", 0
+    err, count = cu.cuDeviceGetCount()
+    if err != cu.CUresult.CUDA_SUCCESS or count == 0:
+        return "no GPU", "", 0
+    err, device = cu.cuDeviceGet(0)
+    err, raw = cu.cuDeviceGetName(256, device)
+    name = raw.split(b"\0")[0].decode() if err == cu.CUresult.CUDA_SUCCESS else "unknown GPU"
+    return "", name, int(count)

@@ -523,12 +523,12 @@ def run(
 ) -> list[dict]:
     """GPU side: every built case's plugin through the harness (TensorRT's IPluginV3 call sequence, two
     execution contexts), on the case's own inputs, against its expected outputs, under two output poisons. Cases
-    run in worker processes (opforge.verify.isolated; this process must not have started CUDA): one that faults,
+    run in worker processes (opforge.runtime.isolated; this process must not have started CUDA): one that faults,
     crashes or runs past `timeout_s` seconds is runtime-failed alone. `isolate=False` runs them in this process,
     where a fault fails every later case too."""
     from opforge.build.package import HARNESS_PATH
+    from opforge.runtime.isolated import run_isolated
     from opforge.verify.harness import Harness
-    from opforge.verify.isolated import run_isolated
 
     info = json.loads((bundle / record).read_text())
     rows = info["rows"]

@@ -35,18 +35,18 @@ def measure_bundle(
     bundle: Path, part: tuple[int, int] = (0, 1), progress=None, isolate: bool = True, device: str | None = None
 ) -> list[Record]:
     """Every candidate of the bundle (those of `part` (i, n): every n-th from the i-th) timed, the fastest
-    checked. Candidates run in forked worker processes (opforge.verify.isolated; this process must not have
+    checked. Candidates run in forked worker processes (opforge.runtime.isolated; this process must not have
     started CUDA): one whose kernel faults, whose plugin crashes or that hangs fails alone, naming why, and the
     rest are measured in a fresh process. `isolate=False` runs them in this process (the benchmark scripts, whose
     process runs PyTorch on the GPU too); `device`: the GPU's name where the caller knows it."""
     from opforge.core.fields import parser_fields
     from opforge.core.kernel_plan import KernelPlan
     from opforge.runtime.gpu import gpu_name
+    from opforge.runtime.isolated import run_isolated
     from opforge.verify.check import POISONS, input_shapes
     from opforge.verify.compare import compare_contexts
     from opforge.verify.harness import Harness, TimingRequest
     from opforge.verify.inputs import make_inputs
-    from opforge.verify.isolated import run_isolated
 
     info = json.loads((bundle / BUNDLE_FILE).read_text())
     mine = [e for k, e in enumerate(info["candidates"]) if k % part[1] == part[0]]

@@ -11,8 +11,8 @@ import onnx
 from opforge.core.errors import OpforgeError
 from opforge.core.kernel_plan import KernelPlan
 from opforge.core.manifest import Manifest, PluginEntry
+from opforge.runtime.isolated import DEFAULT_TIMEOUT_S, run_isolated
 from opforge.verify.check import check_once
-from opforge.verify.isolated import DEFAULT_TIMEOUT_S, run_isolated
 from opforge.verify.plugins import default_dims
 from opforge.verify.reference import ReferenceFailed
 
@@ -24,7 +24,7 @@ def check_folder(
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> list[dict]:
     """One row per plugin's plan: its runs at the dimension values default_dims chooses, and whether all passed.
-    Plans run in worker processes (opforge.verify.isolated): one whose kernel faults, whose process crashes or
+    Plans run in worker processes (opforge.runtime.isolated): one whose kernel faults, whose process crashes or
     that runs past `timeout_s` seconds fails alone, naming why."""
     manifest = Manifest.load(out_dir)
     if not manifest.plugins:

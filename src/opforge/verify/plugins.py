@@ -13,9 +13,9 @@ from opforge.core.errors import OpforgeError
 from opforge.core.fields import parser_fields
 from opforge.core.kernel_plan import KernelPlan
 from opforge.core.manifest import Manifest, PluginEntry
+from opforge.runtime.isolated import DEFAULT_TIMEOUT_S, run_isolated
 from opforge.verify.check import check_once
 from opforge.verify.harness import Harness, HarnessError
-from opforge.verify.isolated import DEFAULT_TIMEOUT_S, run_isolated
 from opforge.verify.reference import ReferenceFailed
 
 DimsFor = Callable[[PluginEntry, KernelPlan], list[dict[str, int]]]
@@ -50,7 +50,7 @@ def verify_folder(
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> list[dict]:
     """dims_for chooses the dimension values per plugin; by default default_dims(manifest, dim_values). Plugins
-    run in worker processes (opforge.verify.isolated): one whose kernel faults (its CUDA context is then dead),
+    run in worker processes (opforge.runtime.isolated): one whose kernel faults (its CUDA context is then dead),
     whose process crashes or that runs past `timeout_s` seconds fails alone, naming why; the others are checked in
     a fresh process."""
     manifest = Manifest.load(out_dir)
